@@ -1,0 +1,8 @@
+//! corekv: a replicated, strongly consistent key-value store with etcd v3's data model,
+//! built as an io_uring thread-per-core server. See README.md and docs/ for the design.
+
+pub mod btree;
+pub mod mvcc;
+pub mod proto;
+pub mod raft;
+pub mod wal;

@@ -1,0 +1,182 @@
+//! The narrow storage interface the MVCC store needs from its B+tree.
+//!
+//! One writer, owned by one shard: writes are applied to an open, in-memory write
+//! transaction (sync, cheap) and made durable by [`Backend::commit`] (async: page
+//! writes and fdatasync through glommio). Reads through the backend itself see the
+//! latest applied state, committed or not; [`Backend::snapshot`] gives a read view of
+//! the last committed version that stays valid while later writes and commits happen.
+//!
+//! Implementations: `btree::Db` (the real one, adapter in `btree_backend.rs`) and
+//! [`MemBackend`] (a `BTreeMap`, for tests and as the model in property tests).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+/// Why a backend operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendError {
+    /// The file would grow beyond its quota.
+    NoSpace,
+    /// A page failed its checksum or a structural check; names page and file.
+    Corrupt(String),
+    /// An I/O call failed; names the operation, file and offset. After a failed commit
+    /// the backend refuses further writes until reopened.
+    Io(String),
+    /// A key or value beyond the configured maximum size.
+    TooLarge(String),
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendError::NoSpace => write!(f, "database space exceeded"),
+            BackendError::Corrupt(m) => write!(f, "corrupt database: {m}"),
+            BackendError::Io(m) => write!(f, "database I/O error: {m}"),
+            BackendError::TooLarge(m) => write!(f, "too large: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for BackendError {}
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// Ordered reads over named trees.
+pub trait ReadView {
+    fn get(&self, tree: &str, key: &[u8]) -> BackendResult<Option<Vec<u8>>>;
+    /// Calls `f(key, value)` for each entry with `lo <= key` and (`hi` is `None` or
+    /// `key < hi`), in ascending order (descending if `reverse`), until `f` returns
+    /// `false`. A tree that does not exist is empty.
+    fn scan(
+        &self,
+        tree: &str,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        reverse: bool,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> BackendResult<()>;
+}
+
+/// A single-writer ordered store with named trees and batched durable commits.
+#[allow(async_fn_in_trait)] // single-threaded executors: futures need not be Send
+pub trait Backend: ReadView {
+    type Snapshot: ReadView;
+    /// A read view of the last committed version.
+    fn snapshot(&self) -> Self::Snapshot;
+    fn put(&mut self, tree: &str, key: &[u8], value: &[u8]) -> BackendResult<()>;
+    /// Returns whether the key existed.
+    fn delete(&mut self, tree: &str, key: &[u8]) -> BackendResult<bool>;
+    /// Makes every write so far durable as one atomic version.
+    async fn commit(&mut self) -> BackendResult<()>;
+    /// Bytes the store occupies on disk (for quota and status).
+    fn size_bytes(&self) -> u64;
+}
+
+type Trees = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+/// An in-memory backend: the model for tests. `commit` copies the live state into the
+/// committed one, so snapshots behave as they do on disk.
+#[derive(Default, Clone)]
+pub struct MemBackend {
+    live: Trees,
+    committed: std::rc::Rc<Trees>,
+}
+
+/// A read view of a [`MemBackend`]'s committed state.
+#[derive(Clone)]
+pub struct MemSnapshot(std::rc::Rc<Trees>);
+
+fn scan_trees(
+    trees: &Trees,
+    tree: &str,
+    lo: &[u8],
+    hi: Option<&[u8]>,
+    reverse: bool,
+    f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+) -> BackendResult<()> {
+    let Some(t) = trees.get(tree) else {
+        return Ok(());
+    };
+    if hi.is_some_and(|h| h <= lo) {
+        return Ok(());
+    }
+    let upper = hi.map_or(Bound::Unbounded, Bound::Excluded);
+    let range = t.range::<[u8], _>((Bound::Included(lo), upper));
+    if reverse {
+        for (k, v) in range.rev() {
+            if !f(k, v) {
+                break;
+            }
+        }
+    } else {
+        for (k, v) in range {
+            if !f(k, v) {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl ReadView for MemBackend {
+    fn get(&self, tree: &str, key: &[u8]) -> BackendResult<Option<Vec<u8>>> {
+        Ok(self.live.get(tree).and_then(|t| t.get(key).cloned()))
+    }
+    fn scan(
+        &self,
+        tree: &str,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        reverse: bool,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> BackendResult<()> {
+        scan_trees(&self.live, tree, lo, hi, reverse, f)
+    }
+}
+
+impl ReadView for MemSnapshot {
+    fn get(&self, tree: &str, key: &[u8]) -> BackendResult<Option<Vec<u8>>> {
+        Ok(self.0.get(tree).and_then(|t| t.get(key).cloned()))
+    }
+    fn scan(
+        &self,
+        tree: &str,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        reverse: bool,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> BackendResult<()> {
+        scan_trees(&self.0, tree, lo, hi, reverse, f)
+    }
+}
+
+impl Backend for MemBackend {
+    type Snapshot = MemSnapshot;
+    fn snapshot(&self) -> MemSnapshot {
+        MemSnapshot(self.committed.clone())
+    }
+    fn put(&mut self, tree: &str, key: &[u8], value: &[u8]) -> BackendResult<()> {
+        self.live
+            .entry(tree.to_string())
+            .or_default()
+            .insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+    fn delete(&mut self, tree: &str, key: &[u8]) -> BackendResult<bool> {
+        Ok(self
+            .live
+            .get_mut(tree)
+            .is_some_and(|t| t.remove(key).is_some()))
+    }
+    async fn commit(&mut self) -> BackendResult<()> {
+        self.committed = std::rc::Rc::new(self.live.clone());
+        Ok(())
+    }
+    fn size_bytes(&self) -> u64 {
+        self.live
+            .values()
+            .flat_map(|t| t.iter())
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum()
+    }
+}
