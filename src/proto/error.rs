@@ -27,7 +27,11 @@ pub enum ErrorCode {
     FutureRevision(i64),
     /// 5: the request's group lives on another shard of this node: connect to
     /// `client_port` (this node's port of `shard`).
-    WrongShard { group: u32, shard: u32, client_port: u16 },
+    WrongShard {
+        group: u32,
+        shard: u32,
+        client_port: u16,
+    },
     /// 6: this replica is not the group's leader; `leader` is the leader's node id, 0
     /// when unknown.
     NotLeader { leader: u64 },

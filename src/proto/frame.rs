@@ -75,8 +75,8 @@ pub const DEFAULT_INITIAL_BUFFER_BYTES: usize = 64 << 10;
 pub const MAX_ARCHIVE_DEPTH: usize = 64;
 
 const _: () = assert!(FRAME_HEADER_LEN == 24);
-const _: () = assert!(FRAME_HEADER_LEN % FRAME_ALIGN == 0);
-const _: () = assert!(FRAME_REQUEST_ID_OFFSET % 8 == 0);
+const _: () = assert!(FRAME_HEADER_LEN.is_multiple_of(FRAME_ALIGN));
+const _: () = assert!(FRAME_REQUEST_ID_OFFSET.is_multiple_of(8));
 const _: () = assert!(DEFAULT_MAX_FRAME_BYTES <= u32::MAX as usize);
 const _: () = assert!(std::mem::align_of::<ArchivedRequest>() <= FRAME_ALIGN);
 const _: () = assert!(std::mem::align_of::<ArchivedResponse>() <= FRAME_ALIGN);
@@ -172,7 +172,8 @@ pub fn encode_frame<T>(
     max_frame_bytes: usize,
 ) -> Result<usize, ProtoError>
 where
-    T: FramePayload + for<'a, 'b> Serialize<HighSerializer<PayloadWriter<'b>, ArenaHandle<'a>, rancor::Error>>,
+    T: FramePayload
+        + for<'a, 'b> Serialize<HighSerializer<PayloadWriter<'b>, ArenaHandle<'a>, rancor::Error>>,
 {
     let frame_start = out.len();
     out.resize(frame_start + FRAME_HEADER_LEN, 0);
@@ -206,7 +207,8 @@ where
     out.resize(frame_start + frame_len, 0);
     let f = &mut out[frame_start..];
     put_u32(f, FRAME_LEN_OFFSET, frame_len as u32);
-    f[FRAME_REQUEST_ID_OFFSET..FRAME_REQUEST_ID_OFFSET + 8].copy_from_slice(&request_id.to_le_bytes());
+    f[FRAME_REQUEST_ID_OFFSET..FRAME_REQUEST_ID_OFFSET + 8]
+        .copy_from_slice(&request_id.to_le_bytes());
     f[FRAME_KIND_OFFSET..FRAME_KIND_OFFSET + 2].copy_from_slice(&(T::KIND as u16).to_le_bytes());
     f[FRAME_FLAGS_OFFSET..FRAME_FLAGS_OFFSET + 2].copy_from_slice(&0u16.to_le_bytes());
     put_u32(f, FRAME_PAYLOAD_LEN_OFFSET, payload_len as u32);
@@ -270,7 +272,9 @@ impl Endpoint {
         match self {
             Endpoint::Server => kind == K::Request,
             Endpoint::Client => matches!(kind, K::Response | K::Error),
-            Endpoint::Peer => matches!(kind, K::Raft | K::SnapshotChunk | K::SnapshotAck | K::Error),
+            Endpoint::Peer => {
+                matches!(kind, K::Raft | K::SnapshotChunk | K::SnapshotAck | K::Error)
+            }
         }
     }
 }
@@ -377,7 +381,10 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new(cfg: DecoderConfig) -> Self {
-        assert!(cfg.max_frame_bytes >= FRAME_HEADER_LEN, "max_frame_bytes under the header size");
+        assert!(
+            cfg.max_frame_bytes >= FRAME_HEADER_LEN,
+            "max_frame_bytes under the header size"
+        );
         let initial = cfg.initial_buffer_bytes.max(FRAME_HEADER_LEN);
         let mut buf = AlignedVec::with_capacity(initial);
         buf.resize(initial, 0);
@@ -445,7 +452,10 @@ impl Decoder {
 
     /// Marks `n` bytes of the last [`Decoder::read_buf`] as filled.
     pub fn advance(&mut self, n: usize) {
-        assert!(self.end + n <= self.buf.len(), "advance past the read buffer");
+        assert!(
+            self.end + n <= self.buf.len(),
+            "advance past the read buffer"
+        );
         self.end += n;
     }
 
@@ -570,16 +580,20 @@ impl Decoder {
                 format!("frame at stream offset {at}: unknown kind {kind_raw}"),
             ));
         };
-        let payload: &[u8] = if (self.buf.as_ptr() as usize + range.start) % FRAME_ALIGN == 0 {
-            &self.buf[range]
-        } else {
-            self.scratch.clear();
-            self.scratch.extend_from_slice(&self.buf[range]);
-            &self.scratch[..]
-        };
+        let payload: &[u8] =
+            if (self.buf.as_ptr() as usize + range.start).is_multiple_of(FRAME_ALIGN) {
+                &self.buf[range]
+            } else {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(&self.buf[range]);
+                &self.scratch[..]
+            };
         let with_ctx = |e: ProtoError| DecodeError {
             request_id: Some(request_id),
-            error: ProtoError::new(e.code, format!("frame at stream offset {at}, kind {kind:?}: {}", e.message)),
+            error: ProtoError::new(
+                e.code,
+                format!("frame at stream offset {at}, kind {kind:?}: {}", e.message),
+            ),
         };
         let message = match kind {
             FrameKind::Request => Message::Request(access_payload(payload).map_err(with_ctx)?),
@@ -589,7 +603,9 @@ impl Decoder {
             FrameKind::SnapshotChunk => {
                 Message::SnapshotChunk(access_payload(payload).map_err(with_ctx)?)
             }
-            FrameKind::SnapshotAck => Message::SnapshotAck(access_payload(payload).map_err(with_ctx)?),
+            FrameKind::SnapshotAck => {
+                Message::SnapshotAck(access_payload(payload).map_err(with_ctx)?)
+            }
         };
         if !self.cfg.endpoint.accepts(kind) {
             return Err(non_fatal(

@@ -41,7 +41,7 @@ pub const HELLO_ACK_LEN: usize = ACK_CRC_OFFSET + 4;
 
 const _: () = assert!(HELLO_LEN == 32);
 const _: () = assert!(HELLO_ACK_LEN == 40);
-const _: () = assert!(CLUSTER_ID_OFFSET % 8 == 0 && NODE_ID_OFFSET % 8 == 0);
+const _: () = assert!(CLUSTER_ID_OFFSET.is_multiple_of(8) && NODE_ID_OFFSET.is_multiple_of(8));
 
 /// Who is connecting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,7 +204,9 @@ impl HelloAck {
             HelloStatus::UnsupportedVersion => {
                 return Err(ProtoError::new(
                     ErrorCode::UnsupportedVersion,
-                    format!("server speaks protocol version {version}, we speak {PROTOCOL_VERSION}"),
+                    format!(
+                        "server speaks protocol version {version}, we speak {PROTOCOL_VERSION}"
+                    ),
                 ))
             }
             HelloStatus::ClusterIdMismatch => {

@@ -17,8 +17,8 @@ use rkyv::{
 };
 
 use crate::mvcc::{
-    CompactRequest, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    CompactRequest, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, TxnRequest, TxnResponse,
 };
 
 /// `ResponseHeader::group` of a response merged from several groups (a multi-group

@@ -65,7 +65,10 @@ pub fn validate_request(
     if payload_len > limits.max_request_bytes {
         return Err(err(
             ErrorCode::RequestTooLarge,
-            format!("request of {payload_len} bytes exceeds the limit of {}", limits.max_request_bytes),
+            format!(
+                "request of {payload_len} bytes exceeds the limit of {}",
+                limits.max_request_bytes
+            ),
         ));
     }
     let span_route = |span: GroupSpan| match span {
@@ -79,11 +82,19 @@ pub fn validate_request(
         }
         ArchivedOp::Range(r) => {
             check_range(r, limits)?;
-            Ok(span_route(groups_for_range(r.key.as_slice(), r.range_end.as_slice(), shards)))
+            Ok(span_route(groups_for_range(
+                r.key.as_slice(),
+                r.range_end.as_slice(),
+                shards,
+            )))
         }
         ArchivedOp::DeleteRange(d) => {
             check_delete(d, limits)?;
-            Ok(span_route(groups_for_range(d.key.as_slice(), d.range_end.as_slice(), shards)))
+            Ok(span_route(groups_for_range(
+                d.key.as_slice(),
+                d.range_end.as_slice(),
+                shards,
+            )))
         }
         ArchivedOp::Txn(t) => {
             check_txn(t, limits)?;
@@ -113,26 +124,45 @@ pub fn validate_request(
 
 fn check_key(key: &[u8], what: &str, limits: &Limits) -> Result<(), ProtoError> {
     if key.is_empty() {
-        return Err(err(ErrorCode::EmptyKey, format!("{what}: key is not provided")));
+        return Err(err(
+            ErrorCode::EmptyKey,
+            format!("{what}: key is not provided"),
+        ));
     }
     if key.len() > limits.max_key_bytes {
         return Err(err(
             ErrorCode::RequestTooLarge,
-            format!("{what}: key of {} bytes exceeds the limit of {}", key.len(), limits.max_key_bytes),
+            format!(
+                "{what}: key of {} bytes exceeds the limit of {}",
+                key.len(),
+                limits.max_key_bytes
+            ),
         ));
     }
     Ok(())
 }
 
-fn check_range_end(key: &[u8], range_end: &[u8], what: &str, limits: &Limits) -> Result<(), ProtoError> {
+fn check_range_end(
+    key: &[u8],
+    range_end: &[u8],
+    what: &str,
+    limits: &Limits,
+) -> Result<(), ProtoError> {
     if range_end.len() > limits.max_key_bytes {
         return Err(err(
             ErrorCode::RequestTooLarge,
-            format!("{what}: range_end of {} bytes exceeds the limit of {}", range_end.len(), limits.max_key_bytes),
+            format!(
+                "{what}: range_end of {} bytes exceeds the limit of {}",
+                range_end.len(),
+                limits.max_key_bytes
+            ),
         ));
     }
     if !range_end.is_empty() && range_end != [0] && range_end < key {
-        return Err(err(ErrorCode::InvalidRange, format!("{what}: range_end is before key")));
+        return Err(err(
+            ErrorCode::InvalidRange,
+            format!("{what}: range_end is before key"),
+        ));
     }
     Ok(())
 }
@@ -142,14 +172,24 @@ fn check_put(p: &ArchivedPutRequest, limits: &Limits) -> Result<(), ProtoError> 
     if p.value.len() > limits.max_value_bytes {
         return Err(err(
             ErrorCode::RequestTooLarge,
-            format!("put: value of {} bytes exceeds the limit of {}", p.value.len(), limits.max_value_bytes),
+            format!(
+                "put: value of {} bytes exceeds the limit of {}",
+                p.value.len(),
+                limits.max_value_bytes
+            ),
         ));
     }
     if p.ignore_value && !p.value.is_empty() {
-        return Err(err(ErrorCode::ValueProvided, "put: value is provided with ignore_value"));
+        return Err(err(
+            ErrorCode::ValueProvided,
+            "put: value is provided with ignore_value",
+        ));
     }
     if p.ignore_lease && p.lease.to_native() != 0 {
-        return Err(err(ErrorCode::LeaseProvided, "put: lease is provided with ignore_lease"));
+        return Err(err(
+            ErrorCode::LeaseProvided,
+            "put: lease is provided with ignore_lease",
+        ));
     }
     Ok(())
 }
@@ -166,7 +206,10 @@ fn check_range(r: &ArchivedRangeRequest, limits: &Limits) -> Result<(), ProtoErr
         ("max_create_revision", r.max_create_revision.to_native()),
     ] {
         if v < 0 {
-            return Err(err(ErrorCode::InvalidArgument, format!("range: {name} {v} is negative")));
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                format!("range: {name} {v} is negative"),
+            ));
         }
     }
     // Sort order and target are enums: an out-of-range value already failed archive
@@ -176,17 +219,31 @@ fn check_range(r: &ArchivedRangeRequest, limits: &Limits) -> Result<(), ProtoErr
 
 fn check_delete(d: &ArchivedDeleteRangeRequest, limits: &Limits) -> Result<(), ProtoError> {
     check_key(d.key.as_slice(), "delete_range", limits)?;
-    check_range_end(d.key.as_slice(), d.range_end.as_slice(), "delete_range", limits)
+    check_range_end(
+        d.key.as_slice(),
+        d.range_end.as_slice(),
+        "delete_range",
+        limits,
+    )
 }
 
 fn check_compare(c: &ArchivedCompare, limits: &Limits) -> Result<(), ProtoError> {
     check_key(c.key.as_slice(), "txn compare", limits)?;
-    check_range_end(c.key.as_slice(), c.range_end.as_slice(), "txn compare", limits)?;
+    check_range_end(
+        c.key.as_slice(),
+        c.range_end.as_slice(),
+        "txn compare",
+        limits,
+    )?;
     if let ArchivedCompareTarget::Value(v) = &c.target {
         if v.len() > limits.max_value_bytes {
             return Err(err(
                 ErrorCode::RequestTooLarge,
-                format!("txn compare: value of {} bytes exceeds the limit of {}", v.len(), limits.max_value_bytes),
+                format!(
+                    "txn compare: value of {} bytes exceeds the limit of {}",
+                    v.len(),
+                    limits.max_value_bytes
+                ),
             ));
         }
     }
@@ -201,7 +258,11 @@ fn check_txn(t: &ArchivedTxnRequest, limits: &Limits) -> Result<(), ProtoError> 
 }
 
 fn check_txn_shape(t: &ArchivedTxnRequest, limits: &Limits) -> Result<(), ProtoError> {
-    for (name, n) in [("compares", t.compare.len()), ("success ops", t.success.len()), ("failure ops", t.failure.len())] {
+    for (name, n) in [
+        ("compares", t.compare.len()),
+        ("success ops", t.success.len()),
+        ("failure ops", t.failure.len()),
+    ] {
         if n > limits.max_txn_ops {
             return Err(err(
                 ErrorCode::TooManyOps,
@@ -359,7 +420,12 @@ fn txn_writes(t: &ArchivedTxnRequest) -> Result<Vec<Write<'_>>, ProtoError> {
 }
 
 /// Records the group of one key range in `group`; refuses a second group.
-fn note_group(key: &[u8], range_end: &[u8], shards: u32, group: &mut Option<u32>) -> Result<(), ProtoError> {
+fn note_group(
+    key: &[u8],
+    range_end: &[u8],
+    shards: u32,
+    group: &mut Option<u32>,
+) -> Result<(), ProtoError> {
     let g = match groups_for_range(key, range_end, shards) {
         GroupSpan::One(g) => g,
         GroupSpan::All => {
@@ -389,13 +455,19 @@ fn note_group(key: &[u8], range_end: &[u8], shards: u32, group: &mut Option<u32>
     Ok(())
 }
 
-fn txn_group(t: &ArchivedTxnRequest, shards: u32, group: &mut Option<u32>) -> Result<(), ProtoError> {
+fn txn_group(
+    t: &ArchivedTxnRequest,
+    shards: u32,
+    group: &mut Option<u32>,
+) -> Result<(), ProtoError> {
     for c in t.compare.iter() {
         note_group(c.key.as_slice(), c.range_end.as_slice(), shards, group)?;
     }
     for op in t.success.iter().chain(t.failure.iter()) {
         match op {
-            ArchivedRequestOp::Range(r) => note_group(r.key.as_slice(), r.range_end.as_slice(), shards, group)?,
+            ArchivedRequestOp::Range(r) => {
+                note_group(r.key.as_slice(), r.range_end.as_slice(), shards, group)?
+            }
             ArchivedRequestOp::Put(p) => note_group(p.key.as_slice(), &[], shards, group)?,
             ArchivedRequestOp::DeleteRange(d) => {
                 note_group(d.key.as_slice(), d.range_end.as_slice(), shards, group)?
