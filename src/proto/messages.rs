@@ -246,3 +246,16 @@ impl<D: Fallible + ?Sized> DeserializeWith<ArchivedVec<u8>, Vec<u8>, D> for Alig
         Ok(field.as_slice().to_vec())
     }
 }
+
+/// `bytes` at an address aligned for any archived type (8), ready for
+/// [`crate::proto::access_payload`]: in place when already aligned (what [`Aligned8`]
+/// guarantees for frames this crate encodes), else copied into `scratch`.
+pub fn aligned_bytes<'a>(bytes: &'a [u8], scratch: &'a mut rkyv::util::AlignedVec<16>) -> &'a [u8] {
+    if (bytes.as_ptr() as usize).is_multiple_of(crate::proto::FRAME_ALIGN) {
+        bytes
+    } else {
+        scratch.clear();
+        scratch.extend_from_slice(bytes);
+        scratch.as_slice()
+    }
+}

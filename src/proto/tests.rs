@@ -1713,3 +1713,79 @@ const PUT_RESPONSE_HEX: &str = "\
 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00\n\
 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00\n\
 00 00 00 00 00 00 00 00";
+
+#[test]
+fn archived_layouts_are_pinned() {
+    // Sizes and alignments of the archived types that docs/protocol.md lists: a change
+    // here is a wire-format change (bump PROTOCOL_VERSION and the doc).
+    use crate::mvcc::*;
+    use std::mem::{align_of, size_of};
+    macro_rules! layout {
+        ($($t:ty),*) => { vec![$((stringify!($t), size_of::<$t>(), align_of::<$t>())),*] };
+    }
+    let got = layout!(
+        ArchivedRequest,
+        ArchivedOp,
+        ArchivedResponse,
+        ArchivedResponseHeader,
+        ArchivedResponseBody,
+        ArchivedProtoError,
+        ArchivedErrorCode,
+        ArchivedPutRequest,
+        ArchivedRangeRequest,
+        ArchivedDeleteRangeRequest,
+        ArchivedTxnRequest,
+        ArchivedCompare,
+        ArchivedRequestOp,
+        ArchivedPutResponse,
+        ArchivedRangeResult,
+        ArchivedRangeResponse,
+        ArchivedDeleteRangeResponse,
+        ArchivedTxnResponse,
+        ArchivedResponseOp,
+        ArchivedKeyValue,
+        ArchivedGroupRevision,
+        ArchivedStatusResponse,
+        ArchivedGroupStatus,
+        ArchivedTopologyResponse,
+        ArchivedGroupTopology,
+        ArchivedNodeAddr,
+        ArchivedPeerFrame,
+        ArchivedSnapshotChunk,
+        ArchivedSnapshotAck
+    );
+    for (n, s, a) in &got {
+        println!("| `{n}` | {s} | {a} |");
+    }
+    let sizes: Vec<(usize, usize)> = got.iter().map(|&(_, s, a)| (s, a)).collect();
+    #[rustfmt::skip]
+    let want = vec![(96, 8), (80, 8), (96, 8), (32, 8), (64, 8), (24, 8), (16, 8), (32, 8), (72, 8),
+        (20, 4), (24, 4), (40, 8), (80, 8), (56, 8), (32, 8), (24, 8), (16, 8), (12, 4), (64, 8),
+        (48, 8), (16, 8), (24, 8), (72, 8), (40, 8), (24, 8), (24, 8), (40, 8), (72, 8), (56, 8)];
+    assert_eq!(sizes, want);
+}
+
+#[test]
+fn aligned_bytes_copies_only_when_needed() {
+    let hs = crate::raft::types::HardState {
+        term: 3,
+        vote: 1,
+        commit: 2,
+    };
+    let inner = rkyv::to_bytes::<rkyv::rancor::Error>(&hs).unwrap();
+    let mut shifted = rkyv::util::AlignedVec::<16>::new();
+    shifted.push(0);
+    shifted.extend_from_slice(&inner);
+    let mut scratch = rkyv::util::AlignedVec::<16>::new();
+    let unaligned = &shifted[1..];
+    assert!(access_payload::<crate::raft::types::ArchivedHardState>(unaligned).is_err());
+    let fixed = aligned_bytes(unaligned, &mut scratch);
+    assert_ne!(fixed.as_ptr(), unaligned.as_ptr());
+    let a: &crate::raft::types::ArchivedHardState = access_payload(fixed).unwrap();
+    assert_eq!(a.term.to_native(), 3);
+    let mut scratch2 = rkyv::util::AlignedVec::<16>::new();
+    assert_eq!(
+        aligned_bytes(&inner, &mut scratch2).as_ptr(),
+        inner.as_ptr()
+    );
+}
