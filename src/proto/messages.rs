@@ -259,3 +259,30 @@ pub fn aligned_bytes<'a>(bytes: &'a [u8], scratch: &'a mut rkyv::util::AlignedVe
         scratch.as_slice()
     }
 }
+
+/// Checks a peer message's addressing (`cluster_id`, `to_node` of a [`PeerFrame`],
+/// [`SnapshotChunk`] or [`SnapshotAck`]) against the receiving node: another cluster →
+/// `ClusterIdMismatch` (fatal: close the connection); another destination node →
+/// `InvalidArgument` (drop the message).
+pub fn check_peer_addressing(
+    cluster_id: u64,
+    from_node: u64,
+    to_node: u64,
+    my_cluster_id: u64,
+    my_node_id: u64,
+) -> Result<(), crate::proto::ProtoError> {
+    use crate::proto::{ErrorCode, ProtoError};
+    if cluster_id != my_cluster_id {
+        return Err(ProtoError::new(
+            ErrorCode::ClusterIdMismatch,
+            format!("peer message from node {from_node} names cluster {cluster_id:#x}, this is cluster {my_cluster_id:#x}"),
+        ));
+    }
+    if to_node != my_node_id {
+        return Err(ProtoError::new(
+            ErrorCode::InvalidArgument,
+            format!("peer message from node {from_node} is addressed to node {to_node}, this is node {my_node_id}"),
+        ));
+    }
+    Ok(())
+}

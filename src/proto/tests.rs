@@ -1789,3 +1789,15 @@ fn aligned_bytes_copies_only_when_needed() {
         inner.as_ptr()
     );
 }
+
+#[test]
+fn peer_addressing() {
+    assert!(check_peer_addressing(7, 1, 2, 7, 2).is_ok());
+    let e = check_peer_addressing(8, 1, 2, 7, 2).unwrap_err();
+    assert_eq!(e.code, ErrorCode::ClusterIdMismatch);
+    assert!(e.is_fatal());
+    assert_eq!(
+        check_peer_addressing(7, 1, 3, 7, 2).unwrap_err().code,
+        ErrorCode::InvalidArgument
+    );
+}
