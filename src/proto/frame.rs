@@ -423,8 +423,17 @@ impl Decoder {
         len.saturating_sub(avail).max(1)
     }
 
+    /// Moves the unread bytes to the front; gives a buffer grown for a big frame back
+    /// once it is empty again.
     fn compact(&mut self) {
-        if self.start > 0 {
+        let initial = self.cfg.initial_buffer_bytes.max(FRAME_HEADER_LEN);
+        if self.start == self.end && self.buf.len() > initial {
+            let mut buf = AlignedVec::with_capacity(initial);
+            buf.resize(initial, 0);
+            self.buf = buf;
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;

@@ -664,6 +664,13 @@ fn read_buffer_grows_only_to_an_admitted_frame() {
     }
     assert_eq!(frames, 1);
     assert!(d.buffer_capacity() >= big.len() && d.buffer_capacity() < big.len() + 4096 + 64);
+    // Once the big frame is consumed the buffer shrinks back.
+    let small = frame_of(10, &put_req(b"k", b"v"));
+    let buf = d.read_buf();
+    buf[..small.len()].copy_from_slice(&small);
+    d.advance(small.len());
+    assert_eq!(d.next_frame().unwrap().unwrap().request_id, 10);
+    assert_eq!(d.buffer_capacity(), 4096);
 }
 
 #[test]
