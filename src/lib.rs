@@ -2,6 +2,7 @@
 //! built as an io_uring thread-per-core server. See README.md and docs/ for the design.
 
 pub mod btree;
+pub mod client;
 pub mod mvcc;
 pub mod proto;
 pub mod raft;

@@ -1,0 +1,308 @@
+//! A `Send + Clone` handle to a [`Client`] running on its own thread.
+//!
+//! The thread runs one unpinned glommio executor (1 MiB of io memory). Requests travel to
+//! it over one bounded flume channel (capacity `ClientConfig::channel_capacity`); each
+//! carries a one-slot channel for its answer. The executor runs at most that many
+//! requests at once (a semaphore), so memory stays bounded whatever the callers do.
+//! The thread ends when the last handle is dropped (the drop joins it).
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use super::conn::PeerInfo;
+use super::{
+    into_compact, into_delete, into_put, into_range, into_status, into_topology, into_txn,
+    Client, ClientConfig, ClientError, Reply,
+};
+use crate::mvcc::{
+    CompactRequest, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, TxnRequest, TxnResponse,
+};
+use crate::proto::{Op, RangeResult, Response, ResponseHeader, StatusResponse, TopologyResponse};
+
+type Outcome = Result<Response, ClientError>;
+type Job = (Op, flume::Sender<Outcome>);
+
+struct Shared {
+    tx: Option<flume::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    info: PeerInfo,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Closing the channel ends the executor's loop; then wait for the thread.
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A client usable from any thread and any async runtime. Clones share one background
+/// client (one connection pool).
+#[derive(Clone)]
+pub struct ThreadedClient {
+    shared: Arc<Shared>,
+}
+
+impl ThreadedClient {
+    /// Starts the background thread and connects (blocking until connected or failed).
+    pub fn connect(cfg: ClientConfig) -> Result<ThreadedClient, ClientError> {
+        let (ready_rx, shared) = Self::start(cfg)?;
+        let ready = ready_rx.recv().map_err(|_| ClientError::Closed);
+        Self::finish_start(ready, shared)
+    }
+
+    /// [`ThreadedClient::connect`] for async callers (any runtime).
+    pub async fn connect_async(cfg: ClientConfig) -> Result<ThreadedClient, ClientError> {
+        let (ready_rx, shared) = Self::start(cfg)?;
+        let ready = ready_rx.recv_async().await.map_err(|_| ClientError::Closed);
+        Self::finish_start(ready, shared)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn start(
+        cfg: ClientConfig,
+    ) -> Result<
+        (
+            flume::Receiver<Result<PeerInfo, ClientError>>,
+            Shared,
+        ),
+        ClientError,
+    > {
+        let cap = cfg.channel_capacity.max(1);
+        let (tx, rx) = flume::bounded::<Job>(cap);
+        let (ready_tx, ready_rx) = flume::bounded(1);
+        let thread = std::thread::Builder::new()
+            .name("corekv-client".into())
+            .spawn(move || {
+                let ex = match LocalExecutorBuilder::new(Placement::Unbound)
+                    .io_memory(1 << 20)
+                    .name("corekv-client")
+                    .make()
+                {
+                    Ok(ex) => ex,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(ClientError::Connect {
+                            addr: String::new(),
+                            reason: format!("starting the client's glommio executor: {e}"),
+                        }));
+                        return;
+                    }
+                };
+                ex.run(serve(cfg, rx, ready_tx, cap));
+            })
+            .map_err(|e| ClientError::Connect {
+                addr: String::new(),
+                reason: format!("spawning the client thread: {e}"),
+            })?;
+        Ok((
+            ready_rx,
+            Shared {
+                tx: Some(tx),
+                thread: Some(thread),
+                info: PeerInfo {
+                    node_id: 0,
+                    cluster_id: 0,
+                    shard: 0,
+                    shard_count: 0,
+                },
+            },
+        ))
+    }
+
+    fn finish_start(
+        ready: Result<Result<PeerInfo, ClientError>, ClientError>,
+        mut shared: Shared,
+    ) -> Result<ThreadedClient, ClientError> {
+        // On error `shared` drops here: the channel closes and the thread is joined.
+        shared.info = ready??;
+        Ok(ThreadedClient {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// The bootstrap node's handshake.
+    pub fn bootstrap_info(&self) -> PeerInfo {
+        self.shared.info
+    }
+
+    fn sender(&self) -> &flume::Sender<Job> {
+        self.shared.tx.as_ref().expect("sender lives until drop")
+    }
+
+    /// Sends `op` and waits for its answer (async, any runtime).
+    pub async fn execute(&self, op: Op) -> Outcome {
+        let (tx, rx) = flume::bounded(1);
+        self.sender()
+            .send_async((op, tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.recv_async().await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Sends `op` and waits for its answer, blocking the calling thread.
+    pub fn execute_blocking(&self, op: Op) -> Outcome {
+        let (tx, rx) = flume::bounded(1);
+        self.sender()
+            .send((op, tx))
+            .map_err(|_| ClientError::Closed)?;
+        rx.recv().map_err(|_| ClientError::Closed)?
+    }
+
+    /// The same operations as blocking calls.
+    pub fn blocking(&self) -> BlockingClient<'_> {
+        BlockingClient(self)
+    }
+
+    pub async fn put(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<Reply<PutResponse>, ClientError> {
+        into_put(self.execute(Op::Put(put_req(key, value))).await?)
+    }
+    pub async fn put_with(&self, req: PutRequest) -> Result<Reply<PutResponse>, ClientError> {
+        into_put(self.execute(Op::Put(req)).await?)
+    }
+    pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Reply<RangeResult>, ClientError> {
+        into_range(self.execute(Op::Range(get_req(key))).await?)
+    }
+    pub async fn range(&self, req: RangeRequest) -> Result<Reply<RangeResult>, ClientError> {
+        into_range(self.execute(Op::Range(req)).await?)
+    }
+    pub async fn delete(
+        &self,
+        key: impl Into<Vec<u8>>,
+    ) -> Result<Reply<DeleteRangeResponse>, ClientError> {
+        into_delete(self.execute(Op::DeleteRange(del_req(key))).await?)
+    }
+    pub async fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> Result<Reply<DeleteRangeResponse>, ClientError> {
+        into_delete(self.execute(Op::DeleteRange(req)).await?)
+    }
+    pub async fn txn(&self, req: TxnRequest) -> Result<Reply<TxnResponse>, ClientError> {
+        into_txn(self.execute(Op::Txn(req)).await?)
+    }
+    pub async fn compact(&self, group: u32, revision: i64) -> Result<ResponseHeader, ClientError> {
+        into_compact(self.execute(compact_op(group, revision)).await?)
+    }
+    pub async fn status(&self) -> Result<Reply<StatusResponse>, ClientError> {
+        into_status(self.execute(Op::Status).await?)
+    }
+    pub async fn topology(&self) -> Result<Reply<TopologyResponse>, ClientError> {
+        into_topology(self.execute(Op::Topology).await?)
+    }
+}
+
+fn put_req(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> PutRequest {
+    PutRequest {
+        key: key.into(),
+        value: value.into(),
+        ..PutRequest::default()
+    }
+}
+fn get_req(key: impl Into<Vec<u8>>) -> RangeRequest {
+    RangeRequest {
+        key: key.into(),
+        ..RangeRequest::default()
+    }
+}
+fn del_req(key: impl Into<Vec<u8>>) -> DeleteRangeRequest {
+    DeleteRangeRequest {
+        key: key.into(),
+        ..DeleteRangeRequest::default()
+    }
+}
+fn compact_op(group: u32, revision: i64) -> Op {
+    Op::Compact {
+        group,
+        request: CompactRequest { revision },
+    }
+}
+
+/// Blocking view of a [`ThreadedClient`]: every call blocks the calling thread until the
+/// answer arrives. Do not use it from inside an async task.
+pub struct BlockingClient<'a>(&'a ThreadedClient);
+
+impl BlockingClient<'_> {
+    pub fn execute(&self, op: Op) -> Outcome {
+        self.0.execute_blocking(op)
+    }
+    pub fn put(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<Reply<PutResponse>, ClientError> {
+        into_put(self.execute(Op::Put(put_req(key, value)))?)
+    }
+    pub fn put_with(&self, req: PutRequest) -> Result<Reply<PutResponse>, ClientError> {
+        into_put(self.execute(Op::Put(req))?)
+    }
+    pub fn get(&self, key: impl Into<Vec<u8>>) -> Result<Reply<RangeResult>, ClientError> {
+        into_range(self.execute(Op::Range(get_req(key)))?)
+    }
+    pub fn range(&self, req: RangeRequest) -> Result<Reply<RangeResult>, ClientError> {
+        into_range(self.execute(Op::Range(req))?)
+    }
+    pub fn delete(&self, key: impl Into<Vec<u8>>) -> Result<Reply<DeleteRangeResponse>, ClientError> {
+        into_delete(self.execute(Op::DeleteRange(del_req(key)))?)
+    }
+    pub fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> Result<Reply<DeleteRangeResponse>, ClientError> {
+        into_delete(self.execute(Op::DeleteRange(req))?)
+    }
+    pub fn txn(&self, req: TxnRequest) -> Result<Reply<TxnResponse>, ClientError> {
+        into_txn(self.execute(Op::Txn(req))?)
+    }
+    pub fn compact(&self, group: u32, revision: i64) -> Result<ResponseHeader, ClientError> {
+        into_compact(self.execute(compact_op(group, revision))?)
+    }
+    pub fn status(&self) -> Result<Reply<StatusResponse>, ClientError> {
+        into_status(self.execute(Op::Status)?)
+    }
+    pub fn topology(&self) -> Result<Reply<TopologyResponse>, ClientError> {
+        into_topology(self.execute(Op::Topology)?)
+    }
+}
+
+/// The background executor's main task: connect, report, then serve jobs until every
+/// handle is gone.
+async fn serve(
+    cfg: ClientConfig,
+    rx: flume::Receiver<Job>,
+    ready: flume::Sender<Result<PeerInfo, ClientError>>,
+    max_running: usize,
+) {
+    let client = match Client::connect(cfg).await {
+        Ok(c) => {
+            let _ = ready.send(Ok(c.bootstrap_info()));
+            c
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let running = std::rc::Rc::new(glommio::sync::Semaphore::new(max_running as u64));
+    while let Ok((op, reply)) = rx.recv_async().await {
+        let Ok(permit) = running.clone().acquire_static_permit(1).await else {
+            return;
+        };
+        let c = client.clone();
+        glommio::spawn_local(async move {
+            let outcome = c.execute(op).await;
+            // The caller may have given up (dropped its future): nothing to do then.
+            let _ = reply.send(outcome);
+            drop(permit);
+        })
+        .detach();
+    }
+}
