@@ -244,7 +244,7 @@ impl Conn {
         self.shared.next_id.set(id + 1);
         {
             let mut out = self.shared.out.borrow_mut();
-            encode_frame(&mut *out, id, req, self.shared.max_frame_bytes)
+            encode_frame(&mut out, id, req, self.shared.max_frame_bytes)
                 .map_err(|e| ClientError::Encode(e.to_string()))?;
         }
         let slot: SlotRef = Rc::default();

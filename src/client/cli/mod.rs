@@ -434,7 +434,7 @@ pub fn parse_args(args: &[String]) -> Result<Invocation, UsageError> {
     }
     if let Some(bad) = endpoints.iter().find(|e| {
         e.rsplit_once(':')
-            .map_or(true, |(h, port)| h.is_empty() || port.parse::<u16>().is_err())
+            .is_none_or(|(h, port)| h.is_empty() || port.parse::<u16>().is_err())
     }) {
         return Err(usage_err(
             &cmd,
