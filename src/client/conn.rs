@@ -34,8 +34,8 @@ use glommio::task::JoinHandle;
 
 use super::ClientError;
 use crate::proto::{
-    deserialize, encode_frame, Decoder, DecoderConfig, Endpoint, Hello, HelloAck,
-    Message, ProtoError, Request, Response, Role, HELLO_ACK_LEN, PROTOCOL_VERSION,
+    deserialize, encode_frame, Decoder, DecoderConfig, Endpoint, Hello, HelloAck, Message,
+    ProtoError, Request, Response, Role, HELLO_ACK_LEN, PROTOCOL_VERSION,
 };
 
 /// Settings of one connection.
@@ -192,8 +192,12 @@ impl Conn {
         stream
             .set_nodelay(true)
             .map_err(|e| connect_err(format!("setting TCP_NODELAY: {e}")))?;
-        let info = with_timeout(cfg.connect_timeout, "handshake", handshake(&mut stream, addr))
-            .await??;
+        let info = with_timeout(
+            cfg.connect_timeout,
+            "handshake",
+            handshake(&mut stream, addr),
+        )
+        .await??;
         let shared = Rc::new(Shared {
             addr: addr.to_string(),
             max_frame_bytes: cfg.max_frame_bytes,
@@ -204,8 +208,8 @@ impl Conn {
             closed: RefCell::new(None),
         });
         let (rd, wr) = split(stream);
-        let reader = glommio::spawn_local(read_loop(shared.clone(), rd, cfg.max_frame_bytes))
-            .detach();
+        let reader =
+            glommio::spawn_local(read_loop(shared.clone(), rd, cfg.max_frame_bytes)).detach();
         let writer = glommio::spawn_local(write_loop(shared.clone(), wr)).detach();
         Ok(Conn {
             shared,
@@ -406,9 +410,8 @@ fn drain_frames(shared: &Shared, decoder: &mut Decoder) -> Result<(), String> {
         let id = frame.request_id;
         match frame.message {
             Message::Response(r) => {
-                let outcome = deserialize::<Response, _>(r).map_err(|e| {
-                    ClientError::Protocol(format!("answer to request {id}: {e}"))
-                });
+                let outcome = deserialize::<Response, _>(r)
+                    .map_err(|e| ClientError::Protocol(format!("answer to request {id}: {e}")));
                 shared.finish(id, outcome);
             }
             Message::Error(e) => {

@@ -16,12 +16,11 @@ use super::{
     ClientConfig, ClientError, Reply, RetryAction,
 };
 use crate::mvcc::{
-    CompactRequest, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, TxnRequest, TxnResponse,
+    CompactRequest, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
+    TxnRequest, TxnResponse,
 };
 use crate::proto::{
-    ErrorCode, Op, RangeResult, Request, Response, ResponseHeader, StatusResponse,
-    TopologyResponse,
+    ErrorCode, Op, RangeResult, Request, Response, ResponseHeader, StatusResponse, TopologyResponse,
 };
 
 /// A random non-zero u64 (std's per-process random hash keys, mixed with the time).
@@ -108,11 +107,12 @@ impl Client {
             match Conn::open(ep, ccfg).await {
                 Ok(conn) => {
                     let info = conn.info();
-                    let routing = Routing::from_handshake(ep, info.node_id, info.shard, info.shard_count)
-                        .map_err(|reason| ClientError::Connect {
-                            addr: ep.clone(),
-                            reason,
-                        })?;
+                    let routing =
+                        Routing::from_handshake(ep, info.node_id, info.shard, info.shard_count)
+                            .map_err(|reason| ClientError::Connect {
+                                addr: ep.clone(),
+                                reason,
+                            })?;
                     let client = Client {
                         inner: Rc::new(Inner {
                             idle_sessions: RefCell::new(Vec::new()),
@@ -135,10 +135,14 @@ impl Client {
 
     /// A session for one write: an idle one, or a new random one.
     fn take_session(&self) -> Session {
-        self.inner.idle_sessions.borrow_mut().pop().unwrap_or(Session {
-            id: random_u64(),
-            next_seq: 1,
-        })
+        self.inner
+            .idle_sessions
+            .borrow_mut()
+            .pop()
+            .unwrap_or(Session {
+                id: random_u64(),
+                next_seq: 1,
+            })
     }
 
     /// Gives a session back after its write's outcome is known (the server answered);
@@ -188,7 +192,12 @@ impl Client {
 
     /// Asks the bootstrap node for the topology and updates the routing table.
     pub async fn refresh_topology(&self) -> Result<Reply<TopologyResponse>, ClientError> {
-        let addr = self.inner.routing.borrow().addr_for(Target::Node).to_string();
+        let addr = self
+            .inner
+            .routing
+            .borrow()
+            .addr_for(Target::Node)
+            .to_string();
         let req = Request {
             session: 0,
             seq: 0,
@@ -291,7 +300,11 @@ impl Client {
         (result, maybe_lost)
     }
 
-    async fn attempts(&self, req: &Request, maybe_lost: &mut bool) -> Result<Response, ClientError> {
+    async fn attempts(
+        &self,
+        req: &Request,
+        maybe_lost: &mut bool,
+    ) -> Result<Response, ClientError> {
         let name = op_name(&req.op);
         let budget = self.inner.cfg.request_timeout;
         let start = Instant::now();

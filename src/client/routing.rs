@@ -108,7 +108,10 @@ impl Routing {
         shard: u32,
         shard_count: u32,
     ) -> Result<Routing, String> {
-        assert!(shard_count > 0 && shard < shard_count, "bad handshake shard");
+        assert!(
+            shard_count > 0 && shard < shard_count,
+            "bad handshake shard"
+        );
         let (host, port) = bootstrap
             .rsplit_once(':')
             .ok_or_else(|| format!("address {bootstrap:?} has no port"))?;
@@ -202,7 +205,11 @@ impl Routing {
     pub fn addr_for(&self, target: Target) -> &str {
         match target {
             Target::Group(g) => {
-                assert!(g < self.shard_count, "group {g} of {} shards", self.shard_count);
+                assert!(
+                    g < self.shard_count,
+                    "group {g} of {} shards",
+                    self.shard_count
+                );
                 &self.groups[g as usize]
             }
             Target::Any | Target::Node => &self.bootstrap,

@@ -44,7 +44,10 @@ fn backoff_doubles_caps_and_jitters_within_a_quarter() {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
         let full = p.backoff(attempt, 0);
         let j = p.backoff(attempt, seed);
-        assert!(j <= full && j >= full - full / 4, "{attempt}: {j:?} vs {full:?}");
+        assert!(
+            j <= full && j >= full - full / 4,
+            "{attempt}: {j:?} vs {full:?}"
+        );
         assert_eq!(j, p.backoff(attempt, seed));
     }
 }
@@ -89,11 +92,21 @@ fn retry_decisions() {
     });
     assert_eq!(p.decide(&ws, 1, t0, budget), RetryAction::Reroute);
     assert_eq!(
-        p.decide(&server_err(ErrorCode::NotLeader { leader: 3 }), 1, t0, budget),
+        p.decide(
+            &server_err(ErrorCode::NotLeader { leader: 3 }),
+            1,
+            t0,
+            budget
+        ),
         RetryAction::Reroute
     );
     assert_eq!(
-        p.decide(&server_err(ErrorCode::NotLeader { leader: 0 }), 1, t0, budget),
+        p.decide(
+            &server_err(ErrorCode::NotLeader { leader: 0 }),
+            1,
+            t0,
+            budget
+        ),
         RetryAction::Backoff {
             refresh_topology: true
         }
@@ -117,7 +130,10 @@ fn retry_decisions() {
     };
     assert_eq!(p.decide(&timeout, 1, t0, budget), RetryAction::Fail);
     // Bounded in attempts and in time.
-    assert_eq!(p.decide(&lost, p.max_attempts, t0, budget), RetryAction::Fail);
+    assert_eq!(
+        p.decide(&lost, p.max_attempts, t0, budget),
+        RetryAction::Fail
+    );
     assert_eq!(p.decide(&lost, 1, budget, budget), RetryAction::Fail);
 }
 
@@ -255,7 +271,10 @@ fn targets_follow_group_for() {
         target_of(&Op::Txn(txn), shards),
         Target::Group(group_for(b"u", shards))
     );
-    assert_eq!(target_of(&Op::Txn(TxnRequest::default()), shards), Target::Any);
+    assert_eq!(
+        target_of(&Op::Txn(TxnRequest::default()), shards),
+        Target::Any
+    );
     assert_eq!(
         target_of(
             &Op::Compact {
@@ -704,7 +723,10 @@ fn a_lost_write_is_retried_with_its_session_and_seq() {
     assert!(puts[0].session != 0 && puts[0].seq == 1);
     // The next write uses a fresh session; the one after reuses it with seq + 1.
     assert_ne!(puts[2].session, puts[0].session);
-    assert_eq!((puts[3].session, puts[3].seq), (puts[2].session, puts[2].seq + 1));
+    assert_eq!(
+        (puts[3].session, puts[3].seq),
+        (puts[2].session, puts[2].seq + 1)
+    );
 }
 
 #[test]
@@ -755,7 +777,9 @@ fn connecting_to_nothing_fails_with_the_address() {
         ClientError::Connect { addr: a, .. } => assert_eq!(a, addr),
         other => panic!("{other:?}"),
     }
-    let e = ThreadedClient::connect(fast_cfg(addr.clone())).err().unwrap();
+    let e = ThreadedClient::connect(fast_cfg(addr.clone()))
+        .err()
+        .unwrap();
     assert!(matches!(e, ClientError::Connect { .. }), "{e:?}");
 }
 

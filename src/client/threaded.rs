@@ -13,12 +13,12 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use super::conn::PeerInfo;
 use super::{
-    into_compact, into_delete, into_put, into_range, into_status, into_topology, into_txn,
-    Client, ClientConfig, ClientError, Reply,
+    into_compact, into_delete, into_put, into_range, into_status, into_topology, into_txn, Client,
+    ClientConfig, ClientError, Reply,
 };
 use crate::mvcc::{
-    CompactRequest, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, TxnRequest, TxnResponse,
+    CompactRequest, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
+    TxnRequest, TxnResponse,
 };
 use crate::proto::{Op, RangeResult, Response, ResponseHeader, StatusResponse, TopologyResponse};
 
@@ -66,13 +66,7 @@ impl ThreadedClient {
     #[allow(clippy::type_complexity)]
     fn start(
         cfg: ClientConfig,
-    ) -> Result<
-        (
-            flume::Receiver<Result<PeerInfo, ClientError>>,
-            Shared,
-        ),
-        ClientError,
-    > {
+    ) -> Result<(flume::Receiver<Result<PeerInfo, ClientError>>, Shared), ClientError> {
         let cap = cfg.channel_capacity.max(1);
         let (tx, rx) = flume::bounded::<Job>(cap);
         let (ready_tx, ready_rx) = flume::bounded(1);
@@ -250,7 +244,10 @@ impl BlockingClient<'_> {
     pub fn range(&self, req: RangeRequest) -> Result<Reply<RangeResult>, ClientError> {
         into_range(self.execute(Op::Range(req))?)
     }
-    pub fn delete(&self, key: impl Into<Vec<u8>>) -> Result<Reply<DeleteRangeResponse>, ClientError> {
+    pub fn delete(
+        &self,
+        key: impl Into<Vec<u8>>,
+    ) -> Result<Reply<DeleteRangeResponse>, ClientError> {
         into_delete(self.execute(Op::DeleteRange(del_req(key)))?)
     }
     pub fn delete_range(

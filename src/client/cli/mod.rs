@@ -269,10 +269,7 @@ fn key_range(p: &Parsed) -> Result<(Vec<u8>, Vec<u8>), String> {
         .as_bytes()
         .to_vec();
     if p.positional.len() > 2 {
-        return Err(format!(
-            "too many arguments: {:?}",
-            &p.positional[2..]
-        ));
+        return Err(format!("too many arguments: {:?}", &p.positional[2..]));
     }
     let explicit_end = p.positional.get(1).map(|s| s.as_bytes().to_vec());
     let prefix = p.has("prefix");
@@ -302,9 +299,15 @@ pub fn parse_put(p: &Parsed) -> Result<PutRequest, String> {
     let want = if ignore_value { 1 } else { 2 };
     if p.positional.len() != want {
         return Err(if ignore_value {
-            format!("put --ignore-value takes KEY only, got {} arguments", p.positional.len())
+            format!(
+                "put --ignore-value takes KEY only, got {} arguments",
+                p.positional.len()
+            )
         } else {
-            format!("put takes KEY and VALUE, got {} arguments", p.positional.len())
+            format!(
+                "put takes KEY and VALUE, got {} arguments",
+                p.positional.len()
+            )
         });
     }
     Ok(PutRequest {
@@ -391,13 +394,7 @@ pub fn parse_args(args: &[String]) -> Result<Invocation, UsageError> {
         usage: usage_of(cmd).to_string(),
     };
     // The command is the first positional argument; global flags may precede it.
-    let all: &[&[FlagSpec]] = &[
-        GLOBAL_FLAGS,
-        PUT_FLAGS,
-        GET_FLAGS,
-        DEL_FLAGS,
-        COMPACT_FLAGS,
-    ];
+    let all: &[&[FlagSpec]] = &[GLOBAL_FLAGS, PUT_FLAGS, GET_FLAGS, DEL_FLAGS, COMPACT_FLAGS];
     let pre = split_flags(args, all).map_err(|m| usage_err("", m))?;
     let cmd = pre.positional.first().cloned().unwrap_or_default();
     let specs: &[FlagSpec] = match cmd.as_str() {
@@ -443,8 +440,8 @@ pub fn parse_args(args: &[String]) -> Result<Invocation, UsageError> {
     }
     let timeout = match p.value("timeout") {
         Some(v) => {
-            let secs: f64 = parse_num("timeout", v.trim_end_matches('s'))
-                .map_err(|m| usage_err(&cmd, m))?;
+            let secs: f64 =
+                parse_num("timeout", v.trim_end_matches('s')).map_err(|m| usage_err(&cmd, m))?;
             if !(secs > 0.0 && secs <= 86_400.0) {
                 return Err(usage_err(
                     &cmd,
@@ -474,7 +471,10 @@ pub fn parse_args(args: &[String]) -> Result<Invocation, UsageError> {
         if rest.positional.is_empty() {
             Ok(())
         } else {
-            Err(format!("{cmd} takes no arguments, got {:?}", rest.positional))
+            Err(format!(
+                "{cmd} takes no arguments, got {:?}",
+                rest.positional
+            ))
         }
     };
     let command = match cmd.as_str() {

@@ -64,7 +64,11 @@ pub fn del_simple(r: &DeleteRangeResponse) -> String {
 
 /// `txn`, simple.
 pub fn txn_simple(r: &TxnResponse) -> String {
-    let mut out = String::from(if r.succeeded { "SUCCESS\n" } else { "FAILURE\n" });
+    let mut out = String::from(if r.succeeded {
+        "SUCCESS\n"
+    } else {
+        "FAILURE\n"
+    });
     for op in &r.responses {
         out.push('\n');
         match op {
@@ -249,7 +253,11 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 pub fn base64(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

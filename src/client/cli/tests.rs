@@ -7,8 +7,8 @@ use super::txn::{parse_compare, parse_txn, split_words};
 use super::*;
 use crate::client::Reply;
 use crate::mvcc::{
-    Compare, CompareOp, CompareTarget, DeleteRangeResponse, KeyValue, PutResponse,
-    RangeResponse, RequestOp, ResponseOp, TxnResponse,
+    Compare, CompareOp, CompareTarget, DeleteRangeResponse, KeyValue, PutResponse, RangeResponse,
+    RequestOp, ResponseOp, TxnResponse,
 };
 use crate::proto::{
     GroupRevision, GroupStatus, GroupTopology, NodeAddr, RaftRole, RangeResult, ResponseHeader,
@@ -114,7 +114,10 @@ fn put_flags() {
     let Command::Put(p) = cmd("put k v") else {
         panic!()
     };
-    assert_eq!((p.key.as_slice(), p.value.as_slice()), (&b"k"[..], &b"v"[..]));
+    assert_eq!(
+        (p.key.as_slice(), p.value.as_slice()),
+        (&b"k"[..], &b"v"[..])
+    );
     assert!(!p.prev_kv && !p.ignore_value && !p.ignore_lease);
     let Command::Put(p) = cmd("put k v --prev-kv --ignore-lease") else {
         panic!()
@@ -136,7 +139,10 @@ fn get_ranges_and_options() {
     let Command::Get(r) = cmd("get foo") else {
         panic!()
     };
-    assert_eq!((r.key.as_slice(), r.range_end.as_slice()), (&b"foo"[..], &b""[..]));
+    assert_eq!(
+        (r.key.as_slice(), r.range_end.as_slice()),
+        (&b"foo"[..], &b""[..])
+    );
     assert!(!r.serializable);
 
     let Command::Get(r) = cmd("get a c") else {
@@ -196,7 +202,10 @@ fn del_and_compact() {
     let Command::Del(d) = cmd("del k --prefix --prev-kv") else {
         panic!()
     };
-    assert_eq!((d.key.as_slice(), d.range_end.as_slice()), (&b"k"[..], &b"l"[..]));
+    assert_eq!(
+        (d.key.as_slice(), d.range_end.as_slice()),
+        (&b"k"[..], &b"l"[..])
+    );
     assert!(d.prev_kv);
     let Command::Del(d) = cmd("delete a b") else {
         panic!()
@@ -257,7 +266,10 @@ fn txn_text_full_example() {
     assert_eq!(t.success.len(), 2);
     match &t.success[0] {
         RequestOp::Put(p) => {
-            assert_eq!((p.key.as_slice(), p.value.as_slice()), (&b"key1"[..], &b"overwrote-key1"[..]))
+            assert_eq!(
+                (p.key.as_slice(), p.value.as_slice()),
+                (&b"key1"[..], &b"overwrote-key1"[..])
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -267,7 +279,10 @@ fn txn_text_full_example() {
     }
     assert_eq!(t.failure.len(), 2);
     match &t.failure[1] {
-        RequestOp::DeleteRange(d) => assert_eq!((d.key.as_slice(), d.range_end.as_slice()), (&b"key3"[..], &b"key4"[..])),
+        RequestOp::DeleteRange(d) => assert_eq!(
+            (d.key.as_slice(), d.range_end.as_slice()),
+            (&b"key3"[..], &b"key4"[..])
+        ),
         other => panic!("{other:?}"),
     }
 }
@@ -309,16 +324,25 @@ fn txn_text_errors_name_the_line() {
 #[test]
 fn compare_syntax() {
     let c = parse_compare("ver(\"k\") < \"5\"").unwrap();
-    assert_eq!((c.op, c.target), (CompareOp::Less, CompareTarget::Version(5)));
+    assert_eq!(
+        (c.op, c.target),
+        (CompareOp::Less, CompareTarget::Version(5))
+    );
     let c = parse_compare("version(\"k\") == 5").unwrap();
-    assert_eq!((c.op, c.target), (CompareOp::Equal, CompareTarget::Version(5)));
+    assert_eq!(
+        (c.op, c.target),
+        (CompareOp::Equal, CompareTarget::Version(5))
+    );
     let c = parse_compare("m(\"k\", \"l\") > \"9\"").unwrap();
     assert_eq!(c.range_end, b"l");
     assert_eq!(c.target, CompareTarget::Mod(9));
     let c = parse_compare("lease(\"k\") = \"77\"").unwrap();
     assert_eq!(c.target, CompareTarget::Lease(77));
     let c = parse_compare("val(\"k\") = \"a \\\"quoted\\\" value\"").unwrap();
-    assert_eq!(c.target, CompareTarget::Value(b"a \"quoted\" value".to_vec()));
+    assert_eq!(
+        c.target,
+        CompareTarget::Value(b"a \"quoted\" value".to_vec())
+    );
     let c = parse_compare("value(\"k\") != \"\"").unwrap();
     assert_eq!(c.target, CompareTarget::Value(vec![]));
 
@@ -352,10 +376,18 @@ fn words_split_like_a_shell() {
         split_words("put k \"tab\\there\\x41\\n\"").unwrap(),
         vec!["put", "k", "tab\thereA\n"]
     );
-    assert!(split_words("put \"open").unwrap_err().contains("unterminated"));
-    assert!(split_words("put 'open").unwrap_err().contains("unterminated"));
-    assert!(split_words("put \"\\q\"").unwrap_err().contains("unknown escape"));
-    assert!(split_words("put \"\\xZZ\"").unwrap_err().contains("bad escape"));
+    assert!(split_words("put \"open")
+        .unwrap_err()
+        .contains("unterminated"));
+    assert!(split_words("put 'open")
+        .unwrap_err()
+        .contains("unterminated"));
+    assert!(split_words("put \"\\q\"")
+        .unwrap_err()
+        .contains("unknown escape"));
+    assert!(split_words("put \"\\xZZ\"")
+        .unwrap_err()
+        .contains("bad escape"));
 }
 
 // ---------------------------------------------------------------- output
@@ -580,7 +612,10 @@ fn status_and_topology_tables() {
     };
     let out = topology_simple(&t);
     assert!(out.starts_with("node 1 cluster 0x7 shards 2\n"));
-    assert!(out.contains("| 1     | 1     | 7380        | unknown |"), "{out}");
+    assert!(
+        out.contains("| 1     | 1     | 7380        | unknown |"),
+        "{out}"
+    );
     assert!(out.contains("127.0.0.1"));
     assert!(topology_json(&t).contains("\"nodes\":[{\"node_id\":1,\"host\":\"127.0.0.1\""));
 }

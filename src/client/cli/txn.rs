@@ -141,9 +141,9 @@ fn read_double_quoted(
 
 /// One compare line: `TARGET("KEY"[, "RANGE_END"]) OP VALUE`.
 pub fn parse_compare(line: &str) -> Result<Compare, String> {
-    let (target, rest) = line
-        .split_once('(')
-        .ok_or_else(|| format!("malformed comparison {line:?}: expected TARGET(\"KEY\") OP VALUE"))?;
+    let (target, rest) = line.split_once('(').ok_or_else(|| {
+        format!("malformed comparison {line:?}: expected TARGET(\"KEY\") OP VALUE")
+    })?;
     let target = target.trim();
     let mut chars = rest.trim_start().chars().peekable();
     let key = quoted(&mut chars, "key")?;
@@ -157,7 +157,9 @@ pub fn parse_compare(line: &str) -> Result<Compare, String> {
     };
     skip_ws(&mut chars);
     if chars.next() != Some(')') {
-        return Err(format!("malformed comparison {line:?}: expected ')' after the key"));
+        return Err(format!(
+            "malformed comparison {line:?}: expected ')' after the key"
+        ));
     }
     skip_ws(&mut chars);
     let mut op = String::new();
@@ -204,11 +206,9 @@ pub fn parse_compare(line: &str) -> Result<Compare, String> {
         "m" | "mod" => CompareTarget::Mod(num("mod")?),
         "val" | "value" => CompareTarget::Value(value.clone().into_bytes()),
         "lease" => CompareTarget::Lease(num("lease")?),
-        other => {
-            return Err(format!(
-                "unknown comparison target {other:?} (expected version, create, mod, value or lease)"
-            ))
-        }
+        other => return Err(format!(
+            "unknown comparison target {other:?} (expected version, create, mod, value or lease)"
+        )),
     };
     Ok(Compare {
         op,
@@ -224,7 +224,10 @@ fn skip_ws(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
     }
 }
 
-fn quoted(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, what: &str) -> Result<String, String> {
+fn quoted(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    what: &str,
+) -> Result<String, String> {
     if chars.next() != Some('"') {
         return Err(format!("expected a double-quoted {what}"));
     }
