@@ -362,6 +362,11 @@ impl Client {
                     }
                 }
                 RetryAction::Backoff { refresh_topology } => {
+                    if matches!(err, ClientError::Connect { .. })
+                        && matches!(target, Target::Any | Target::Node)
+                    {
+                        self.next_bootstrap(&addr);
+                    }
                     let wait = self.backoff(attempt).min(remaining);
                     glommio::timer::sleep(wait).await;
                     if refresh_topology {
@@ -372,6 +377,20 @@ impl Client {
             }
             attempt += 1;
         }
+    }
+
+    /// The bootstrap node at `failed` cannot be reached: use the next configured
+    /// endpoint (round robin) for node-level and any-shard requests.
+    fn next_bootstrap(&self, failed: &str) {
+        let eps = &self.inner.cfg.endpoints;
+        if eps.len() < 2 {
+            return;
+        }
+        let next = match eps.iter().position(|e| e == failed) {
+            Some(i) => &eps[(i + 1) % eps.len()],
+            None => &eps[0],
+        };
+        self.inner.routing.borrow_mut().set_bootstrap(next);
     }
 
     async fn sleep_then_refresh(&self, attempt: u32, remaining: Duration) {

@@ -197,6 +197,12 @@ impl Routing {
         }
     }
 
+    /// Sends node-level and any-shard requests to `addr` from now on (another endpoint,
+    /// after the bootstrap node stopped answering).
+    pub fn set_bootstrap(&mut self, addr: &str) {
+        self.bootstrap = addr.to_string();
+    }
+
     pub fn shard_count(&self) -> u32 {
         self.shard_count
     }

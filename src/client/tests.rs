@@ -824,3 +824,26 @@ fn threaded_client_serves_threads_and_async_callers() {
         200
     );
 }
+
+#[test]
+fn connect_falls_back_to_the_next_endpoint() {
+    let cell = ports_cell();
+    let c2 = cell.clone();
+    let peer = Peer::start(
+        1,
+        Arc::new(move |shard, req, nth| echo(c2.lock().unwrap().clone())(shard, req, nth)),
+    );
+    *cell.lock().unwrap() = peer.ports.clone();
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = fast_cfg(format!("127.0.0.1:{dead}"));
+    cfg.endpoints.push(peer.addr(0));
+    run(async {
+        let c = Client::connect(cfg).await.unwrap();
+        assert_eq!(c.routing().addr_for(Target::Node), peer.addr(0));
+        c.get("x").await.unwrap();
+    });
+}

@@ -206,9 +206,11 @@ pub fn parse_compare(line: &str) -> Result<Compare, String> {
         "m" | "mod" => CompareTarget::Mod(num("mod")?),
         "val" | "value" => CompareTarget::Value(value.clone().into_bytes()),
         "lease" => CompareTarget::Lease(num("lease")?),
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "unknown comparison target {other:?} (expected version, create, mod, value or lease)"
-        )),
+        ))
+        }
     };
     Ok(Compare {
         op,
