@@ -89,19 +89,33 @@ fn kv_operations_round_trip() {
         sorted.sort();
         assert_eq!(keys, sorted, "merged range is in key order");
 
-        // Delete one key, then a range.
+        // Delete one key; a delete range must stay in one group (hash tag).
         let d = c.delete("key-3").await.unwrap();
         assert_eq!(d.body.deleted, 1);
         assert!(c.get("key-3").await.unwrap().body.range.kvs.is_empty());
-        let d = c
+        let e = c
             .delete_range(DeleteRangeRequest {
                 key: b"key-".to_vec(),
                 range_end: b"key.".to_vec(),
                 prev_kv: false,
             })
             .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(&ErrorCode::InvalidArgument), "{e}");
+        for i in 0..5 {
+            c.put(format!("{{t}}k{i}"), "v").await.unwrap();
+        }
+        let d = c
+            .delete_range(DeleteRangeRequest {
+                key: b"{t}k".to_vec(),
+                range_end: b"{t}l".to_vec(),
+                prev_kv: true,
+            })
+            .await
             .unwrap();
-        assert_eq!(d.body.deleted, 19);
+        assert_eq!(d.body.deleted, 5);
+        assert_eq!(d.body.prev_kvs.len(), 5);
+        assert_eq!(d.header.group, group_for(b"t", SHARDS));
 
         // Status names every group of the node.
         let st = c.status().await.unwrap().body;

@@ -119,11 +119,13 @@ fn put_get_del_like_etcdctl() {
     assert!(json.contains("\"key\":\"Zm9v\""), "{json}");
     assert!(json.contains("\"value\":\"YmF6\""), "{json}");
     assert_eq!(ok(&s, &["get", "missing"]), "");
-    assert_eq!(
-        ok(&s, &["del", "foo", "--prefix", "--prev-kv"]),
-        "2\nfoo\nbaz\nfoo2\nx\n"
-    );
+    assert_eq!(ok(&s, &["del", "foo", "--prev-kv"]), "1\nfoo\nbaz\n");
     assert_eq!(ok(&s, &["del", "foo"]), "0\n");
+    // A delete range stays inside one group: share a hash tag.
+    // (the prefix must hold the whole tag: `{g}` alone ends at `{g~`, which spans groups).
+    ok(&s, &["put", "{g}xa", "1"]);
+    ok(&s, &["put", "{g}xb", "2"]);
+    assert_eq!(ok(&s, &["del", "{g}x", "--prefix"]), "2\n");
 }
 
 #[test]

@@ -283,6 +283,12 @@ async fn handshake(stream: &mut TcpStream, addr: &str) -> Result<PeerInfo, Clien
         addr: addr.to_string(),
         reason,
     };
+    // An I/O failure during the handshake (a node restarting resets connections) is a
+    // connection failure, retried like one; a refused or malformed ack is final.
+    let ioerr = |reason: String| ClientError::Connect {
+        addr: addr.to_string(),
+        reason: format!("handshake: {reason}"),
+    };
     let hello = Hello {
         version: PROTOCOL_VERSION,
         role: Role::Client,
@@ -292,16 +298,16 @@ async fn handshake(stream: &mut TcpStream, addr: &str) -> Result<PeerInfo, Clien
     stream
         .write_all(&hello.encode())
         .await
-        .map_err(|e| herr(format!("sending hello: {e}")))?;
+        .map_err(|e| ioerr(format!("sending hello: {e}")))?;
     stream
         .flush()
         .await
-        .map_err(|e| herr(format!("sending hello: {e}")))?;
+        .map_err(|e| ioerr(format!("sending hello: {e}")))?;
     let mut ack = [0u8; HELLO_ACK_LEN];
     stream
         .read_exact(&mut ack)
         .await
-        .map_err(|e| herr(format!("reading the {HELLO_ACK_LEN}-byte ack: {e}")))?;
+        .map_err(|e| ioerr(format!("reading the {HELLO_ACK_LEN}-byte ack: {e}")))?;
     let ack = HelloAck::decode(&ack).map_err(|e| herr(e.to_string()))?;
     if ack.shard_count == 0 || ack.shard >= ack.shard_count {
         return Err(herr(format!(

@@ -43,6 +43,8 @@ pub fn target_of(op: &Op, shards: u32) -> Target {
         Op::Range(r) => span(&r.key, &r.range_end),
         Op::DeleteRange(d) => span(&d.key, &d.range_end),
         Op::Txn(t) => txn_group(t, shards).map_or(Target::Any, Target::Group),
+        // A group that does not exist: any shard refuses it (InvalidArgument).
+        Op::Compact { group, .. } if *group >= shards => Target::Any,
         Op::Compact { group, .. } => Target::Group(*group),
         Op::Status | Op::Topology => Target::Node,
     }

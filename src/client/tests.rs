@@ -285,6 +285,16 @@ fn targets_follow_group_for() {
         ),
         Target::Group(3)
     );
+    assert_eq!(
+        target_of(
+            &Op::Compact {
+                group: 4,
+                request: Default::default()
+            },
+            shards
+        ),
+        Target::Any
+    );
     assert_eq!(target_of(&Op::Status, shards), Target::Node);
     assert_eq!(target_of(&Op::Topology, shards), Target::Node);
 }

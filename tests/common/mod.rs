@@ -66,7 +66,10 @@ impl Server {
     /// Starts a server on an existing data dir and ports (a restart).
     pub fn start_in(dir: PathBuf, client_port: u16, peer_port: u16) -> Server {
         let log = std::fs::File::create(dir.join("server.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_corekv"))
+        // COREKV_BIN overrides the binary under test (e.g. a release build).
+        let bin = std::env::var("COREKV_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_corekv").to_string());
+        let child = Command::new(bin)
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--listen-client", &format!("127.0.0.1:{client_port}")])
