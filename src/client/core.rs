@@ -92,8 +92,8 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the first endpoint that answers, does the handshake and learns the
-    /// topology.
+    /// Connects to the first endpoint that answers the handshake and the topology
+    /// request; the error of the last endpoint tried when none does.
     pub async fn connect(cfg: ClientConfig) -> Result<Client, ClientError> {
         if cfg.endpoints.is_empty() {
             return Err(ClientError::Connect {
@@ -124,8 +124,10 @@ impl Client {
                             cfg: cfg.clone(),
                         }),
                     };
-                    client.refresh_topology().await?;
-                    return Ok(client);
+                    match client.refresh_topology().await {
+                        Ok(_) => return Ok(client),
+                        Err(e) => last = Some(e),
+                    }
                 }
                 Err(e) => last = Some(e),
             }

@@ -23,6 +23,12 @@ use crate::mvcc::{
 use crate::proto::{Op, RangeResult, Response, ResponseHeader, StatusResponse, TopologyResponse};
 
 type Outcome = Result<Response, ClientError>;
+
+// The handle must cross threads and runtimes.
+const _: fn() = || {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<ThreadedClient>();
+};
 type Job = (Op, flume::Sender<Outcome>);
 
 struct Shared {
