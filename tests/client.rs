@@ -350,3 +350,78 @@ fn threaded_client_on_tokio() {
         assert_eq!(all.body.range.count, 400);
     });
 }
+
+/// Not a test: prints throughput at several depths, native and threaded. Run with
+/// `COREKV_BIN=... cargo test --release --test client throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn throughput_report() {
+    let server = Server::start("client-throughput");
+    let n = 20_000usize;
+    for depth in [1usize, 16, 256] {
+        let (put_s, get_s) = run(async {
+            let c = Client::connect(cfg(&server)).await.unwrap();
+            let phase = |write: bool| {
+                let c = c.clone();
+                async move {
+                    let t = Instant::now();
+                    let tasks: Vec<_> = (0..depth)
+                        .map(|w| {
+                            let c = c.clone();
+                            glommio::spawn_local(async move {
+                                for i in (w..n).step_by(depth) {
+                                    let k = format!("t{depth}-{i:06}");
+                                    if write {
+                                        c.put(k, "0123456789abcdef").await.unwrap();
+                                    } else {
+                                        c.get(k).await.unwrap();
+                                    }
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await;
+                    }
+                    t.elapsed()
+                }
+            };
+            let p = phase(true).await;
+            let g = phase(false).await;
+            (p, g)
+        });
+        eprintln!(
+            "native  depth {depth:>3}: {:>7.0} puts/s {:>7.0} gets/s",
+            n as f64 / put_s.as_secs_f64(),
+            n as f64 / get_s.as_secs_f64()
+        );
+    }
+    // Threaded handle: 8 OS threads, blocking calls.
+    let c = ThreadedClient::connect(cfg(&server)).unwrap();
+    for write in [true, false] {
+        let t = Instant::now();
+        let threads: Vec<_> = (0..8)
+            .map(|w| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for i in (w..n).step_by(8) {
+                        let k = format!("th-{i:06}");
+                        if write {
+                            c.blocking().put(k, "0123456789abcdef").unwrap();
+                        } else {
+                            c.blocking().get(k).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        eprintln!(
+            "threaded 8 blocking threads: {:>7.0} {}/s",
+            n as f64 / t.elapsed().as_secs_f64(),
+            if write { "puts" } else { "gets" }
+        );
+    }
+}
