@@ -357,7 +357,7 @@ fn threaded_client_on_tokio() {
 #[ignore = "a measurement, run by hand"]
 fn throughput_report() {
     let server = Server::start("client-throughput");
-    let n = 20_000usize;
+    let n = 2_000usize;
     for depth in [1usize, 16, 256] {
         let (put_s, get_s) = run(async {
             let c = Client::connect(cfg(&server)).await.unwrap();
