@@ -3,8 +3,10 @@
 //! - [`Client`] is the native core and runs inside a glommio executor (`!Send`). It
 //!   connects to any endpoint, does the handshake, asks `Topology` once, and then keeps
 //!   one connection per shard it needs (opened lazily). Each request goes straight to
-//!   the shard of its group (`group_for(key, shard_count)`); ranges over several groups
-//!   and key-less requests go to any open connection (the server merges).
+//!   the shard of its group (`group_for(key, shard_count)`, the rule proto's
+//!   validation uses: a range in one hash tag is one group); ranges over several
+//!   groups and key-less Txns go to the bootstrap node's shard, which scatters and
+//!   merges (a delete range over several groups is refused by the server).
 //! - [`ThreadedClient`] is a `Send + Clone` handle for every other runtime (tokio,
 //!   async-std, plain threads): it owns a background thread running a glommio executor
 //!   with a [`Client`] and exchanges requests and answers with it over bounded flume
