@@ -340,6 +340,8 @@ enum Action {
     Error(ErrorCode),
     /// Close the connection without answering.
     Close,
+    /// Answer with a connection-level error frame (request id 0), then close.
+    ConnectionError(ErrorCode),
 }
 
 /// One request the scripted peer received: on which shard, and what.
@@ -494,6 +496,13 @@ fn serve_conn(
                     encode_frame(&mut out, f.request_id, &e, 2 << 20).unwrap();
                 }
                 Action::Close => {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+                Action::ConnectionError(code) => {
+                    let e = ProtoError::new(code, "scripted connection error");
+                    encode_frame(&mut out, 0, &e, 2 << 20).unwrap();
+                    let _ = s.write_all(&out);
                     let _ = s.shutdown(std::net::Shutdown::Both);
                     return;
                 }
@@ -856,4 +865,33 @@ fn connect_falls_back_to_the_next_endpoint() {
         assert_eq!(c.routing().addr_for(Target::Node), peer.addr(0));
         c.get("x").await.unwrap();
     });
+}
+
+#[test]
+fn a_connection_level_error_closes_and_the_read_is_retried() {
+    let cell = ports_cell();
+    let c2 = cell.clone();
+    let failed_once = Arc::new(AtomicBool::new(false));
+    let peer = Peer::start(
+        1,
+        Arc::new(move |shard, req, nth| match &req.op {
+            Op::Range(_) if !failed_once.swap(true, Ordering::SeqCst) => {
+                Action::ConnectionError(ErrorCode::BadChecksum)
+            }
+            _ => echo(c2.lock().unwrap().clone())(shard, req, nth),
+        }),
+    );
+    *cell.lock().unwrap() = peer.ports.clone();
+    run(async {
+        let c = Client::connect(fast_cfg(peer.addr(0))).await.unwrap();
+        let r = c.get("k").await.unwrap();
+        assert_eq!(r.body.range.kvs[0].key, b"k");
+        assert_eq!(c.open_connections().len(), 1);
+    });
+    let reads = peer
+        .seen()
+        .iter()
+        .filter(|s| matches!(s.request.op, Op::Range(_)))
+        .count();
+    assert_eq!(reads, 2);
 }
