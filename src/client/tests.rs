@@ -342,6 +342,8 @@ enum Action {
     Close,
     /// Answer with a connection-level error frame (request id 0), then close.
     ConnectionError(ErrorCode),
+    /// Never answer.
+    Ignore,
 }
 
 /// One request the scripted peer received: on which shard, and what.
@@ -499,6 +501,7 @@ fn serve_conn(
                     let _ = s.shutdown(std::net::Shutdown::Both);
                     return;
                 }
+                Action::Ignore => continue,
                 Action::ConnectionError(code) => {
                     let e = ProtoError::new(code, "scripted connection error");
                     encode_frame(&mut out, 0, &e, 2 << 20).unwrap();
@@ -894,4 +897,32 @@ fn a_connection_level_error_closes_and_the_read_is_retried() {
         .filter(|s| matches!(s.request.op, Op::Range(_)))
         .count();
     assert_eq!(reads, 2);
+}
+
+#[test]
+fn an_unanswered_write_times_out_and_retires_its_session() {
+    let cell = ports_cell();
+    let c2 = cell.clone();
+    let peer = Peer::start(
+        1,
+        Arc::new(move |shard, req, nth| match &req.op {
+            Op::Put(p) if p.key == b"black-hole" => Action::Ignore,
+            _ => echo(c2.lock().unwrap().clone())(shard, req, nth),
+        }),
+    );
+    *cell.lock().unwrap() = peer.ports.clone();
+    run(async {
+        let mut cfg = fast_cfg(peer.addr(0));
+        cfg.request_timeout = Duration::from_millis(200);
+        let c = Client::connect(cfg).await.unwrap();
+        c.put("k", "v").await.unwrap();
+        assert_eq!(c.idle_sessions(), 1);
+        let e = c.put("black-hole", "v").await.unwrap_err();
+        assert!(matches!(e, ClientError::Timeout { .. }), "{e:?}");
+        // Its outcome is unknown: the session is not reused.
+        assert_eq!(c.idle_sessions(), 0);
+        // The connection still works.
+        c.put("k2", "v").await.unwrap();
+        assert_eq!(c.idle_sessions(), 1);
+    });
 }
