@@ -358,7 +358,8 @@ mod tests {
                 assert_eq!(e < after, j <= i, "{k:?} {k2:?}");
                 assert_eq!(e >= idx_lower(k), j >= i, "{k:?} {k2:?}");
             }
-            let (pre, r) = split_idx_key(&idx_key(k, revs[1])).unwrap();
+            let ik = idx_key(k, revs[1]);
+            let (pre, r) = split_idx_key(&ik).unwrap();
             assert_eq!(pre, &p[..]);
             assert_eq!(r, revs[1]);
             assert_eq!(unescape_prefix(pre).unwrap(), k.to_vec());
