@@ -338,19 +338,20 @@ impl<'a, V: ReadView + ?Sized> Reader<'a, V> {
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, KvError> {
         let rev = self.resolve(req.revision)?;
         let sp = span(&req.key, &req.range_end);
-        let whole = matches!(
-            sp,
+        // Every key is >= "\0" (keys are non-empty): the whole keyspace's count at the
+        // current revision is kept, so nothing needs walking just to count it.
+        let known_count = match sp {
             Span::Range {
                 start: [0],
-                end: None
-            }
-        );
-        if req.count_only && whole && rev == self.rev {
-            // Every key is >= "\0" (keys are non-empty): the count is kept.
+                end: None,
+            } if rev == self.rev => Some(self.live_count),
+            _ => None,
+        };
+        if let (true, Some(count)) = (req.count_only, known_count) {
             return Ok(RangeResponse {
                 kvs: vec![],
                 more: false,
-                count: self.live_count,
+                count,
             });
         }
         // etcd: a non-key target sorts ascending by default; key ascending is the
@@ -381,8 +382,10 @@ impl<'a, V: ReadView + ?Sized> Reader<'a, V> {
             if !req.count_only && keep(&lm) && (!streaming || picked.len() <= limit) {
                 picked.push((k.to_vec(), lm, None));
             }
-            true
+            // limit + 1 found: walk on only if the count is not known.
+            !(streaming && known_count.is_some() && picked.len() > limit)
         })?;
+        let count = known_count.unwrap_or(count);
         if req.count_only {
             return Ok(RangeResponse {
                 kvs: vec![],

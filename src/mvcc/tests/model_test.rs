@@ -37,7 +37,7 @@ impl Rng {
 }
 
 const KEYS: &[&[u8]] = &[
-    b"a", b"ab", b"abc", b"b", b"b\0", b"b\0c", b"ba", b"c", b"d", b"d\xff", b"e",
+    b"\0", b"a", b"ab", b"abc", b"b", b"b\0", b"b\0c", b"ba", b"c", b"d", b"d\xff", b"e",
 ];
 const VALUES: &[&[u8]] = &[b"", b"x", b"y", b"zz", b"v1", b"v2", b"v3", b"\0"];
 
@@ -371,9 +371,14 @@ impl Gen<'_> {
             SortTarget::Value,
         ];
         let bound = |rng: &mut Rng, rev: i64| if rng.chance(15) { rng.int(1, rev) } else { 0 };
+        let (key, range_end) = if self.rng.chance(8) {
+            (vec![0], vec![0]) // the whole keyspace
+        } else {
+            (self.key(), self.end())
+        };
         RangeRequest {
-            key: self.key(),
-            range_end: self.end(),
+            key,
+            range_end,
             limit: if self.rng.chance(50) {
                 self.rng.int(-1, 4)
             } else {
@@ -602,7 +607,6 @@ fn run(seed: u64, steps: usize) -> Stats {
 fn random_operations_match_the_model() {
     for seed in 1..=8 {
         let stats = run(seed, 4000);
-        eprintln!("{stats:?}");
         assert!(
             stats.txns > 100 && stats.compactions > 5 && stats.crashes > 5,
             "{stats:?}"
