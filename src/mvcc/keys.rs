@@ -12,7 +12,7 @@
 //! tree "live"  key   user key (raw)
 //!              value main:8 sub:8 create:8 version:8 lease:8    (40 bytes)
 //! tree "meta"  "format" -> FORMAT;  "state" -> applied:8 rev:8 compacted:8
-//!              live_count:8 sessions:8                          (40 bytes)
+//!              live_count:8 sessions:8 cursor_main:8 cursor_sub:8 (56 bytes)
 //! ```
 //!
 //! `esc` doubles as an order-preserving, prefix-free encoding: each 0x00 byte of the user
@@ -49,7 +49,7 @@ const KEY_AFTER: [u8; 2] = [0x00, 0x02];
 pub const IDX_SUFFIX_LEN: usize = KEY_TERM.len() + REV_KEY_LEN;
 pub const IDX_VALUE_LEN: usize = 1 + 8 * 3;
 pub const LIVE_VALUE_LEN: usize = 8 * 5;
-pub const STATE_LEN: usize = 8 * 5;
+pub const STATE_LEN: usize = 8 * 7;
 const REV_HEADER_LEN: usize = 1 + 8 * 3 + 4;
 
 const _: () = assert!(IDX_SUFFIX_LEN == 18);
@@ -286,9 +286,13 @@ pub fn decode_rev_record<'a>(k: &[u8], v: &'a [u8]) -> Result<RevRecord<'a>, KvE
 pub struct State {
     pub applied: u64,
     pub rev: i64,
+    /// Logical compaction: reads below it fail.
     pub compacted: i64,
     pub live_count: i64,
     pub sessions: u64,
+    /// Physical compaction: every rev-tree entry below the cursor has been processed.
+    /// Work remains while `compact_cursor < (compacted + 1, 0)`.
+    pub compact_cursor: Rev,
 }
 
 impl State {
@@ -299,6 +303,7 @@ impl State {
         compacted: 0,
         live_count: 0,
         sessions: 0,
+        compact_cursor: Rev { main: 1, sub: 0 },
     };
     pub fn encode(&self) -> [u8; STATE_LEN] {
         let mut b = [0u8; STATE_LEN];
@@ -307,11 +312,12 @@ impl State {
         b[16..24].copy_from_slice(&self.compacted.to_be_bytes());
         b[24..32].copy_from_slice(&self.live_count.to_be_bytes());
         b[32..40].copy_from_slice(&self.sessions.to_be_bytes());
+        b[40..56].copy_from_slice(&self.compact_cursor.encode());
         b
     }
     pub fn decode(v: &[u8]) -> Result<State, KvError> {
         if v.len() != STATE_LEN {
-            return Err(corrupt(TREE_META, META_STATE_KEY, "state is not 40 bytes"));
+            return Err(corrupt(TREE_META, META_STATE_KEY, "state is not 56 bytes"));
         }
         let s = State {
             applied: u64::from_be_bytes(v[..8].try_into().unwrap()),
@@ -319,8 +325,14 @@ impl State {
             compacted: get_i64(v, 16),
             live_count: get_i64(v, 24),
             sessions: u64::from_be_bytes(v[32..40].try_into().unwrap()),
+            compact_cursor: Rev::decode(&v[40..56], TREE_META)?,
         };
-        if s.rev < 1 || s.compacted < 0 || s.compacted > s.rev || s.live_count < 0 {
+        if s.rev < 1
+            || s.compacted < 0
+            || s.compacted > s.rev
+            || s.live_count < 0
+            || s.compact_cursor.main > s.compacted + 1
+        {
             return Err(corrupt(TREE_META, META_STATE_KEY, "inconsistent state"));
         }
         Ok(s)
@@ -404,8 +416,14 @@ mod tests {
             compacted: 4,
             live_count: 2,
             sessions: 1,
+            compact_cursor: Rev { main: 3, sub: 1 },
         };
         assert_eq!(State::decode(&s.encode()).unwrap(), s);
+        let ahead = State {
+            compact_cursor: Rev { main: 6, sub: 0 },
+            ..s
+        };
+        assert!(State::decode(&ahead.encode()).is_err());
         let broken = State { compacted: 10, ..s };
         assert!(State::decode(&broken.encode()).is_err());
     }

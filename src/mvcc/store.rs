@@ -39,6 +39,9 @@ pub struct StoreConfig {
     pub limits: Limits,
     /// Dedup sessions kept (>= 1).
     pub sessions_max: u64,
+    /// Compacted revisions physically removed inside the apply of a Compact; the rest
+    /// is left to [`Store::compact_step`].
+    pub compact_inline_revisions: usize,
 }
 
 impl Default for StoreConfig {
@@ -46,6 +49,7 @@ impl Default for StoreConfig {
         StoreConfig {
             limits: Limits::default(),
             sessions_max: 16 * 1024,
+            compact_inline_revisions: COMPACT_BATCH,
         }
     }
 }
@@ -595,29 +599,67 @@ impl<B: Backend> Store<B> {
         if c.revision > self.state.rev {
             return Err(KvError::FutureRevision(self.state.rev));
         }
-        self.compact_to(c.revision)?;
+        // Logical compaction is immediate; physical removal is sliced (see compact_step).
         self.state.compacted = c.revision;
+        self.compact_slice(self.config.compact_inline_revisions)?;
         Ok(CompactResponse {})
     }
 
-    /// Removes history at or below `to`, keeping each key's newest revision `<= to`
-    /// unless it is a tombstone. Visits only the revisions in (compacted, to]: a key
-    /// untouched there keeps its one surviving entry from the last compaction.
-    fn compact_to(&mut self, to: i64) -> Result<(), KvError> {
-        let hi = Rev {
-            main: to + 1,
-            sub: 0,
+    /// Whether compacted history is still physically present (see [`Self::compact_step`]).
+    pub fn compaction_pending(&self) -> bool {
+        self.state.compact_cursor
+            < Rev {
+                main: self.state.compacted + 1,
+                sub: 0,
+            }
+    }
+
+    /// Physically removes up to `max_revisions` more compacted revisions and returns
+    /// whether work remains. Apply of a Compact only moves the compacted revision (and
+    /// does `compact_inline_revisions` of this work); the server calls this between
+    /// apply batches, from a low-priority task, until it returns `false`. Removal is
+    /// invisible to every read at or above the compacted revision, so replicas that
+    /// slice it differently answer alike (their `hash` agrees). The cursor is part of
+    /// the state written with each apply and step, so a restart resumes it.
+    pub fn compact_step(&mut self, max_revisions: usize) -> Result<bool, KvError> {
+        if let Some(p) = &self.poisoned {
+            return Err(KvError::Storage(format!(
+                "compaction refused after an earlier storage failure: {p}"
+            )));
         }
-        .encode();
-        let mut cursor = Rev {
+        match self
+            .compact_slice(max_revisions)
+            .and_then(|_| self.write_state())
+        {
+            Ok(()) => Ok(self.compaction_pending()),
+            Err(e) => {
+                let ApplyError::Storage(m) = self.poison(e) else {
+                    unreachable!()
+                };
+                Err(KvError::Storage(m))
+            }
+        }
+    }
+
+    /// Processes up to `budget` rev-tree entries from the compaction cursor up to the
+    /// compacted revision. Each entry deletes the key's previous entry (superseded by
+    /// it, both <= compacted) and, if it is a tombstone, itself; so what survives at or
+    /// below the compacted revision is each key's newest revision unless a tombstone.
+    /// A key untouched since the last compaction keeps its one surviving entry.
+    fn compact_slice(&mut self, budget: usize) -> Result<(), KvError> {
+        let end = Rev {
             main: self.state.compacted + 1,
             sub: 0,
         };
-        loop {
+        let hi = end.encode();
+        let mut left = budget;
+        while left > 0 && self.state.compact_cursor < end {
+            let want = left.min(COMPACT_BATCH);
             let mut batch: Vec<(Rev, Vec<u8>, u8)> = Vec::new();
             let mut err = None;
+            let lo = self.state.compact_cursor.encode();
             self.backend
-                .scan(TREE_REV, &cursor.encode(), Some(&hi), false, &mut |k, v| {
+                .scan(TREE_REV, &lo, Some(&hi), false, &mut |k, v| {
                     match Rev::decode(k, TREE_REV).and_then(|r| Ok((r, decode_rev_record(k, v)?))) {
                         Ok((r, rec)) => batch.push((r, rec.key.to_vec(), rec.kind)),
                         Err(e) => {
@@ -625,20 +667,16 @@ impl<B: Backend> Store<B> {
                             return false;
                         }
                     }
-                    batch.len() < COMPACT_BATCH
+                    batch.len() < want
                 })
                 .map_err(|e| storage("compact: scan rev", e))?;
             if let Some(e) = err {
                 return Err(e);
             }
-            let Some(&(last, _, _)) = batch.last() else {
-                return Ok(());
-            };
             for (r, key, kind) in &batch {
                 let prefix = idx_prefix(key);
                 let mut below = prefix.clone();
                 below.extend_from_slice(&r.encode());
-                // The key's previous entry is superseded by this one (both <= to).
                 let mut pred = None;
                 let mut err = None;
                 self.backend
@@ -662,14 +700,16 @@ impl<B: Backend> Store<B> {
                     self.delete_backend(TREE_REV, &r.encode())?;
                 }
             }
-            if batch.len() < COMPACT_BATCH {
-                return Ok(());
-            }
-            cursor = Rev {
-                main: last.main,
-                sub: last.sub + 1,
+            self.state.compact_cursor = match batch.last() {
+                Some(&(last, _, _)) if batch.len() == want => Rev {
+                    main: last.main,
+                    sub: last.sub + 1,
+                },
+                _ => end,
             };
+            left -= batch.len().max(1).min(left);
         }
+        Ok(())
     }
 
     fn load_session(&self, session: u64) -> Result<Option<SessionRecord>, KvError> {

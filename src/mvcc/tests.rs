@@ -691,18 +691,55 @@ fn compaction_edge_cases() {
 }
 
 #[test]
-fn compaction_in_batches() {
-    let mut h = H::new();
+fn compaction_is_sliced_and_survives_a_crash_midway() {
+    let config = StoreConfig {
+        compact_inline_revisions: 100,
+        ..Default::default()
+    };
+    let mut h = H {
+        s: Store::open_with(MemBackend::default(), config).unwrap(),
+        index: 0,
+    };
     // More revisions than one compaction batch, on few keys.
     for i in 0..2500 {
         h.put(&format!("k{}", i % 7), &i.to_string());
     }
     h.del("k3", "");
+    let rev = h.s.revision();
     let hash = h.s.hash(0).unwrap();
-    h.compact(h.s.revision()).unwrap();
+    let hist = |h: &H| {
+        let mut r = rr("\0", "\0");
+        r.revision = rev;
+        h.range(r).unwrap()
+    };
+    let before = hist(&h);
+    h.compact(rev).unwrap();
+    assert!(h.s.compaction_pending());
+    // 100 entries processed; the first of each of the 7 keys had nothing to supersede.
+    assert_eq!(
+        tree_len(&h, TREE_REV),
+        2501 - 93,
+        "only the inline slice is done"
+    );
+    assert_eq!(hist(&h), before, "pending removal is invisible");
+    assert_eq!(h.s.compact_step(1000), Ok(true));
+    block_on(h.s.commit()).unwrap();
+    assert_eq!(h.s.compact_step(1000), Ok(true));
+    // Crash: the second step was not committed; the cursor comes back from the commit.
+    let mut s = Store::open_with(h.s.backend().reopen_committed(), config).unwrap();
+    assert!(s.compaction_pending());
+    let mut steps = 0;
+    while s.compact_step(300).unwrap() {
+        steps += 1;
+    }
+    assert_eq!(steps, 4, "1401 revisions left, 300 a step");
+    assert!(!s.compaction_pending());
+    assert_eq!(s.compact_step(300), Ok(false));
+    let h = H { s, index: 2503 };
     assert_eq!(tree_len(&h, TREE_REV), 6);
     assert_eq!(tree_len(&h, TREE_IDX), 6);
     assert_eq!(h.s.hash(0).unwrap().hash, hash.hash);
+    assert_eq!(hist(&h), before);
 }
 
 #[test]

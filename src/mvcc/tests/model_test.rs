@@ -492,7 +492,12 @@ struct Stats {
 fn run(seed: u64, steps: usize) -> Stats {
     let mut rng = Rng(seed);
     let mut model = Model::new();
-    let mut store = Store::open(MemBackend::default()).unwrap();
+    // Compaction done inside the apply, or left to random compact_step slices.
+    let config = StoreConfig {
+        compact_inline_revisions: [0, 1, 3, 1024][seed as usize % 4],
+        ..Default::default()
+    };
+    let mut store = Store::open_with(MemBackend::default(), config).unwrap();
     let mut log: Vec<(WriteRequest, ApplyOutcome)> = vec![];
     let mut stats = Stats::default();
     for step in 0..steps {
@@ -523,8 +528,12 @@ fn run(seed: u64, steps: usize) -> Stats {
             );
             match (&req, &want) {
                 (_, Err(_)) => stats.write_errors += 1,
+                (WriteRequest::Compact(_), Ok(_)) if rng.chance(50) => {
+                    stats.compactions += 1;
+                }
                 (WriteRequest::Compact(c), Ok(_)) => {
                     stats.compactions += 1;
+                    while store.compact_step(rng.int(1, 50) as usize).unwrap() {}
                     // Physically removed: only each live key's newest revision remains.
                     let kept = model.hist[c.revision as usize].len();
                     assert_eq!(
@@ -550,6 +559,9 @@ fn run(seed: u64, steps: usize) -> Stats {
         }
         assert_eq!(store.revision(), model.rev(), "{ctx}");
         assert_eq!(store.key_count(), model.latest().len() as i64, "{ctx}");
+        if rng.chance(20) {
+            store.compact_step(rng.int(1, 4) as usize).unwrap();
+        }
         if rng.chance(10) {
             let from = rng.int(model.compacted - 1, model.rev() + 1);
             let limit = rng.int(1, 12) as usize;
@@ -563,14 +575,14 @@ fn run(seed: u64, steps: usize) -> Stats {
             0..=7 => block_on(store.commit()).unwrap(),
             8 => {
                 // Clean restart.
-                store = Store::open(store.into_backend()).unwrap();
+                store = Store::open_with(store.into_backend(), config).unwrap();
                 assert_eq!(store.applied_index(), log.len() as u64, "{ctx}");
             }
             9..=10 => {
                 // Crash: what was not committed is lost; replay the log from the
                 // applied index stored in the last commit.
                 let hash = store.hash(0).unwrap();
-                store = Store::open(store.backend().reopen_committed()).unwrap();
+                store = Store::open_with(store.backend().reopen_committed(), config).unwrap();
                 stats.crashes += 1;
                 for (i, (req, outcome)) in
                     log.iter().enumerate().skip(store.applied_index() as usize)
@@ -585,6 +597,12 @@ fn run(seed: u64, steps: usize) -> Stats {
             _ => {}
         }
     }
+    while store.compact_step(100).unwrap() {}
+    assert_eq!(
+        rev_tree_entries(store.backend(), Some(model.compacted)),
+        model.hist[model.compacted.max(1) as usize].len(),
+        "seed {seed}: after the last compaction step"
+    );
     // Every revision that is still readable, in full.
     for rev in model.compacted.max(1)..=model.rev() {
         let req = RangeRequest {
