@@ -13,6 +13,10 @@
 //! - Every write of one entry has main revision `rev + 1` and sub revisions 0, 1, ...
 //!   in execution order; an entry that changes nothing does not consume a revision
 //!   (etcd).
+//! - Compaction: `state.compacted` moves at apply; rev-tree entries below
+//!   `state.compact_cursor` (<= `(compacted + 1, 0)`) have been physically compacted.
+//!   Entries between the cursor and the compacted revision are still present but only
+//!   reachable by reads below the compacted revision, which are refused.
 //!
 //! Dedup sessions (tree `sess`: session → seq:8 index:8 rkyv(StoredOutcome); tree
 //! `sess_age`: index:8 session:8 → empty): for each client session the store keeps the

@@ -1,6 +1,6 @@
 //! Requests and responses of etcd v3's KV API, in corekv's terms.
 //!
-//! These are what a Raft entry carries (a serialized [`Request`]) and what the client
+//! These are what a Raft entry carries (a serialized [`WriteRequest`]) and what the client
 //! protocol embeds. Field meanings follow etcd's `rpc.proto`; where corekv differs it
 //! says so.
 
