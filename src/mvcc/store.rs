@@ -374,7 +374,14 @@ impl<B: Backend> Store<B> {
         if ctx.sub > 0 {
             self.state.rev = ctx.main;
             self.state.live_count += ctx.live_delta;
-            assert!(self.state.live_count >= 0, "negative live key count");
+            if self.state.live_count < 0 {
+                // Only a stored count that disagrees with the live tree gets here.
+                return Err(corrupt(
+                    TREE_META,
+                    META_STATE_KEY,
+                    "live key count below zero",
+                ));
+            }
         }
         r
     }
