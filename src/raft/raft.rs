@@ -14,7 +14,7 @@ use super::message::{Message, MessageType, ReadState};
 use super::progress::Progress;
 use super::read_index::ReadIndexState;
 use super::rng::Rng;
-use super::types::{ConfState, HardState, NodeId, Storage};
+use super::types::{ConfState, HardState, NodeId, Storage, StorageError};
 use std::collections::{BTreeMap, VecDeque};
 
 /// A node's role (Raft §5.1, plus the pre-vote phase of thesis §9.6).
@@ -117,7 +117,15 @@ impl<S: Storage> Raft<S> {
         };
         // Replay membership changes after the snapshot (append-time configuration).
         if last >= first {
-            let ents = r.log.storage.entries(first, last + 1, u64::MAX)?;
+            // A storage may be fetching entries (TemporarilyUnavailable): retry a few
+            // times; start-up has nothing else to do meanwhile.
+            let mut tries = 0;
+            let ents = loop {
+                match r.log.storage.entries(first, last + 1, u64::MAX) {
+                    Err(StorageError::TemporarilyUnavailable) if tries < 16 => tries += 1,
+                    other => break other?,
+                }
+            };
             r.record_conf_changes(&ents);
         }
         r.apply_conf();
@@ -329,7 +337,11 @@ impl<S: Storage> Raft<S> {
             if matches!(m.kind, MessageType::Vote | MessageType::PreVote) {
                 // Leader lease (thesis §4.2.3): a node that heard from a live leader
                 // within the minimum election timeout ignores vote requests.
-                let in_lease = self.leader != 0 && self.election_elapsed < self.cfg.election_ticks;
+                // Only with check-quorum: otherwise a leader never learns it lost
+                // its quorum and a lease could keep a higher-term node out forever.
+                let in_lease = self.cfg.check_quorum
+                    && self.leader != 0
+                    && self.election_elapsed < self.cfg.election_ticks;
                 if in_lease && !m.force {
                     return Ok(());
                 }

@@ -272,6 +272,7 @@ impl<S: Storage> RawNode<S> {
             let id = r.id;
             if let Some(pr) = r.prs.get_mut(&id) {
                 pr.match_index = pr.match_index.max(persisted);
+                pr.next_index = pr.next_index.max(pr.match_index + 1);
             }
             if r.maybe_commit() && r.role == Role::Leader {
                 r.bcast_append();

@@ -1,0 +1,4 @@
+//! Tests of the Raft core: paper tests, transcript tests, simulator runs and the
+//! simulator's teeth (test-only bugs it must catch).
+
+mod sim_tests;
