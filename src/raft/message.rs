@@ -177,6 +177,17 @@ pub(crate) fn write_entries(f: &mut std::fmt::Formatter<'_>, ents: &[Entry]) -> 
     write!(f, "]")
 }
 
+/// `[i/t ...]` for transcripts.
+pub(crate) fn write_entries_string(ents: &[Entry]) -> String {
+    struct W<'a>(&'a [Entry]);
+    impl std::fmt::Display for W<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write_entries(f, self.0)
+        }
+    }
+    W(ents).to_string().trim_start().to_string()
+}
+
 /// A single-server membership change (Raft thesis §4.1).
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[rkyv(derive(Debug))]

@@ -53,6 +53,40 @@ impl Fnv {
     }
 }
 
+/// Fault mixes. `Mixed` draws every knob from the seed; the others aim at specific
+/// dangerous interleavings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    Mixed,
+    /// Three nodes, one entry per message, leaders crashing right after their election
+    /// or a commit, lossy links: makes interleavings such as the paper's Figure 8 likely.
+    Stormy,
+    /// Long partitions that mostly isolate the current leader, read-heavy clients that
+    /// keep talking to the node they believe leads: deposed leaders meet clients.
+    Partitions,
+}
+
+impl Profile {
+    /// The profile run for `seed` by default: mostly mixed, every fourth seed one of
+    /// the targeted ones.
+    pub fn for_seed(seed: u64) -> Profile {
+        match seed % 8 {
+            3 => Profile::Stormy,
+            7 => Profile::Partitions,
+            _ => Profile::Mixed,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Profile> {
+        match s {
+            "mixed" => Some(Profile::Mixed),
+            "stormy" => Some(Profile::Stormy),
+            "partitions" => Some(Profile::Partitions),
+            _ => None,
+        }
+    }
+}
+
 /// What to simulate.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
@@ -63,6 +97,8 @@ pub struct SimOptions {
     pub chaos_steps: u64,
     /// Ticks allowed after healing for the cluster to commit and converge.
     pub heal_ticks: u64,
+    /// Which fault mix to run.
+    pub profile: Profile,
     #[cfg(any(test, feature = "raft-bugs"))]
     pub bugs: crate::raft::Bugs,
 }
@@ -74,6 +110,7 @@ impl SimOptions {
             nodes: 0,
             chaos_steps: 2400,
             heal_ticks: 150,
+            profile: Profile::Mixed,
             #[cfg(any(test, feature = "raft-bugs"))]
             bugs: Default::default(),
         }
@@ -110,6 +147,11 @@ struct Knobs {
     conf_p: f64,
     client_p: f64,
     get_ratio: f64,
+    /// Chance that a new leader is crashed a few steps after its election.
+    leader_kill_p: f64,
+    /// Chance that a leader whose Ready commits entries (or announces its election)
+    /// crashes right after persisting and applying it, before its messages leave.
+    commit_crash_p: f64,
     keys: u64,
 }
 
@@ -120,6 +162,9 @@ enum Waiting {
 
 struct Client {
     waiting: Option<(Waiting, u64)>, // with deadline step
+    /// The node this client believes leads (0: unknown); updated from NotLeader
+    /// answers, cleared on timeouts: clients may well talk to a deposed leader.
+    leader_hint: NodeId,
 }
 
 struct Sim {
@@ -172,6 +217,7 @@ pub fn reproduce_command(seed: u64) -> String {
 fn run_inner(opts: SimOptions) -> SimReport {
     let mut rng = Rng::new(opts.seed);
     let n = match opts.nodes {
+        0 if opts.profile == Profile::Stormy => 3,
         0 => {
             if rng.chance(0.5) {
                 3
@@ -195,7 +241,14 @@ fn run_inner(opts: SimOptions) -> SimReport {
     {
         base_cfg.bugs = opts.bugs;
     }
-    let knobs = Knobs {
+    if opts.profile == Profile::Partitions {
+        base_cfg.check_quorum = rng.chance(0.5);
+    }
+    if opts.profile == Profile::Stormy {
+        base_cfg.max_msg_bytes = 1;
+        base_cfg.max_inflight_msgs = 1;
+    }
+    let mut knobs = Knobs {
         crash_p: rng.range(0, 12) as f64 / 4000.0,
         down_steps: (20, rng.range(40, 400)),
         partition_p: rng.range(0, 8) as f64 / 2000.0,
@@ -206,14 +259,40 @@ fn run_inner(opts: SimOptions) -> SimReport {
         conf_p: rng.range(0, 4) as f64 / 2000.0,
         client_p: rng.range(5, 40) as f64 / 100.0,
         get_ratio: rng.range(20, 70) as f64 / 100.0,
+        leader_kill_p: rng.range(0, 10) as f64 / 100.0,
+        commit_crash_p: rng.range(0, 3) as f64 / 100.0,
         keys: rng.range(1, 6),
     };
-    let faults = NetFaults {
+    if opts.profile == Profile::Partitions {
+        knobs.crash_p = 0.0;
+        knobs.partition_p = 0.01;
+        knobs.heal_p = 0.004;
+        knobs.get_ratio = 0.6;
+        knobs.client_p = 0.5;
+        knobs.commit_crash_p = 0.0;
+        knobs.leader_kill_p = 0.0;
+    }
+    if opts.profile == Profile::Stormy {
+        knobs.crash_p = 0.004;
+        knobs.down_steps = (10, 120);
+        knobs.partition_p = 0.006;
+        knobs.heal_p = 0.02;
+        knobs.client_p = 0.5;
+        knobs.get_ratio = 0.5;
+        knobs.conf_p = 0.0;
+        knobs.leader_kill_p = 0.4;
+        knobs.commit_crash_p = 0.4;
+    }
+    let mut faults = NetFaults {
         drop_p: rng.range(0, 15) as f64 / 100.0,
         dup_p: rng.range(0, 8) as f64 / 100.0,
         delay_min: 1,
         delay_max: rng.range(1, 12),
     };
+    if opts.profile == Profile::Stormy {
+        faults.drop_p = 0.2;
+        faults.delay_max = 8;
+    }
     let unavailable_every = if rng.chance(0.3) { rng.range(3, 10) } else { 0 };
     let boot = ConfState {
         voters: (1..=n as u64).collect(),
@@ -234,7 +313,12 @@ fn run_inner(opts: SimOptions) -> SimReport {
         nodes,
         base_cfg,
         net: Network::new(faults),
-        clients: (0..4).map(|_| Client { waiting: None }).collect(),
+        clients: (0..4)
+            .map(|_| Client {
+                waiting: None,
+                leader_hint: 0,
+            })
+            .collect(),
         history: Vec::new(),
         failed: Vec::new(),
         next_op: 1,
@@ -322,7 +406,14 @@ impl Sim {
         for i in 0..n {
             let now = self.now;
             if self.nodes[i].is_up() {
-                if down < (n - 1) / 2 + usize::from(self.rng.chance(0.2))
+                if self.nodes[i].kill_at.is_some_and(|t| t <= now) {
+                    self.nodes[i].kill_at = None;
+                    if self.nodes[i].raw.as_ref().unwrap().status().role == Role::Leader {
+                        self.crash(i);
+                        let (lo, hi) = self.knobs.down_steps;
+                        self.nodes[i].down_until = now + self.rng.range(lo, hi);
+                    }
+                } else if down < (n - 1) / 2 + usize::from(self.rng.chance(0.2))
                     && self.rng.chance(self.knobs.crash_p)
                 {
                     self.crash(i);
@@ -336,7 +427,12 @@ impl Sim {
         if self.rng.chance(self.knobs.partition_p) {
             self.net.heal();
             let ids: Vec<NodeId> = (1..=n as u64).collect();
-            if self.rng.chance(0.6) {
+            let leader = self.leader();
+            if self.opts.profile == Profile::Partitions && leader.is_some() && self.rng.chance(0.7) {
+                let l = leader.unwrap();
+                let rest: Vec<NodeId> = ids.iter().copied().filter(|&x| x != l).collect();
+                self.net.partition_symmetric(&[l], &rest);
+            } else if self.rng.chance(0.6) {
                 let k = self.rng.range(1, (n as u64 + 1) / 2 + 1) as usize;
                 let mut a = ids.clone();
                 let mut b = Vec::new();
@@ -460,6 +556,10 @@ impl Sim {
     }
 
     fn sync(&mut self, i: usize) {
+        self.sync_inner(i, true);
+    }
+
+    fn sync_inner(&mut self, i: usize, send: bool) {
         let now = self.now;
         let id = self.nodes[i].id;
         // Log matching over what becomes durable.
@@ -487,6 +587,9 @@ impl Sim {
             self.checker.check_digest(now, id, idx, d);
         }
         for mut m in msgs {
+            if !send {
+                break;
+            }
             if m.kind == MessageType::Snapshot {
                 self.attach_snapshot(i, &mut m);
             }
@@ -511,17 +614,32 @@ impl Sim {
                 return;
             }
             let mut rd = raw.ready();
+            let is_leader = raw.status().role == Role::Leader;
+            let term = raw.status().term;
             let now = self.now;
             if let Some(ss) = rd.soft_state {
                 if ss.role == Role::Leader {
-                    let term = raw.status().term;
                     self.report.elections += 1;
                     self.checker.leader(now, term, id);
                     self.check_leader_completeness(i);
+                    if self.chaos && self.rng.chance(self.knobs.leader_kill_p) {
+                        self.nodes[i].kill_at = Some(now + self.rng.range(1, 40));
+                    }
                 }
             }
+            let n = self.nodes.len();
+            let down = self.nodes.iter().filter(|x| !x.is_up()).count();
+            let became_leader = rd.soft_state.is_some_and(|ss| ss.role == Role::Leader);
+            let crash_after = self.chaos
+                && (!rd.committed_entries.is_empty() || became_leader)
+                && is_leader
+                && down < (n - 1) / 2
+                && self.rng.chance(self.knobs.commit_crash_p);
             let msgs = std::mem::take(&mut rd.messages);
             for mut m in msgs {
+                if crash_after {
+                    break;
+                }
                 if m.kind == MessageType::Snapshot {
                     self.attach_snapshot(i, &mut m);
                 }
@@ -541,6 +659,14 @@ impl Sim {
             }
             if let Some(e) = committed.last() {
                 self.nodes[i].raw.as_mut().unwrap().advance_apply(e.index);
+            }
+            if crash_after {
+                // Crash point: after the fsync, before anything of this Ready leaves.
+                self.sync_inner(i, false);
+                self.crash(i);
+                let (lo, hi) = self.knobs.down_steps;
+                self.nodes[i].down_until = now + self.rng.range(lo, hi);
+                return;
             }
             for rs in rd.read_states {
                 let op = u64::from_le_bytes(rs.ctx[..8].try_into().expect("8-byte read ctx"));
@@ -633,10 +759,17 @@ impl Sim {
     /// Issues a random op (or a put to `probe_key`); returns whether it was accepted.
     fn issue(&mut self, c: usize, probe_key: Option<&[u8]>) -> bool {
         let n = self.nodes.len() as u64;
-        let target = match self.leader() {
-            Some(l) if !self.rng.chance(0.15) => l,
-            _ => self.rng.range(1, n + 1),
+        let hint = if probe_key.is_some() {
+            self.leader().unwrap_or(0)
+        } else {
+            self.clients[c].leader_hint
         };
+        let target = if hint != 0 && !self.rng.chance(0.1) {
+            hint
+        } else {
+            self.rng.range(1, n + 1)
+        };
+        self.clients[c].leader_hint = target;
         let i = target as usize - 1;
         if self.nodes[i].raw.is_none() {
             return false;
@@ -649,8 +782,13 @@ impl Sim {
         let get = probe_key.is_none() && self.rng.chance(self.knobs.get_ratio);
         let raw = self.nodes[i].raw.as_mut().unwrap();
         let deadline = self.now + 60 * STEPS_PER_TICK;
+        let not_leader = |e: crate::raft::ProposeError| match e {
+            crate::raft::ProposeError::NotLeader { leader } => leader,
+            _ => target,
+        };
         if get {
-            if raw.read_index(op.to_le_bytes().to_vec()).is_err() {
+            if let Err(e) = raw.read_index(op.to_le_bytes().to_vec()) {
+                self.clients[c].leader_hint = not_leader(e);
                 return false;
             }
             let call = self.tick_time();
@@ -658,8 +796,12 @@ impl Sim {
             self.clients[c].waiting = Some((Waiting::Get { node: target, hist: h }, deadline));
         } else {
             let value = format!("v{op}").into_bytes();
-            let Ok(index) = raw.propose(vec![encode_put(op, &key, &value)]) else {
-                return false;
+            let index = match raw.propose(vec![encode_put(op, &key, &value)]) {
+                Ok(i) => i,
+                Err(e) => {
+                    self.clients[c].leader_hint = not_leader(e);
+                    return false;
+                }
             };
             let call = self.tick_time();
             let h = self.push_op(op, c, KvInput::Put { key, value }, KvOutput::PutOk, call);
@@ -690,6 +832,7 @@ impl Sim {
     }
 
     fn give_up(&mut self, c: usize) {
+        self.clients[c].leader_hint = 0;
         if let Some((w, _)) = self.clients[c].waiting.take() {
             match w {
                 Waiting::Put { .. } => {} // unknown outcome: ret stays u64::MAX

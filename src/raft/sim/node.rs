@@ -120,6 +120,8 @@ pub struct SimNode {
     pub reads: Vec<(u64, u64)>,
     pub down_until: u64,
     pub incarnation: u64,
+    /// A scheduled crash (the leader-killing nemesis).
+    pub kill_at: Option<u64>,
 }
 
 impl SimNode {
@@ -137,6 +139,7 @@ impl SimNode {
             reads: Vec::new(),
             down_until: 0,
             incarnation: 0,
+            kill_at: None,
         }
     }
 
