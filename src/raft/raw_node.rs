@@ -244,6 +244,7 @@ impl<S: Storage> RawNode<S> {
             }
         }
         rd.messages = std::mem::take(&mut r.msgs);
+        r.reads.rounds_left = r.reads.rounds_sent;
         rd.persisted_messages = std::mem::take(&mut r.msgs_after_append);
         rd.read_states = std::mem::take(&mut r.read_states);
         self.in_flight.push_back(rec);

@@ -15,6 +15,9 @@ pub struct Cluster {
     pub isolated: BTreeSet<u64>,
     pub out: String,
     pub cfg: Config,
+    /// The bootstrap configuration: a joining node starts from it and learns later
+    /// changes from the log (or from a snapshot).
+    pub boot: ConfState,
 }
 
 impl Cluster {
@@ -26,12 +29,14 @@ impl Cluster {
             isolated: BTreeSet::new(),
             out: String::new(),
             cfg: Config::new(1),
+            boot: ConfState::default(),
         };
         tweak(&mut c.cfg);
         let conf = ConfState {
             voters: (1..=n).collect(),
             ..Default::default()
         };
+        c.boot = conf.clone();
         for id in 1..=n {
             c.add_node(id, conf.clone());
         }
