@@ -206,7 +206,10 @@ impl<S: Storage> Raft<S> {
     }
 
     pub fn become_pre_candidate(&mut self) {
-        assert!(self.role != Role::Leader, "leader cannot become pre-candidate");
+        assert!(
+            self.role != Role::Leader,
+            "leader cannot become pre-candidate"
+        );
         // Pre-vote does not raise the term nor change the vote.
         self.votes.clear();
         self.reset_timers();
@@ -251,8 +254,7 @@ impl<S: Storage> Raft<S> {
             Role::Leader => self.tick_leader(),
             _ => {
                 self.election_elapsed += 1;
-                if self.promotable() && self.election_elapsed >= self.randomized_election_timeout
-                {
+                if self.promotable() && self.election_elapsed >= self.randomized_election_timeout {
                     self.election_elapsed = 0;
                     self.campaign(Campaign::PreElection);
                 }
@@ -404,23 +406,17 @@ impl<S: Storage> Raft<S> {
                 self.leader = m.from;
                 self.handle_snapshot(m);
             }
-            MessageType::TimeoutNow => {
-                if self.promotable() {
-                    // Thesis §3.10: the target starts an election at once, and its
-                    // vote requests override the voters' leases.
-                    self.campaign(Campaign::Transfer);
-                }
-            }
+            // Thesis §3.10: the target starts an election at once, and its vote
+            // requests override the voters' leases.
+            MessageType::TimeoutNow if self.promotable() => self.campaign(Campaign::Transfer),
             MessageType::ReadIndexResp => self.read_states.push(ReadState {
                 index: m.index,
                 ctx: m.context,
             }),
-            MessageType::ReadIndex | MessageType::TransferLeader => {
-                if self.leader != 0 {
-                    let mut f = m;
-                    f.to = self.leader;
-                    self.msgs.push(f);
-                }
+            MessageType::ReadIndex | MessageType::TransferLeader if self.leader != 0 => {
+                let mut f = m;
+                f.to = self.leader;
+                self.msgs.push(f);
             }
             _ => {}
         }

@@ -65,7 +65,8 @@ impl MemStorage {
             self.offset(),
             last
         );
-        self.entries.truncate((first.index - self.offset()) as usize);
+        self.entries
+            .truncate((first.index - self.offset()) as usize);
         self.entries.extend_from_slice(ents);
     }
 
@@ -130,7 +131,7 @@ impl Storage for MemStorage {
         if self.unavailable_every > 0 {
             let n = self.entries_calls.get() + 1;
             self.entries_calls.set(n);
-            if n % self.unavailable_every == 0 {
+            if n.is_multiple_of(self.unavailable_every) {
                 return Err(StorageError::TemporarilyUnavailable);
             }
         }

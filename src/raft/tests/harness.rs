@@ -2,9 +2,7 @@
 //! mailbox until delivered, and everything that happens is written to a transcript.
 
 use crate::raft::message::write_entries_string;
-use crate::raft::{
-    Config, ConfState, Entry, MemStorage, Message, RawNode, Ready, Storage,
-};
+use crate::raft::{ConfState, Config, Entry, MemStorage, Message, RawNode, Ready, Storage};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
@@ -152,13 +150,6 @@ impl Cluster {
         for _ in 0..n {
             self.node(id).tick();
         }
-    }
-
-    pub fn leader(&self) -> Option<u64> {
-        self.nodes
-            .iter()
-            .find(|(_, n)| n.status().role == crate::raft::Role::Leader)
-            .map(|(&id, _)| id)
     }
 
     pub fn log(&self, id: u64) -> Vec<Entry> {

@@ -18,7 +18,11 @@ fn cluster(n: u64) -> Cluster {
 fn elect(c: &mut Cluster, id: u64) {
     c.node(id).campaign();
     c.stabilize();
-    assert_eq!(c.nodes[&id].status().role, Role::Leader, "node {id} not elected");
+    assert_eq!(
+        c.nodes[&id].status().role,
+        Role::Leader,
+        "node {id} not elected"
+    );
 }
 
 fn role(c: &Cluster, id: u64) -> Role {
@@ -53,7 +57,7 @@ fn candidate_wins_with_majority_of_votes() {
     let mut c = cluster(5);
     c.isolated.extend([4, 5]);
     elect(&mut c, 1); // 1, 2, 3 are a majority of 5
-    // A candidate with only itself and one other of five cannot win.
+                      // A candidate with only itself and one other of five cannot win.
     let mut c2 = cluster(5);
     c2.isolated.extend([3, 4, 5]);
     c2.node(1).campaign();
@@ -66,7 +70,7 @@ fn candidate_wins_with_majority_of_votes() {
 #[test]
 fn server_votes_at_most_once_per_term() {
     let mut c = cluster(3);
-    let mut vote = |from: u64, c: &mut Cluster| {
+    let vote = |from: u64, c: &mut Cluster| {
         let mut m = Message::new(MessageType::Vote, from, 3, 1);
         m.index = 0;
         m.log_term = 0;
@@ -79,8 +83,14 @@ fn server_votes_at_most_once_per_term() {
             .unwrap()
     };
     assert!(vote(1, &mut c), "first candidate gets the vote");
-    assert!(!vote(2, &mut c), "second candidate in the same term is refused");
-    assert!(vote(1, &mut c), "re-asking by the same candidate is granted again");
+    assert!(
+        !vote(2, &mut c),
+        "second candidate in the same term is refused"
+    );
+    assert!(
+        vote(1, &mut c),
+        "re-asking by the same candidate is granted again"
+    );
 }
 
 /// §5.2: "If the AppendEntries RPC is from another server claiming to be leader whose
@@ -115,7 +125,10 @@ fn election_timeouts_are_randomized_within_interval() {
         while n.status().role == Role::Follower {
             n.tick();
             ticks += 1;
-            assert!(ticks < 2 * cfg.election_ticks, "timeout beyond 2x election_ticks");
+            assert!(
+                ticks < 2 * cfg.election_ticks,
+                "timeout beyond 2x election_ticks"
+            );
         }
         assert!(ticks >= cfg.election_ticks);
         seen.insert(ticks);
@@ -136,7 +149,10 @@ fn entry_committed_once_on_majority() {
     c.isolated.insert(3);
     let idx2 = c.node(1).propose(vec![b"y".to_vec()]).unwrap();
     c.stabilize();
-    assert!(c.nodes[&1].status().commit < idx2, "only 1,2 hold it: not committed");
+    assert!(
+        c.nodes[&1].status().commit < idx2,
+        "only 1,2 hold it: not committed"
+    );
 }
 
 /// §5.3: "If the follower does not find an entry in its log with the same index and
@@ -156,9 +172,17 @@ fn follower_refuses_append_without_matching_previous_entry() {
     }];
     c.node(2).step(m).unwrap();
     let rd = c.node(2).ready();
-    let resp = rd.persisted_messages.iter().find(|m| m.kind == MessageType::AppendResp).unwrap();
+    let resp = rd
+        .persisted_messages
+        .iter()
+        .find(|m| m.kind == MessageType::AppendResp)
+        .unwrap();
     assert!(resp.reject);
-    assert_eq!((resp.reject_hint, resp.log_term), (2, 0), "log too short: hint last+1");
+    assert_eq!(
+        (resp.reject_hint, resp.log_term),
+        (2, 0),
+        "log too short: hint last+1"
+    );
     assert!(rd.entries.is_empty());
 }
 
@@ -224,7 +248,16 @@ fn leader_never_overwrites_its_log() {
 /// log is more up-to-date than that of the candidate."
 #[test]
 fn voter_denies_candidate_with_stale_log() {
-    for (bugs, expect_grant) in [(Bugs::default(), false), (Bugs { vote_ignores_log: true, ..Default::default() }, true)] {
+    for (bugs, expect_grant) in [
+        (Bugs::default(), false),
+        (
+            Bugs {
+                vote_ignores_log: true,
+                ..Default::default()
+            },
+            true,
+        ),
+    ] {
         let mut c = Cluster::new(3, |cfg| {
             cfg.pre_vote = false;
             cfg.check_quorum = false;
@@ -238,7 +271,11 @@ fn voter_denies_candidate_with_stale_log() {
         m.log_term = 1;
         c.node(2).step(m).unwrap();
         let rd = c.node(2).ready();
-        let r = rd.persisted_messages.iter().find(|m| m.kind == MessageType::VoteResp).unwrap();
+        let r = rd
+            .persisted_messages
+            .iter()
+            .find(|m| m.kind == MessageType::VoteResp)
+            .unwrap();
         assert_eq!(!r.reject, expect_grant, "bugs {bugs:?}");
     }
 }
@@ -304,11 +341,21 @@ fn leader_does_not_commit_older_term_entry_by_counting() {
         }
         let commit = c.nodes[&1].status().commit;
         if bug {
-            assert_eq!(commit, 2, "with the bug the older-term entry commits by counting");
+            assert_eq!(
+                commit, 2,
+                "with the bug the older-term entry commits by counting"
+            );
         } else {
-            assert_eq!(commit, 1, "older-term entry 2/1 must not commit by counting");
+            assert_eq!(
+                commit, 1,
+                "older-term entry 2/1 must not commit by counting"
+            );
             c.stabilize();
-            assert_eq!(c.nodes[&1].status().commit, 3, "commits with the term-3 entry");
+            assert_eq!(
+                c.nodes[&1].status().commit,
+                3,
+                "commits with the term-3 entry"
+            );
         }
     }
 }
@@ -323,18 +370,32 @@ fn leader_counts_itself_only_once_durable() {
     let idx = c.node(1).propose(vec![b"x".to_vec()]).unwrap();
     let rd = c.node(1).ready(); // not persisted yet
     assert_eq!(rd.entries.len(), 1);
-    assert!(rd.messages.iter().any(|m| m.kind == MessageType::Append), "appends leave at once");
+    assert!(
+        rd.messages.iter().any(|m| m.kind == MessageType::Append),
+        "appends leave at once"
+    );
     // Node 2 acknowledges; node 3 is silent. Leader + node 2 would be a majority, but
     // the leader's own copy is not durable yet.
-    c.mailbox.extend(rd.messages.into_iter().filter(|m| m.to == 2));
+    c.mailbox
+        .extend(rd.messages.into_iter().filter(|m| m.to == 2));
     c.deliver(&[]);
     let rd2 = c.node(2).ready();
-    assert!(rd2.messages.iter().all(|m| m.kind != MessageType::AppendResp));
-    let ack = rd2.persisted_messages.into_iter().find(|m| m.kind == MessageType::AppendResp).unwrap();
+    assert!(rd2
+        .messages
+        .iter()
+        .all(|m| m.kind != MessageType::AppendResp));
+    let ack = rd2
+        .persisted_messages
+        .into_iter()
+        .find(|m| m.kind == MessageType::AppendResp)
+        .unwrap();
     c.node(2).storage_mut().append(&rd2.entries);
     c.node(2).on_persisted(rd2.number);
     c.node(1).step(ack).unwrap();
-    assert!(c.nodes[&1].status().commit < idx, "leader's own write not durable yet");
+    assert!(
+        c.nodes[&1].status().commit < idx,
+        "leader's own write not durable yet"
+    );
     c.node(1).storage_mut().append(&rd.entries);
     c.node(1).on_persisted(rd.number);
     assert_eq!(c.nodes[&1].status().commit, idx);
@@ -369,18 +430,31 @@ fn temporarily_unavailable_entries_are_retried() {
         c.node(1).propose(vec![vec![b'a' + k]]).unwrap();
         c.stabilize();
     }
-    c.node(1).storage_mut().compact(1, ConfState { voters: vec![1, 2, 3], ..Default::default() }, vec![]);
+    c.node(1).storage_mut().compact(
+        1,
+        ConfState {
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        },
+        vec![],
+    );
     c.node(1).storage_mut().set_unavailable_every(1); // every read fails for now
     c.isolated.clear();
     for _ in 0..3 {
         c.tick(1, 1);
         c.stabilize();
     }
-    assert!(c.nodes[&3].status().last_index < 6, "nothing could be read yet");
+    assert!(
+        c.nodes[&3].status().last_index < 6,
+        "nothing could be read yet"
+    );
     c.node(1).storage_mut().set_unavailable_every(0);
     c.tick(1, 1);
     c.stabilize();
-    assert_eq!(c.nodes[&3].status().last_index, c.nodes[&1].status().last_index);
+    assert_eq!(
+        c.nodes[&3].status().last_index,
+        c.nodes[&1].status().last_index
+    );
 }
 
 /// Untrusted input: a malformed message is an error, never a panic, and changes nothing.
@@ -391,18 +465,45 @@ fn malformed_messages_are_refused() {
     let mut m = Message::new(MessageType::Append, 1, 2, 1);
     m.index = 1;
     m.log_term = 1;
-    m.entries = vec![Entry { term: 1, index: 7, kind: EntryKind::Normal, data: vec![] }];
-    assert!(matches!(c.node(2).step(m), Err(RaftError::InvalidMessage(_))));
+    m.entries = vec![Entry {
+        term: 1,
+        index: 7,
+        kind: EntryKind::Normal,
+        data: vec![],
+    }];
+    assert!(matches!(
+        c.node(2).step(m),
+        Err(RaftError::InvalidMessage(_))
+    ));
     let m = Message::new(MessageType::Snapshot, 1, 2, 1);
-    assert!(matches!(c.node(2).step(m), Err(RaftError::InvalidMessage(_))));
+    assert!(matches!(
+        c.node(2).step(m),
+        Err(RaftError::InvalidMessage(_))
+    ));
     let m = Message::new(MessageType::Heartbeat, 1, 9, 1);
-    assert!(matches!(c.node(2).step(m), Err(RaftError::InvalidMessage(_))));
+    assert!(matches!(
+        c.node(2).step(m),
+        Err(RaftError::InvalidMessage(_))
+    ));
     let m = Message::new(MessageType::Append, 1, 2, 0);
-    assert!(matches!(c.node(2).step(m), Err(RaftError::InvalidMessage(_))));
+    assert!(matches!(
+        c.node(2).step(m),
+        Err(RaftError::InvalidMessage(_))
+    ));
     assert_eq!(c.nodes[&2].status().last_index, 1);
     // Storage state that contradicts itself is an error at start-up.
-    let mut st = MemStorage::new(ConfState { voters: vec![1], ..Default::default() });
-    st.set_hard_state(crate::raft::HardState { term: 1, vote: 1, commit: 5 });
-    assert!(matches!(RawNode::new(Config::new(1), st), Err(RaftError::Corrupt(_))));
+    let mut st = MemStorage::new(ConfState {
+        voters: vec![1],
+        ..Default::default()
+    });
+    st.set_hard_state(crate::raft::HardState {
+        term: 1,
+        vote: 1,
+        commit: 5,
+    });
+    assert!(matches!(
+        RawNode::new(Config::new(1), st),
+        Err(RaftError::Corrupt(_))
+    ));
     assert_eq!(MemStorage::default().last_index(), Ok(0));
 }
