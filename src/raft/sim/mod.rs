@@ -1,5 +1,5 @@
-//! A deterministic simulator of 3- and 5-node Raft clusters built on [`RawNode`] and
-//! [`MemStorage`]: random client puts and gets (gets through ReadIndex) against a
+//! A deterministic simulator of 3- and 5-node Raft clusters built on [`RawNode`](crate::raft::RawNode) and
+//! [`MemStorage`](crate::raft::MemStorage): random client puts and gets (gets through ReadIndex) against a
 //! small key-value state machine; message drops, delays, duplicates and reordering;
 //! symmetric and asymmetric partitions; crashes that lose everything not reported
 //! durable; leader transfers, membership changes, compaction and snapshots.
