@@ -214,7 +214,10 @@ mod tests {
         p.maybe_update(6);
         p.become_replicate();
         assert_eq!(p.next_index, 7);
-        assert!(!p.maybe_decr_to(6, 1), "rejection at or below match is stale");
+        assert!(
+            !p.maybe_decr_to(6, 1),
+            "rejection at or below match is stale"
+        );
         assert!(p.maybe_decr_to(8, 1));
         assert_eq!(p.next_index, 7);
     }

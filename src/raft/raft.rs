@@ -149,9 +149,26 @@ impl<S: Storage> Raft<S> {
         self.conf.voters.contains(&id)
     }
 
-    /// May this node become leader? Only voters campaign.
+    /// May this node campaign? Voters of the latest configuration may, and so may a
+    /// node whose removal (or demotion) is the latest change but not yet committed: it
+    /// may hold the most up-to-date log, and the remaining voters may be unable to
+    /// elect anyone else. It then needs a majority of the latest configuration (it
+    /// does not count itself) and steps down once the change commits, like a leader
+    /// that removed itself (thesis §4.2.2).
     pub fn promotable(&self) -> bool {
-        self.is_voter(self.id)
+        if self.is_voter(self.id) {
+            return true;
+        }
+        if self.log.commit >= self.latest_conf_index() {
+            return false;
+        }
+        let n = self.conf_history.len();
+        let previous = if n >= 2 {
+            &self.conf_history[n - 2].1
+        } else {
+            &self.conf_base.1
+        };
+        previous.voters.contains(&self.id)
     }
 
     pub fn send(&mut self, mut m: Message) {

@@ -211,7 +211,10 @@ mod tests {
         s.append(&[e(1, 1)]);
         s.set_unavailable_every(2);
         assert!(s.entries(1, 2, 100).is_ok());
-        assert_eq!(s.entries(1, 2, 100), Err(StorageError::TemporarilyUnavailable));
+        assert_eq!(
+            s.entries(1, 2, 100),
+            Err(StorageError::TemporarilyUnavailable)
+        );
         assert!(s.entries(1, 2, 100).is_ok());
     }
 
