@@ -61,6 +61,13 @@ impl Inflights {
         }
     }
 
+    /// Frees the oldest message (the heartbeat answer suggests it may be lost).
+    pub fn free_first_one(&mut self) {
+        if let Some((_, b)) = self.buf.pop_front() {
+            self.bytes -= b;
+        }
+    }
+
     pub fn reset(&mut self) {
         self.buf.clear();
         self.bytes = 0;

@@ -340,12 +340,9 @@ impl<S: Storage> Raft<S> {
         pr.probe_sent = false;
         pr.read_round_acked = pr.read_round_acked.max(m.read_round);
         if pr.state == ProgressState::Replicate && pr.inflights.full() {
-            // An Append may have been lost: make room for one retry.
-            let first = pr.inflights.count();
-            if first > 0 {
-                pr.inflights.reset();
-                pr.next_index = pr.match_index + 1;
-            }
+            // The window is stuck (an Append may be lost): let one more through; if a
+            // message was lost the follower rejects the next one and we probe.
+            pr.inflights.free_first_one();
         }
         let behind = pr.match_index < last;
         if behind {

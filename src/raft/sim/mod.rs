@@ -99,6 +99,8 @@ pub struct SimOptions {
     pub heal_ticks: u64,
     /// Which fault mix to run.
     pub profile: Profile,
+    /// Print every delivered message and Ready from this step on (debugging).
+    pub trace_from_step: Option<u64>,
     #[cfg(any(test, feature = "raft-bugs"))]
     pub bugs: crate::raft::Bugs,
 }
@@ -109,8 +111,9 @@ impl SimOptions {
             seed,
             nodes: 0,
             chaos_steps: 2400,
-            heal_ticks: 150,
+            heal_ticks: 400,
             profile: Profile::Mixed,
+            trace_from_step: None,
             #[cfg(any(test, feature = "raft-bugs"))]
             bugs: Default::default(),
         }
@@ -303,6 +306,7 @@ fn run_inner(opts: SimOptions) -> SimReport {
         dup_p: rng.range(0, 8) as f64 / 100.0,
         delay_min: 1,
         delay_max: rng.range(1, 12),
+        reorder_p: rng.range(0, 30) as f64 / 100.0,
     };
     if opts.profile == Profile::Stormy {
         faults.drop_p = 0.2;
@@ -386,6 +390,17 @@ impl Sim {
         self.clients_step();
         for m in self.net.due(self.now) {
             let to = m.to as usize - 1;
+            if self.opts.trace_from_step.is_some_and(|s| self.now >= s) {
+                eprintln!(
+                    "step {} deliver {m}{}",
+                    self.now,
+                    if self.nodes[to].raw.is_none() {
+                        " (down)"
+                    } else {
+                        ""
+                    }
+                );
+            }
             let Some(raw) = self.nodes[to].raw.as_mut() else {
                 continue;
             };
