@@ -1,5 +1,5 @@
 //! A deterministic simulator of 3- and 5-node Raft clusters built on [`RawNode`](crate::raft::RawNode) and
-//! [`MemStorage`](crate::raft::MemStorage): random client puts and gets (gets through ReadIndex) against a
+//! [`MemStorage`]: random client puts and gets (gets through ReadIndex) against a
 //! small key-value state machine; message drops, delays, duplicates and reordering;
 //! symmetric and asymmetric partitions; crashes that lose everything not reported
 //! durable; leader transfers, membership changes, compaction and snapshots.
@@ -13,8 +13,12 @@
 //! steps; messages take 1..=`delay_max` steps.
 
 pub mod checker;
+mod clients;
 pub mod network;
 pub mod node;
+pub mod options;
+
+pub use options::{Profile, SimOptions, SimReport};
 
 use crate::raft::linearizability::{self, CheckResult, KvInput, KvModel, KvOutput, Operation};
 use crate::raft::message::{ConfChange, ConfChangeKind, MessageType};
@@ -24,7 +28,7 @@ use crate::raft::types::{ConfState, NodeId, Storage};
 use crate::raft::{Config, Role};
 use checker::Checker;
 use network::{NetFaults, Network};
-use node::{decode_put, encode_put, SimNode};
+use node::{decode_put, SimNode};
 use std::collections::BTreeMap;
 
 pub const STEPS_PER_TICK: u64 = 4;
@@ -51,91 +55,6 @@ impl Fnv {
     pub fn finish(&self) -> u64 {
         self.0
     }
-}
-
-/// Fault mixes. `Mixed` draws every knob from the seed; the others aim at specific
-/// dangerous interleavings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Profile {
-    Mixed,
-    /// Three nodes, one entry per message, leaders crashing right after their election
-    /// or a commit, lossy links: makes interleavings such as the paper's Figure 8 likely.
-    Stormy,
-    /// Long partitions that mostly isolate the current leader, read-heavy clients that
-    /// keep talking to the node they believe leads: deposed leaders meet clients.
-    Partitions,
-}
-
-impl Profile {
-    /// The profile run for `seed` by default: mostly mixed, every fourth seed one of
-    /// the targeted ones.
-    pub fn for_seed(seed: u64) -> Profile {
-        match seed % 8 {
-            3 => Profile::Stormy,
-            7 => Profile::Partitions,
-            _ => Profile::Mixed,
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Profile> {
-        match s {
-            "mixed" => Some(Profile::Mixed),
-            "stormy" => Some(Profile::Stormy),
-            "partitions" => Some(Profile::Partitions),
-            _ => None,
-        }
-    }
-}
-
-/// What to simulate.
-#[derive(Clone, Debug)]
-pub struct SimOptions {
-    pub seed: u64,
-    /// 3 or 5; 0 picks from the seed.
-    pub nodes: usize,
-    /// Steps with faults before everything heals.
-    pub chaos_steps: u64,
-    /// Ticks allowed after healing for the cluster to commit and converge.
-    pub heal_ticks: u64,
-    /// Which fault mix to run.
-    pub profile: Profile,
-    /// Print every delivered message and Ready from this step on (debugging).
-    pub trace_from_step: Option<u64>,
-    #[cfg(any(test, feature = "raft-bugs"))]
-    pub bugs: crate::raft::Bugs,
-}
-
-impl SimOptions {
-    pub fn new(seed: u64) -> SimOptions {
-        SimOptions {
-            seed,
-            nodes: 0,
-            chaos_steps: 2400,
-            heal_ticks: 400,
-            profile: Profile::Mixed,
-            trace_from_step: None,
-            #[cfg(any(test, feature = "raft-bugs"))]
-            bugs: Default::default(),
-        }
-    }
-}
-
-/// What a run did and found.
-#[derive(Clone, Debug, Default)]
-pub struct SimReport {
-    pub seed: u64,
-    pub nodes: usize,
-    /// Client operations in the checked history (completed or of unknown outcome).
-    pub ops: u64,
-    pub committed: u64,
-    pub elections: u64,
-    pub crashes: u64,
-    pub snapshots_sent: u64,
-    pub conf_changes: u64,
-    pub transfers: u64,
-    pub violations: Vec<String>,
-    /// Digest of everything observable; equal seeds give equal digests.
-    pub digest: u64,
 }
 
 /// Per-seed fault and configuration knobs.
@@ -750,172 +669,6 @@ impl Sim {
                     ),
                 );
                 return;
-            }
-        }
-    }
-
-    fn on_applied(&mut self, i: usize, index: u64, op: Option<u64>) {
-        let id = self.nodes[i].id;
-        for c in 0..self.clients.len() {
-            let hit = match &self.clients[c].waiting {
-                Some((
-                    Waiting::Put {
-                        node,
-                        index: pi,
-                        hist,
-                    },
-                    _,
-                )) if *node == id && *pi == index => Some(*hist),
-                _ => None,
-            };
-            if let Some(h) = hit {
-                let mine = op.and_then(|o| self.op_hist.get(&o).copied()) == Some(h);
-                if mine {
-                    self.history[h].ret = self.tick_time();
-                } else {
-                    // Another entry is committed at our index: ours never will be.
-                    self.failed[h] = true;
-                }
-                self.clients[c].waiting = None;
-            }
-        }
-    }
-
-    fn serve_reads(&mut self, i: usize) {
-        let applied = self.nodes[i].sm.applied;
-        let ready: Vec<(u64, u64)> = self.nodes[i]
-            .reads
-            .iter()
-            .copied()
-            .filter(|(idx, _)| *idx <= applied)
-            .collect();
-        self.nodes[i].reads.retain(|(idx, _)| *idx > applied);
-        for (_, op) in ready {
-            let Some(&h) = self.op_hist.get(&op) else {
-                continue;
-            };
-            let Some(c) = self.clients.iter().position(
-                |c| matches!(&c.waiting, Some((Waiting::Get { hist, .. }, _)) if *hist == h),
-            ) else {
-                continue; // gave up already
-            };
-            let key = self.history[h].input.key().to_vec();
-            let v = self.nodes[i].sm.kv.get(&key).cloned();
-            self.history[h].output = KvOutput::Value(v);
-            self.history[h].ret = self.tick_time();
-            self.clients[c].waiting = None;
-        }
-    }
-
-    fn clients_step(&mut self) {
-        for c in 0..self.clients.len() {
-            if self.clients[c].waiting.is_some() || !self.rng.chance(self.knobs.client_p) {
-                continue;
-            }
-            if !self.chaos {
-                continue;
-            }
-            self.issue(c, None);
-        }
-    }
-
-    /// Issues a random op (or a put to `probe_key`); returns whether it was accepted.
-    fn issue(&mut self, c: usize, probe_key: Option<&[u8]>) -> bool {
-        let n = self.nodes.len() as u64;
-        let hint = if probe_key.is_some() {
-            self.leader().unwrap_or(0)
-        } else {
-            self.clients[c].leader_hint
-        };
-        let target = if hint != 0 && !self.rng.chance(0.1) {
-            hint
-        } else {
-            self.rng.range(1, n + 1)
-        };
-        self.clients[c].leader_hint = target;
-        let i = target as usize - 1;
-        if self.nodes[i].raw.is_none() {
-            return false;
-        }
-        let op = self.next_op;
-        let key = match probe_key {
-            Some(k) => k.to_vec(),
-            None => format!("k{}", self.rng.range(0, self.knobs.keys)).into_bytes(),
-        };
-        let get = probe_key.is_none() && self.rng.chance(self.knobs.get_ratio);
-        let raw = self.nodes[i].raw.as_mut().unwrap();
-        let deadline = self.now + 60 * STEPS_PER_TICK;
-        let not_leader = |e: crate::raft::ProposeError| match e {
-            crate::raft::ProposeError::NotLeader { leader } => leader,
-            _ => target,
-        };
-        if get {
-            if let Err(e) = raw.read_index(op.to_le_bytes().to_vec()) {
-                self.clients[c].leader_hint = not_leader(e);
-                return false;
-            }
-            let call = self.tick_time();
-            let h = self.push_op(op, c, KvInput::Get { key }, KvOutput::Value(None), call);
-            self.clients[c].waiting = Some((
-                Waiting::Get {
-                    node: target,
-                    hist: h,
-                },
-                deadline,
-            ));
-        } else {
-            let value = format!("v{op}").into_bytes();
-            let index = match raw.propose(vec![encode_put(op, &key, &value)]) {
-                Ok(i) => i,
-                Err(e) => {
-                    self.clients[c].leader_hint = not_leader(e);
-                    return false;
-                }
-            };
-            let call = self.tick_time();
-            let h = self.push_op(op, c, KvInput::Put { key, value }, KvOutput::PutOk, call);
-            self.clients[c].waiting = Some((
-                Waiting::Put {
-                    node: target,
-                    index,
-                    hist: h,
-                },
-                deadline,
-            ));
-        }
-        self.next_op += 1;
-        true
-    }
-
-    fn push_op(&mut self, op: u64, c: usize, input: KvInput, output: KvOutput, call: u64) -> usize {
-        self.history.push(Operation {
-            client: c as u64,
-            input,
-            output,
-            call,
-            ret: u64::MAX,
-        });
-        self.failed.push(false);
-        self.op_hist.insert(op, self.history.len() - 1);
-        self.history.len() - 1
-    }
-
-    fn give_up(&mut self, c: usize) {
-        self.clients[c].leader_hint = 0;
-        if let Some((w, _)) = self.clients[c].waiting.take() {
-            match w {
-                Waiting::Put { .. } => {} // unknown outcome: ret stays u64::MAX
-                Waiting::Get { hist, .. } => self.failed[hist] = true,
-            }
-        }
-    }
-
-    fn client_timeouts(&mut self) {
-        for c in 0..self.clients.len() {
-            if let Some((_, deadline)) = &self.clients[c].waiting {
-                if self.now >= *deadline {
-                    self.give_up(c);
-                }
             }
         }
     }
