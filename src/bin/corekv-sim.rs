@@ -109,6 +109,9 @@ fn main() {
                 o.profile, r.nodes, r.ops, r.committed, r.elections, r.crashes, r.snapshots_sent, r.conf_changes, r.transfers, r.digest
             );
         }
+        if r.linearizability_unknown {
+            println!("seed {seed}: linearizability search ran out of budget (no verdict)");
+        }
         if !r.violations.is_empty() {
             violations += r.violations.len() as u64;
             println!("seed {seed} FAILED ({:?}):", o.profile);

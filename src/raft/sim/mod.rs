@@ -490,6 +490,7 @@ impl Sim {
     }
 
     fn restart(&mut self, i: usize) {
+        self.check_durable_commit(i);
         let inc = self.nodes[i].incarnation + 1;
         let cfg = node_cfg(&self.base_cfg, self.nodes[i].id, self.opts.seed, inc);
         self.nodes[i].restart(cfg);
@@ -501,6 +502,34 @@ impl Sim {
         if applied > 0 {
             let now = self.now;
             self.checker.check_digest(now, id, applied, digest);
+        }
+    }
+
+    /// What a crashed node kept must include every entry up to its durable commit
+    /// index, and those must be the entries committed there.
+    fn check_durable_commit(&mut self, i: usize) {
+        let disk = self.nodes[i]
+            .disk
+            .as_ref()
+            .expect("crashed node has a disk");
+        let commit = disk.hard_state().commit;
+        let first = disk.first_index().unwrap();
+        let mut bad = None;
+        for idx in first..=commit {
+            let Some(&(t, _)) = self.checker.applied.get(&idx) else {
+                continue;
+            };
+            if disk.term(idx) != Ok(t) {
+                bad = Some((idx, t, disk.term(idx)));
+                break;
+            }
+        }
+        if let Some((idx, t, got)) = bad {
+            let (now, id) = (self.now, self.nodes[i].id);
+            self.checker.violation(
+                now,
+                format!("node {id} restarts with commit {commit} but its disk holds {got:?} at {idx}, committed {idx}/{t}"),
+            );
         }
     }
 
@@ -779,7 +808,7 @@ impl Sim {
                 CheckResult::Violation { partition, ops } => self.checker.violations.push(format!(
                     "history not linearizable (key partition {partition}):\n{ops}"
                 )),
-                CheckResult::Unknown => {}
+                CheckResult::Unknown => self.report.linearizability_unknown = true,
             }
         }
         self.digest.write_u64(self.report.committed);

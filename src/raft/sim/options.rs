@@ -82,6 +82,8 @@ pub struct SimReport {
     pub conf_changes: u64,
     pub transfers: u64,
     pub violations: Vec<String>,
+    /// The linearizability search ran out of budget (no verdict).
+    pub linearizability_unknown: bool,
     /// Digest of everything observable; equal seeds give equal digests.
     pub digest: u64,
 }
