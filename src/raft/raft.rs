@@ -334,6 +334,20 @@ impl<S: Storage> Raft<S> {
                 }
             }
         }
+        if m.kind == MessageType::Heartbeat
+            && m.term >= self.term
+            && m.commit > self.log.last_index()
+        {
+            // A leader only sends min(match_index, commit): beyond our log means the
+            // sender (or our disk) broke the protocol.
+            return Err(RaftError::InvalidMessage(format!(
+                "Heartbeat from {} term {} commits {} beyond our last index {}",
+                m.from,
+                m.term,
+                m.commit,
+                self.log.last_index()
+            )));
+        }
         if m.kind == MessageType::Snapshot && m.snapshot.is_none() {
             return Err(RaftError::InvalidMessage(format!(
                 "Snapshot message from {} without a snapshot",

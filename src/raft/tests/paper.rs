@@ -490,6 +490,12 @@ fn malformed_messages_are_refused() {
         c.node(2).step(m),
         Err(RaftError::InvalidMessage(_))
     ));
+    let mut m = Message::new(MessageType::Heartbeat, 1, 2, 1);
+    m.commit = 99; // beyond node 2's log
+    assert!(matches!(
+        c.node(2).step(m),
+        Err(RaftError::InvalidMessage(_))
+    ));
     assert_eq!(c.nodes[&2].status().last_index, 1);
     // Storage state that contradicts itself is an error at start-up.
     let mut st = MemStorage::new(ConfState {
