@@ -326,7 +326,10 @@ impl<S: Storage> Raft<S> {
         }
         if m.kind == MessageType::Append {
             for (k, e) in m.entries.iter().enumerate() {
-                if e.index != m.index + 1 + k as u64 || e.term > m.term || e.term < m.log_term {
+                if m.index.checked_add(1 + k as u64) != Some(e.index)
+                    || e.term > m.term
+                    || e.term < m.log_term
+                {
                     return Err(RaftError::InvalidMessage(format!(
                         "Append from {} term {} prev {}/{}: entry {k} is {}/{}",
                         m.from, m.term, m.index, m.log_term, e.index, e.term
@@ -347,6 +350,19 @@ impl<S: Storage> Raft<S> {
                 m.commit,
                 self.log.last_index()
             )));
+        }
+        if self.role == Role::Leader && m.term == self.term {
+            let bad = match m.kind {
+                MessageType::AppendResp => !m.reject && m.index > self.log.last_index(),
+                MessageType::HeartbeatResp => m.read_round > self.reads.rounds_sent,
+                _ => false,
+            };
+            if bad {
+                return Err(RaftError::InvalidMessage(format!(
+                    "{:?} from {} acknowledges index {} / round {} beyond what was sent",
+                    m.kind, m.from, m.index, m.read_round
+                )));
+            }
         }
         if m.kind == MessageType::Snapshot && m.snapshot.is_none() {
             return Err(RaftError::InvalidMessage(format!(
@@ -425,7 +441,7 @@ impl<S: Storage> Raft<S> {
             MessageType::Append => {
                 self.election_elapsed = 0;
                 self.leader = m.from;
-                self.handle_append(m);
+                return self.handle_append(m);
             }
             MessageType::Heartbeat => {
                 self.election_elapsed = 0;
