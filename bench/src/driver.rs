@@ -1,0 +1,379 @@
+//! The load loop: workers that send operations to a [`Target`] and time them.
+//!
+//! A run has a warm-up phase (operations sent but not recorded) and a measured phase that
+//! ends after `--duration` or after `--ops` measured operations. `inflight` workers share
+//! one operation counter:
+//! - closed loop: each worker sends its next operation when the previous one is answered;
+//!   an operation is measured if it was sent after the warm-up;
+//! - open loop: operation `i` is due at `Schedule::due(i)`; a worker takes the next index,
+//!   sleeps until it is due, sends it, and records latency from the due time (see
+//!   `schedule`). An operation is measured if it was due after the warm-up. Operations
+//!   still unsent when the hard deadline (end of the window + max(timeout, 1 s)) passes
+//!   are counted as `missed`: the client could not even offer the requested rate.
+//!
+//! Bounds: every request is cut off after `timeout`; the measured phase is bounded by
+//! duration or op count; the open loop additionally by its hard deadline. `fill` is a
+//! closed loop over exactly `keys` operations without warm-up.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tokio::time::Instant;
+
+use crate::keys::{KeySpace, Rng, RANGE_KEYS};
+use crate::schedule::{op_timing, Schedule};
+use crate::stats;
+use crate::target::{OpError, Target};
+use crate::workload::{choose, Op, Workload};
+
+/// Closed or open loop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    Closed,
+    Open(Schedule),
+}
+
+/// When the measured phase ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    After(Duration),
+    Ops(u64),
+}
+
+/// Everything one run needs.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub workload: Workload,
+    pub mode: Mode,
+    pub inflight: usize,
+    pub warmup: Duration,
+    pub stop: Stop,
+    pub timeout: Duration,
+    pub seed: u64,
+    pub space: KeySpace,
+    pub value: Arc<Vec<u8>>,
+    /// Print a progress line to stderr this often (None: never).
+    pub progress_every: Option<Duration>,
+    /// Names the run in progress lines.
+    pub label: String,
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// Latency from the intended send time (equals service time in a closed loop).
+    pub latency: Histogram<u64>,
+    /// Time from the actual send to the answer.
+    pub service: Histogram<u64>,
+    /// Measured operations that succeeded.
+    pub ops: u64,
+    /// Measured operations that failed (timeouts included).
+    pub errors: u64,
+    pub timeouts: u64,
+    /// Gets that found no key (the space was not filled?).
+    pub not_found: u64,
+    /// Compare-and-swap transactions whose compare failed.
+    pub cas_failed: u64,
+    /// Range reads that returned fewer than 100 keys.
+    pub range_short: u64,
+    /// Open loop: operations due in the window that were never sent.
+    pub missed: u64,
+    /// Length of the measured phase: end of warm-up to the last answer.
+    pub wall: Duration,
+    /// Client CPU seconds (user + system, whole process) during the measured phase.
+    pub client_cpu_s: f64,
+    pub error_sample: Option<String>,
+}
+
+#[derive(Default)]
+struct Shared {
+    next_index: AtomicU64,
+    measured_sent: AtomicU64,
+    answered: AtomicU64,
+    failed: AtomicU64,
+    error_sample: Mutex<Option<String>>,
+}
+
+struct WorkerResult {
+    latency: Histogram<u64>,
+    service: Histogram<u64>,
+    ops: u64,
+    errors: u64,
+    timeouts: u64,
+    not_found: u64,
+    cas_failed: u64,
+    range_short: u64,
+    last_done: Duration,
+}
+
+enum Answer {
+    Done,
+    NotFound,
+    CasFailed,
+    RangeShort,
+}
+
+/// Runs `spec` over the connections `conns` (worker `w` uses `conns[w % conns.len()]`).
+pub async fn run<T: Target>(spec: &RunSpec, conns: &[T]) -> RunOutcome {
+    assert!(!conns.is_empty(), "a run needs at least one connection");
+    assert!(spec.inflight > 0, "a run needs at least one worker");
+    let spec = Arc::new(spec.clone());
+    let shared = Arc::new(Shared::default());
+    let origin = Instant::now();
+    let warmup = if spec.workload == Workload::Fill {
+        Duration::ZERO
+    } else {
+        spec.warmup
+    };
+
+    let cpu_at_measure = {
+        let task = tokio::spawn(async move {
+            tokio::time::sleep_until(origin + warmup).await;
+            stats::process_cpu_seconds()
+        });
+        async move { task.await.expect("cpu snapshot task panicked") }
+    };
+    let progress = spec.progress_every.map(|every| {
+        let shared = shared.clone();
+        let label = spec.label.clone();
+        tokio::spawn(progress_loop(shared, label, origin, warmup, every))
+    });
+
+    let workers: Vec<_> = (0..spec.inflight)
+        .map(|w| {
+            let target = conns[w % conns.len()].clone();
+            let spec = spec.clone();
+            let shared = shared.clone();
+            tokio::spawn(worker(spec, shared, target, w, origin, warmup))
+        })
+        .collect();
+    let mut results = Vec::with_capacity(workers.len());
+    for w in workers {
+        results.push(w.await.expect("load worker panicked"));
+    }
+    let cpu_end = stats::process_cpu_seconds();
+    if let Some(p) = progress {
+        p.abort();
+    }
+    let cpu_start = cpu_at_measure.await;
+
+    let last_done = results.iter().map(|r| r.last_done).max().unwrap_or(warmup);
+    let wall = last_done.max(warmup) - warmup;
+    let missed = match (spec.mode, spec.workload) {
+        (Mode::Open(s), w) if w != Workload::Fill => {
+            let due = match spec.stop {
+                Stop::After(d) => s.count_between(warmup, warmup + d),
+                Stop::Ops(n) => n,
+            };
+            due.saturating_sub(shared.measured_sent.load(Ordering::Relaxed))
+        }
+        _ => 0,
+    };
+    let error_sample = shared.error_sample.lock().expect("poisoned").clone();
+    let sum = |f: fn(&WorkerResult) -> u64| results.iter().map(f).sum::<u64>();
+    RunOutcome {
+        latency: stats::merge(results.iter().map(|r| &r.latency)),
+        service: stats::merge(results.iter().map(|r| &r.service)),
+        ops: sum(|r| r.ops),
+        errors: sum(|r| r.errors),
+        timeouts: sum(|r| r.timeouts),
+        not_found: sum(|r| r.not_found),
+        cas_failed: sum(|r| r.cas_failed),
+        range_short: sum(|r| r.range_short),
+        missed,
+        wall,
+        client_cpu_s: (cpu_end - cpu_start).max(0.0),
+        error_sample,
+    }
+}
+
+async fn worker<T: Target>(
+    spec: Arc<RunSpec>,
+    shared: Arc<Shared>,
+    mut target: T,
+    worker: usize,
+    origin: Instant,
+    warmup: Duration,
+) -> WorkerResult {
+    let mut rng = Rng::for_worker(spec.seed, worker);
+    let mut key = Vec::with_capacity(spec.space.key_size());
+    let mut out = WorkerResult {
+        latency: stats::new_histogram(),
+        service: stats::new_histogram(),
+        ops: 0,
+        errors: 0,
+        timeouts: 0,
+        not_found: 0,
+        cas_failed: 0,
+        range_short: 0,
+        last_done: Duration::ZERO,
+    };
+    // Open loop: the window of measured due times and the hard deadline.
+    let (first_measured, window_end) = match spec.mode {
+        Mode::Open(s) => {
+            let first = s.first_at_or_after(warmup);
+            let end = match spec.stop {
+                Stop::After(d) => warmup + d,
+                Stop::Ops(n) => s.due(first + n),
+            };
+            (first, end)
+        }
+        Mode::Closed => (0, Duration::MAX),
+    };
+    let hard_deadline = window_end.saturating_add(spec.timeout.max(Duration::from_secs(1)));
+
+    loop {
+        let index = shared.next_index.fetch_add(1, Ordering::Relaxed);
+        let (intended, measured) = match (spec.workload, spec.mode) {
+            (Workload::Fill, _) => {
+                if index >= spec.space.keys() {
+                    break;
+                }
+                (origin.elapsed(), true)
+            }
+            (_, Mode::Closed) => {
+                let now = origin.elapsed();
+                if let Stop::After(d) = spec.stop {
+                    if now >= warmup + d {
+                        break;
+                    }
+                }
+                (now, now >= warmup)
+            }
+            (_, Mode::Open(s)) => {
+                let due = s.due(index);
+                if due >= window_end
+                    || (index >= first_measured
+                        && matches!(spec.stop, Stop::Ops(n) if index - first_measured >= n))
+                {
+                    break;
+                }
+                if origin.elapsed() > hard_deadline {
+                    break;
+                }
+                tokio::time::sleep_until(origin + due).await;
+                (due, due >= warmup)
+            }
+        };
+        if measured && spec.workload != Workload::Fill {
+            let before = shared.measured_sent.fetch_add(1, Ordering::Relaxed);
+            if let (Mode::Closed, Stop::Ops(n)) = (spec.mode, spec.stop) {
+                if before >= n {
+                    break;
+                }
+            }
+        }
+
+        let op = choose(spec.workload, &spec.space, index, &mut rng);
+        let sent = origin.elapsed().max(intended);
+        let answer = tokio::time::timeout(spec.timeout, send(&mut target, &spec, op, &mut key))
+            .await
+            .unwrap_or(Err(OpError::Timeout));
+        let done = origin.elapsed();
+        shared.answered.fetch_add(1, Ordering::Relaxed);
+        if !measured {
+            continue;
+        }
+        out.last_done = out.last_done.max(done);
+        match answer {
+            Ok(answer) => {
+                let timing = op_timing(intended, sent, done);
+                stats::record(&mut out.latency, timing.latency);
+                stats::record(&mut out.service, timing.service);
+                out.ops += 1;
+                match answer {
+                    Answer::Done => {}
+                    Answer::NotFound => out.not_found += 1,
+                    Answer::CasFailed => out.cas_failed += 1,
+                    Answer::RangeShort => out.range_short += 1,
+                }
+            }
+            Err(e) => {
+                out.errors += 1;
+                if e == OpError::Timeout {
+                    out.timeouts += 1;
+                }
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+                let mut sample = shared.error_sample.lock().expect("poisoned");
+                if sample.is_none() {
+                    *sample = Some(e.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn send<T: Target>(
+    target: &mut T,
+    spec: &RunSpec,
+    op: Op,
+    key: &mut Vec<u8>,
+) -> Result<Answer, OpError> {
+    let value = spec.value.as_slice();
+    match op {
+        Op::Put { key: k } => {
+            spec.space.key(k, key);
+            target.put(key, value).await.map(|()| Answer::Done)
+        }
+        Op::Get {
+            key: k,
+            consistency,
+        } => {
+            spec.space.key(k, key);
+            let found = target.get(key, consistency).await?;
+            Ok(if found {
+                Answer::Done
+            } else {
+                Answer::NotFound
+            })
+        }
+        Op::Range { block } => {
+            spec.space.range_prefix(block, key);
+            let n = target.range_prefix(key).await?;
+            Ok(if n < RANGE_KEYS {
+                Answer::RangeShort
+            } else {
+                Answer::Done
+            })
+        }
+        Op::Cas { key: k } => {
+            spec.space.key(k, key);
+            let swapped = target.compare_and_swap(key, value, value).await?;
+            Ok(if swapped {
+                Answer::Done
+            } else {
+                Answer::CasFailed
+            })
+        }
+    }
+}
+
+async fn progress_loop(
+    shared: Arc<Shared>,
+    label: String,
+    origin: Instant,
+    warmup: Duration,
+    every: Duration,
+) {
+    let mut last = 0u64;
+    let mut tick = tokio::time::interval_at(origin + every, every);
+    loop {
+        tick.tick().await;
+        let answered = shared.answered.load(Ordering::Relaxed);
+        let phase = if origin.elapsed() < warmup {
+            "warm-up"
+        } else {
+            "measuring"
+        };
+        eprintln!(
+            "[{label}] {:>6.1}s {phase}: {answered} answered, {:.0} ops/s now, {} errors",
+            origin.elapsed().as_secs_f64(),
+            (answered - last) as f64 / every.as_secs_f64(),
+            shared.failed.load(Ordering::Relaxed),
+        );
+        last = answered;
+    }
+}
