@@ -379,3 +379,196 @@ pub fn cdf_series(records: &[RunRecord]) -> Result<Vec<CdfSeries>, String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn record(
+        target: &str,
+        workload: &str,
+        topology: &str,
+        inflight: usize,
+        ops_per_s: f64,
+        p99_us: f64,
+        round: u32,
+    ) -> RunRecord {
+        let mut hist = stats::new_histogram();
+        // 99 fast ops at p99/2 and one slow one, so the histogram has 100 ops.
+        for _ in 0..99 {
+            stats::record(&mut hist, Duration::from_secs_f64(p99_us / 2e6));
+        }
+        stats::record(&mut hist, Duration::from_secs_f64(p99_us / 1e6));
+        RunRecord {
+            schema: SCHEMA,
+            target: target.into(),
+            labels: [
+                ("topology".to_string(), topology.to_string()),
+                ("round".to_string(), round.to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            workload: workload.into(),
+            mode: "closed".into(),
+            rate: None,
+            inflight,
+            conns: 16.min(inflight),
+            keys: 100_000,
+            key_size: 16,
+            value_size: 256,
+            warmup_s: 1.0,
+            wall_s: 10.0,
+            ops: 100,
+            errors: 0,
+            timeouts: 0,
+            missed: 0,
+            not_found: 0,
+            cas_failed: 0,
+            range_short: 0,
+            ops_per_s,
+            latency_us: Percentiles {
+                p50: p99_us / 2.0,
+                p90: p99_us / 2.0,
+                p99: p99_us,
+                p999: p99_us,
+                max: p99_us,
+                mean: p99_us / 2.0,
+            },
+            service_us: Percentiles::default(),
+            client_cpu_s: 5.0,
+            client_busy: 0.5,
+            client_threads: 2,
+            error_sample: None,
+            unix_time: 1,
+            hist: stats::encode(&hist),
+        }
+    }
+
+    #[test]
+    fn json_lines_round_trip() {
+        let a = record("etcd", "put", "single", 64, 1000.0, 2000.0, 1);
+        let b = record("etcd", "get", "cluster", 1, 500.0, 900.0, 2);
+        let text = format!("{}\n\n{}\n", a.to_json_line(), b.to_json_line());
+        assert_eq!(parse_records("x.jsonl", &text).unwrap(), vec![a, b]);
+    }
+
+    #[test]
+    fn bad_json_lines_name_file_and_line() {
+        let good = record("etcd", "put", "single", 64, 1000.0, 2000.0, 1).to_json_line();
+        let err = parse_records("runs.jsonl", &format!("{good}\n{{\"schema\":1}}\n")).unwrap_err();
+        assert!(err.starts_with("runs.jsonl:2:"), "{err}");
+        let future = good.replace("\"schema\":1", "\"schema\":9");
+        let err = parse_records("runs.jsonl", &future).unwrap_err();
+        assert!(err.contains("schema 9"), "{err}");
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[]), 0.0);
+        assert_eq!(median(&[3.0]), 3.0);
+        assert_eq!(median(&[5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn table_shows_medians_over_rounds_without_fill() {
+        let recs = vec![
+            record("etcd", "fill", "single", 256, 9.0, 9.0, 1),
+            record("etcd", "put", "single", 256, 1000.0, 3000.0, 1),
+            record("etcd", "put", "single", 256, 3000.0, 1000.0, 2),
+            record("etcd", "put", "single", 256, 2000.0, 2000.0, 3),
+            record("etcd", "put", "single", 1, 700.0, 1500.0, 1),
+            record("etcd", "get", "single", 1, 900.0, 800.0, 1),
+        ];
+        let table = markdown_table(&recs);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2 + 3, "{table}");
+        assert!(lines[0].starts_with("| workload | topology | mode | in flight | etcd ops/s |"));
+        assert!(
+            !lines[0].contains("corekv"),
+            "no ratio columns without corekv"
+        );
+        // Rows in workload order (put before get), then in-flight order.
+        assert_eq!(
+            lines[2],
+            "| put | single | closed | 1 | 700 | 0.750 | 1.50 | 1.50 | 0.50 | 1 | 0 |"
+        );
+        assert_eq!(
+            lines[3],
+            "| put | single | closed | 256 | 2000 | 1.00 | 2.00 | 2.00 | 0.50 | 3 | 0 |"
+        );
+        assert!(lines[4].starts_with("| get | single | closed | 1 | 900 |"));
+        assert!(!table.contains("fill"));
+    }
+
+    #[test]
+    fn ratios_appear_once_corekv_is_there() {
+        let mut recs = vec![
+            record("etcd", "put", "single", 256, 20_000.0, 4000.0, 1),
+            record("etcd", "put", "cluster", 256, 10_000.0, 8000.0, 1),
+            record("etcd", "get", "single", 256, 8_000.0, 9000.0, 1),
+        ];
+        assert_eq!(
+            ratio_line(&recs),
+            "ratio put256 single=n/a cluster=n/a get256 single=n/a cluster=n/a"
+        );
+        recs.push(record("corekv", "put", "single", 256, 50_000.0, 1000.0, 1));
+        recs.push(record("corekv", "get", "single", 256, 80_000.0, 900.0, 1));
+        assert_eq!(
+            ratio_line(&recs),
+            "ratio put256 single=2.50 cluster=n/a get256 single=10.00 cluster=n/a"
+        );
+        let table = markdown_table(&recs);
+        let head = table.lines().next().unwrap();
+        assert!(head.contains("| etcd ops/s |") && head.contains("| corekv ops/s |"));
+        assert!(
+            head.find("etcd ops/s") < head.find("corekv ops/s"),
+            "etcd comes first"
+        );
+        assert!(
+            head.ends_with("| corekv/etcd ops/s | corekv/etcd p99 |"),
+            "{head}"
+        );
+        let put_single = table
+            .lines()
+            .find(|l| l.starts_with("| put | single"))
+            .unwrap();
+        assert!(put_single.ends_with("| 2.50 | 0.25 |"), "{put_single}");
+        let put_cluster = table
+            .lines()
+            .find(|l| l.starts_with("| put | cluster"))
+            .unwrap();
+        assert!(put_cluster.ends_with("| n/a | n/a |"), "{put_cluster}");
+        assert!(
+            put_cluster.contains("| - | - |"),
+            "missing corekv cells are dashes"
+        );
+    }
+
+    #[test]
+    fn cdf_series_merge_rounds() {
+        let recs = vec![
+            record("etcd", "put", "single", 64, 1.0, 2000.0, 1),
+            record("etcd", "put", "single", 64, 1.0, 4000.0, 2),
+            record("etcd", "put", "cluster", 64, 1.0, 4000.0, 1),
+            record("etcd", "fill", "single", 64, 1.0, 4000.0, 1),
+        ];
+        let series = cdf_series(&recs).unwrap();
+        assert_eq!(series.len(), 2);
+        let single = &series[0];
+        assert_eq!(
+            (single.topology.as_str(), single.rounds, single.ops),
+            ("single", 2, 200)
+        );
+        let max = single.points.last().unwrap();
+        assert_eq!(max.1, 1.0);
+        assert!((max.0 - 4000.0).abs() < 5.0, "{max:?}");
+        let mut broken = recs[0].clone();
+        broken.hist = "%%%".into();
+        assert!(cdf_series(&[broken])
+            .unwrap_err()
+            .contains("put single 64 in flight etcd"));
+    }
+}
