@@ -86,8 +86,11 @@ if [ -z "${SERVER_CPUS:-}" ] || [ -z "${CLIENT_CPUS:-}" ]; then
     if [ "$NCPU" -ge 4 ]; then
         SERVER_CPUS=$((NCPU / 2))-$((NCPU - 1))
         CLIENT_CPUS=0-$((NCPU / 2 - 1))
-    elif [ "$NCPU" -ge 2 ]; then
-        SERVER_CPUS=1-$((NCPU - 1))
+    elif [ "$NCPU" -eq 3 ]; then
+        SERVER_CPUS=1-2
+        CLIENT_CPUS=0
+    elif [ "$NCPU" -eq 2 ]; then
+        SERVER_CPUS=1
         CLIENT_CPUS=0
     else
         SERVER_CPUS=0
@@ -99,6 +102,7 @@ CLIENT_THREADS=$(taskset -c "$CLIENT_CPUS" nproc)
 # --- state and cleanup -------------------------------------------------------------
 WORK=$(mktemp -d "${BENCH_TMP:-/var/tmp}/corekv-bench.XXXXXX")
 PIDS=()
+BENCH_PID=
 ENDPOINTS=
 JSONL=$WORK/runs.jsonl
 COMMANDS=$WORK/commands.txt
@@ -116,6 +120,10 @@ stop_servers() {
     PIDS=()
 }
 cleanup() {
+    if [ -n "$BENCH_PID" ]; then
+        kill "$BENCH_PID" 2>/dev/null || true
+        wait "$BENCH_PID" 2>/dev/null || true
+    fi
     stop_servers
     rm -rf "$WORK"
 }
@@ -246,13 +254,19 @@ bench_one() {
     "start_${target}_${topology}" "$dir"
     cpu0=$(server_cpu_seconds)
     t0=$(date +%s.%N)
-    local cmd=(timeout "$(seconds_bound)" taskset -c "$CLIENT_CPUS" "$BENCH" --target "$target"
+    local cmd=(timeout --foreground "$(seconds_bound)" taskset -c "$CLIENT_CPUS" "$BENCH" --target "$target"
         --endpoints "$ENDPOINTS" --workload "$WORKLOADS" --inflight "$INFLIGHT" --conns "$CONNS"
         --duration "${DURATION}s" --warmup "${WARMUP}s" --keys "$KEYS" --value-size "$VALUE_SIZE"
         --fill --client-threads "$CLIENT_THREADS" --label "topology=$topology"
         --label "round=$round" --json "$JSONL")
     record_cmd "${cmd[@]}"
-    "${cmd[@]}" >"$dir/bench-table.md"
+    # In the background, so that a signal to this script runs its trap at once (bash
+    # defers traps while a foreground command runs); --foreground keeps the bench in our
+    # process group, so Ctrl-C reaches it too.
+    "${cmd[@]}" >"$dir/bench-table.md" &
+    BENCH_PID=$!
+    wait "$BENCH_PID"
+    BENCH_PID=
     cpu1=$(server_cpu_seconds)
     t1=$(date +%s.%N)
     awk -v t="$target" -v tp="$topology" -v r="$round" -v c0="$cpu0" -v c1="$cpu1" \

@@ -119,6 +119,8 @@ pub struct Cell {
     pub p999_us: f64,
     pub client_busy: f64,
     pub errors: u64,
+    /// Open loop: operations due but never sent, over all rounds.
+    pub missed: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -186,6 +188,7 @@ impl<'a> Summary<'a> {
             p999_us: m(|r| r.latency_us.p999),
             client_busy: m(|r| r.client_busy),
             errors: runs.iter().map(|r| r.errors).sum(),
+            missed: runs.iter().map(|r| r.missed).sum(),
         }
     }
 
@@ -290,7 +293,11 @@ pub fn markdown_table(records: &[RunRecord]) -> String {
                         ms(c.p999_us),
                         format!("{:.2}", c.client_busy),
                         c.rounds.to_string(),
-                        c.errors.to_string(),
+                        if c.missed > 0 {
+                            format!("{} (+{} unsent)", c.errors, c.missed)
+                        } else {
+                            c.errors.to_string()
+                        },
                     ]);
                     cells.insert(t.as_str(), c);
                 }
@@ -501,6 +508,18 @@ mod tests {
         );
         assert!(lines[4].starts_with("| get | single | closed | 1 | 900 |"));
         assert!(!table.contains("fill"));
+
+        let mut open = record("etcd", "put", "single", 64, 100.0, 1000.0, 1);
+        open.mode = "open".into();
+        open.errors = 2;
+        open.missed = 40;
+        let table = markdown_table(&[open]);
+        assert!(table
+            .lines()
+            .nth(2)
+            .unwrap()
+            .starts_with("| put | single | open | 64 |"));
+        assert!(table.contains("| 1 | 2 (+40 unsent) |"), "{table}");
     }
 
     #[test]
