@@ -258,7 +258,7 @@ bench_one() {
         --endpoints "$ENDPOINTS" --workload "$WORKLOADS" --inflight "$INFLIGHT" --conns "$CONNS"
         --duration "${DURATION}s" --warmup "${WARMUP}s" --keys "$KEYS" --value-size "$VALUE_SIZE"
         --fill --client-threads "$CLIENT_THREADS" --label "topology=$topology"
-        --label "round=$round" --json "$JSONL")
+        --label "round=$round" --json "$JSONL" --server-pids "$(IFS=,; echo "${PIDS[*]}")")
     record_cmd "${cmd[@]}"
     # In the background, so that a signal to this script runs its trap at once (bash
     # defers traps while a foreground command runs); --foreground keeps the bench in our
@@ -311,7 +311,9 @@ ELAPSED=$(($(date +%s) - START))
     echo "${DURATION}s measured after ${WARMUP}s warm-up per run; $CONNS connections (fewer"
     echo "when fewer in flight). Latency in ms. **client busy** = client CPU seconds / wall"
     echo "seconds, in cores: near $CLIENT_THREADS (the client's CPUs) means the client, not the"
-    echo "server, was the limit. Runs took ${ELAPSED}s in all."
+    echo "server, was the limit. **server CPU µs/op** = CPU time of all server processes"
+    echo "(user + system, from /proc) during the measured phase / successful ops; the servers"
+    echo "share CPUs $SERVER_CPUS. Runs took ${ELAPSED}s in all."
     echo
     cat "$WORK/table.md"
     echo

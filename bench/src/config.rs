@@ -37,6 +37,7 @@ run options (defaults in brackets):
   --label K=V                 add a label to every record (repeatable)
   --json FILE                 append JSON lines to FILE instead of stdout
   --progress D                progress line on stderr every D, 0 = off [5s]
+  --server-pids P,...         measure these server processes' CPU time (/proc)
 
 report options:
   --input FILE                JSON lines from runs (repeatable)
@@ -72,6 +73,7 @@ pub struct RunArgs {
     pub labels: Vec<(String, String)>,
     pub json: Option<String>,
     pub progress: Option<Duration>,
+    pub server_pids: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +192,7 @@ fn parse_run(args: &[String]) -> Result<Command, String> {
     let mut labels = Vec::new();
     let mut json = None;
     let mut progress = Some(Duration::from_secs(5));
+    let mut server_pids = Vec::new();
 
     for (name, value) in pairs(args)? {
         let v = value.unwrap_or_default();
@@ -244,6 +247,13 @@ fn parse_run(args: &[String]) -> Result<Command, String> {
             "progress" => {
                 let d = parse_duration(&v)?;
                 progress = (!d.is_zero()).then_some(d);
+            }
+            "server-pids" => {
+                server_pids = v
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| parse_num::<u32>("server-pids", p))
+                    .collect::<Result<_, _>>()?
             }
             "help" => return Ok(Command::Help),
             other => return Err(format!("unknown option --{other} (see --help)")),
@@ -307,6 +317,7 @@ fn parse_run(args: &[String]) -> Result<Command, String> {
         labels,
         json,
         progress,
+        server_pids,
     })))
 }
 
@@ -343,7 +354,7 @@ mod tests {
             "run --target=etcd --endpoints a:1,b:2,c:3 --workload put,get,mix \
                      --inflight 1,64,256 --mode open --rate 5000 --ops 1000 --warmup 500ms \
                      --fill --keys 1000 --key-size 8 --value-size 64 --label topology=single \
-                     --label round=2 --json out.jsonl --progress 0",
+                     --label round=2 --json out.jsonl --progress 0 --server-pids 12,34",
         );
         assert_eq!(r.endpoints.len(), 3);
         assert_eq!(
@@ -359,6 +370,7 @@ mod tests {
         assert_eq!(r.labels[1], ("round".to_string(), "2".to_string()));
         assert_eq!(r.json.as_deref(), Some("out.jsonl"));
         assert_eq!(r.progress, None);
+        assert_eq!(r.server_pids, vec![12, 34]);
     }
 
     #[test]

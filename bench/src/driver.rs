@@ -61,6 +61,8 @@ pub struct RunSpec {
     pub progress_every: Option<Duration>,
     /// Names the run in progress lines.
     pub label: String,
+    /// Server processes whose CPU time is measured over the measured phase (may be empty).
+    pub server_pids: Vec<u32>,
 }
 
 /// What a run measured.
@@ -87,6 +89,9 @@ pub struct RunOutcome {
     pub wall: Duration,
     /// Client CPU seconds (user + system, whole process) during the measured phase.
     pub client_cpu_s: f64,
+    /// CPU seconds of `server_pids` during the measured phase (None: none given, or one
+    /// could not be read).
+    pub server_cpu_s: Option<f64>,
     pub error_sample: Option<String>,
 }
 
@@ -131,10 +136,19 @@ pub async fn run<T: Target>(spec: &RunSpec, conns: &[T]) -> RunOutcome {
         spec.warmup
     };
 
+    let server_pids = spec.server_pids.clone();
+    let server_cpu = move || -> Option<f64> {
+        if server_pids.is_empty() {
+            None
+        } else {
+            stats::pids_cpu_seconds(&server_pids)
+        }
+    };
     let cpu_at_measure = {
+        let server_cpu = server_cpu.clone();
         let task = tokio::spawn(async move {
             tokio::time::sleep_until(origin + warmup).await;
-            stats::process_cpu_seconds()
+            (stats::process_cpu_seconds(), server_cpu())
         });
         async move { task.await.expect("cpu snapshot task panicked") }
     };
@@ -156,11 +170,11 @@ pub async fn run<T: Target>(spec: &RunSpec, conns: &[T]) -> RunOutcome {
     for w in workers {
         results.push(w.await.expect("load worker panicked"));
     }
-    let cpu_end = stats::process_cpu_seconds();
+    let (cpu_end, server_end) = (stats::process_cpu_seconds(), server_cpu());
     if let Some(p) = progress {
         p.abort();
     }
-    let cpu_start = cpu_at_measure.await;
+    let (cpu_start, server_start) = cpu_at_measure.await;
 
     let last_done = results.iter().map(|r| r.last_done).max().unwrap_or(warmup);
     let wall = last_done.max(warmup) - warmup;
@@ -188,6 +202,10 @@ pub async fn run<T: Target>(spec: &RunSpec, conns: &[T]) -> RunOutcome {
         missed,
         wall,
         client_cpu_s: (cpu_end - cpu_start).max(0.0),
+        server_cpu_s: match (server_start, server_end) {
+            (Some(a), Some(b)) => Some((b - a).max(0.0)),
+            _ => None,
+        },
         error_sample,
     }
 }
@@ -502,6 +520,7 @@ mod tests {
             value: Arc::new(b"v".repeat(16)),
             progress_every: None,
             label: "test".into(),
+            server_pids: Vec::new(),
         }
     }
 

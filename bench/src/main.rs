@@ -123,6 +123,7 @@ async fn run_all<T: Target>(args: &RunArgs, threads: usize, targets: &[T]) -> Re
             value: value.clone(),
             progress_every: args.progress,
             label: label.clone(),
+            server_pids: args.server_pids.clone(),
         };
         let outcome = driver::run(&spec, conns).await;
         let rec = make_record(
@@ -209,6 +210,11 @@ fn make_record(
         client_cpu_s: outcome.client_cpu_s,
         client_busy: per_s(outcome.client_cpu_s),
         client_threads: threads,
+        server_cpu_s: outcome.server_cpu_s,
+        server_cpu_us_per_op: outcome
+            .server_cpu_s
+            .filter(|_| outcome.ops > 0)
+            .map(|s| s * 1e6 / outcome.ops as f64),
         error_sample: outcome.error_sample.clone(),
         unix_time: SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -54,6 +54,12 @@ pub struct RunRecord {
     /// count means the client, not the server, was the limit.
     pub client_busy: f64,
     pub client_threads: usize,
+    /// CPU seconds of the server processes named by `--server-pids` during the measured
+    /// phase, and that per successful operation in µs (None when not measured).
+    #[serde(default)]
+    pub server_cpu_s: Option<f64>,
+    #[serde(default)]
+    pub server_cpu_us_per_op: Option<f64>,
     pub error_sample: Option<String>,
     pub unix_time: u64,
     /// Latency histogram (ns), base64 of HdrHistogram V2+deflate.
@@ -118,6 +124,8 @@ pub struct Cell {
     pub p99_us: f64,
     pub p999_us: f64,
     pub client_busy: f64,
+    /// Median server CPU µs per op over the rounds that measured it.
+    pub server_us_per_op: Option<f64>,
     pub errors: u64,
     /// Open loop: operations due but never sent, over all rounds.
     pub missed: u64,
@@ -187,6 +195,10 @@ impl<'a> Summary<'a> {
             p99_us: m(|r| r.latency_us.p99),
             p999_us: m(|r| r.latency_us.p999),
             client_busy: m(|r| r.client_busy),
+            server_us_per_op: {
+                let xs: Vec<f64> = runs.iter().filter_map(|r| r.server_cpu_us_per_op).collect();
+                (!xs.is_empty()).then(|| median(&xs))
+            },
             errors: runs.iter().map(|r| r.errors).sum(),
             missed: runs.iter().map(|r| r.missed).sum(),
         }
@@ -292,6 +304,8 @@ pub fn markdown_table(records: &[RunRecord]) -> String {
                         ms(c.p99_us),
                         ms(c.p999_us),
                         format!("{:.2}", c.client_busy),
+                        c.server_us_per_op
+                            .map_or("-".to_string(), |us| format!("{us:.0}")),
                         c.rounds.to_string(),
                         if c.missed > 0 {
                             format!("{} (+{} unsent)", c.errors, c.missed)
@@ -301,7 +315,7 @@ pub fn markdown_table(records: &[RunRecord]) -> String {
                     ]);
                     cells.insert(t.as_str(), c);
                 }
-                None => cols.extend(std::iter::repeat_n("-".to_string(), 7)),
+                None => cols.extend(std::iter::repeat_n("-".to_string(), 8)),
             }
         }
         if summary.has_ratio() {
@@ -447,10 +461,18 @@ mod tests {
             client_cpu_s: 5.0,
             client_busy: 0.5,
             client_threads: 2,
+            server_cpu_s: None,
+            server_cpu_us_per_op: None,
             error_sample: None,
             unix_time: 1,
             hist: stats::encode(&hist),
         }
+    }
+
+    fn with_server_cpu(mut r: RunRecord, us_per_op: f64) -> RunRecord {
+        r.server_cpu_us_per_op = Some(us_per_op);
+        r.server_cpu_s = Some(us_per_op * r.ops as f64 / 1e6);
+        r
     }
 
     #[test]
@@ -483,8 +505,14 @@ mod tests {
     fn table_shows_medians_over_rounds_without_fill() {
         let recs = vec![
             record("etcd", "fill", "single", 256, 9.0, 9.0, 1),
-            record("etcd", "put", "single", 256, 1000.0, 3000.0, 1),
-            record("etcd", "put", "single", 256, 3000.0, 1000.0, 2),
+            with_server_cpu(
+                record("etcd", "put", "single", 256, 1000.0, 3000.0, 1),
+                50.0,
+            ),
+            with_server_cpu(
+                record("etcd", "put", "single", 256, 3000.0, 1000.0, 2),
+                60.0,
+            ),
             record("etcd", "put", "single", 256, 2000.0, 2000.0, 3),
             record("etcd", "put", "single", 1, 700.0, 1500.0, 1),
             record("etcd", "get", "single", 1, 900.0, 800.0, 1),
@@ -500,11 +528,11 @@ mod tests {
         // Rows in workload order (put before get), then in-flight order.
         assert_eq!(
             lines[2],
-            "| put | single | closed | 1 | 700 | 0.750 | 1.50 | 1.50 | 0.50 | 1 | 0 |"
+            "| put | single | closed | 1 | 700 | 0.750 | 1.50 | 1.50 | 0.50 | - | 1 | 0 |"
         );
         assert_eq!(
             lines[3],
-            "| put | single | closed | 256 | 2000 | 1.00 | 2.00 | 2.00 | 0.50 | 3 | 0 |"
+            "| put | single | closed | 256 | 2000 | 1.00 | 2.00 | 2.00 | 0.50 | 55 | 3 | 0 |"
         );
         assert!(lines[4].starts_with("| get | single | closed | 1 | 900 |"));
         assert!(!table.contains("fill"));

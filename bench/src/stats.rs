@@ -116,6 +116,34 @@ pub fn process_cpu_seconds() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
+/// CPU seconds (user + system) of other processes, the servers under test, read from
+/// `/proc/PID/stat`. None if any of them cannot be read (it exited, or there is no /proc).
+pub fn pids_cpu_seconds(pids: &[u32]) -> Option<f64> {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks <= 0 {
+        return None;
+    }
+    let mut total = 0u64;
+    for pid in pids {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        total += stat_cpu_ticks(&text)?;
+    }
+    Some(total as f64 / ticks as f64)
+}
+
+/// utime + stime (clock ticks) from the text of `/proc/PID/stat`; None if malformed. The
+/// command name in parentheses may itself hold spaces and parentheses, so fields are
+/// counted from the last `)`: utime and stime are fields 14 and 15 of the line.
+pub fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime is field 14, stime 15.
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +206,19 @@ mod tests {
         assert_eq!(last.1, 1.0);
         assert!((last.0 - 10_000.0).abs() <= 10.0);
         assert!(cdf_points(&new_histogram()).is_empty());
+    }
+
+    #[test]
+    fn proc_stat_cpu_fields() {
+        let line = "4242 (etcd (x) y) S 1 4242 4242 0 -1 4194560 2417 0 0 0 \
+                    731 129 0 0 20 0 12 0 1234 1000000 5000 18446744073709551615";
+        assert_eq!(stat_cpu_ticks(line), Some(731 + 129));
+        assert_eq!(stat_cpu_ticks("4242 (etcd) S 1 2"), None);
+        assert_eq!(stat_cpu_ticks("no parenthesis"), None);
+        // This very process is readable and has used some CPU.
+        let me = std::process::id();
+        assert!(pids_cpu_seconds(&[me]).is_some());
+        assert_eq!(pids_cpu_seconds(&[me, u32::MAX]), None);
     }
 
     #[test]
