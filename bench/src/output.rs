@@ -273,6 +273,7 @@ pub fn markdown_table(records: &[RunRecord]) -> String {
             "p99 ms",
             "p99.9 ms",
             "client busy",
+            "server CPU µs/op",
             "rounds",
             "errors",
         ] {
@@ -475,6 +476,15 @@ mod tests {
         r
     }
 
+    /// Every line of a markdown table has as many cells as its header.
+    fn assert_same_width(table: &str) {
+        let widths: Vec<usize> = table.lines().map(|l| l.matches('|').count()).collect();
+        assert!(
+            widths.iter().all(|&w| w == widths[0]),
+            "{widths:?}\n{table}"
+        );
+    }
+
     #[test]
     fn json_lines_round_trip() {
         let a = record("etcd", "put", "single", 64, 1000.0, 2000.0, 1);
@@ -518,6 +528,7 @@ mod tests {
             record("etcd", "get", "single", 1, 900.0, 800.0, 1),
         ];
         let table = markdown_table(&recs);
+        assert_same_width(&table);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 2 + 3, "{table}");
         assert!(lines[0].starts_with("| workload | topology | mode | in flight | etcd ops/s |"));
@@ -568,6 +579,7 @@ mod tests {
             "ratio put256 single=2.50 cluster=n/a get256 single=10.00 cluster=n/a"
         );
         let table = markdown_table(&recs);
+        assert_same_width(&table);
         let head = table.lines().next().unwrap();
         assert!(head.contains("| etcd ops/s |") && head.contains("| corekv ops/s |"));
         assert!(
