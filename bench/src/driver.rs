@@ -231,17 +231,13 @@ async fn worker<T: Target>(
         range_short: 0,
         last_done: Duration::ZERO,
     };
-    // Open loop: the window of measured due times and the hard deadline.
-    let (first_measured, window_end) = match spec.mode {
-        Mode::Open(s) => {
-            let first = s.first_at_or_after(warmup);
-            let end = match spec.stop {
-                Stop::After(d) => warmup + d,
-                Stop::Ops(n) => s.due(first + n),
-            };
-            (first, end)
-        }
-        Mode::Closed => (0, Duration::MAX),
+    // Open loop: the end of the window of measured due times, and the hard deadline.
+    let window_end = match spec.mode {
+        Mode::Open(s) => match spec.stop {
+            Stop::After(d) => warmup + d,
+            Stop::Ops(n) => s.due(s.first_at_or_after(warmup) + n),
+        },
+        Mode::Closed => Duration::MAX,
     };
     let hard_deadline = window_end.saturating_add(spec.timeout.max(Duration::from_secs(1)));
 
@@ -265,10 +261,8 @@ async fn worker<T: Target>(
             }
             (_, Mode::Open(s)) => {
                 let due = s.due(index);
-                if due >= window_end
-                    || (index >= first_measured
-                        && matches!(spec.stop, Stop::Ops(n) if index - first_measured >= n))
-                {
+                // With `Stop::Ops(n)` the window ends at the due time of op first + n.
+                if due >= window_end {
                     break;
                 }
                 if origin.elapsed() > hard_deadline {
@@ -604,6 +598,27 @@ mod tests {
         assert!((980..=1_000).contains(&slow_latency), "{slow_latency}");
         assert!(out.latency.value_at_quantile(0.99) > 500_000_000);
         assert!(out.service.value_at_quantile(0.99) < 2_000_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_loop_op_count_after_warm_up() {
+        let target = MemTarget::new(Duration::from_millis(1));
+        let mut s = spec(
+            Workload::Put,
+            Mode::Open(Schedule::new(1_000.0)),
+            8,
+            Stop::Ops(300),
+        );
+        s.warmup = Duration::from_millis(100);
+        let out = run(&s, std::slice::from_ref(&target)).await;
+        assert_eq!((out.ops, out.missed, out.errors), (300, 0, 0));
+        // 100 warm-up ops plus the 300 measured ones, nothing more.
+        assert_eq!(target.requests.load(Ordering::SeqCst), 400);
+        assert!(
+            (299..=302).contains(&out.wall.as_millis()),
+            "{:?}",
+            out.wall
+        );
     }
 
     #[tokio::test(start_paused = true)]

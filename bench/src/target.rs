@@ -42,7 +42,7 @@ impl fmt::Display for OpError {
 impl std::error::Error for OpError {}
 
 /// One connection to a server under test.
-pub trait Target: Clone + Send + Sync + 'static {
+pub trait Target: Clone + Send + 'static {
     /// Short name used in results (`etcd`, `corekv`).
     fn name(&self) -> &'static str;
 
