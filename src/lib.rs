@@ -5,4 +5,5 @@ pub mod btree;
 pub mod mvcc;
 pub mod proto;
 pub mod raft;
+pub mod shard;
 pub mod wal;
