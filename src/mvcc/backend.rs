@@ -82,6 +82,17 @@ pub struct MemBackend {
     committed: std::rc::Rc<Trees>,
 }
 
+impl MemBackend {
+    /// What a restart would find: a backend holding only the last committed state
+    /// (every write since the last `commit` is lost), as after a crash.
+    pub fn reopen_committed(&self) -> MemBackend {
+        MemBackend {
+            live: (*self.committed).clone(),
+            committed: self.committed.clone(),
+        }
+    }
+}
+
 /// A read view of a [`MemBackend`]'s committed state.
 #[derive(Clone)]
 pub struct MemSnapshot(std::rc::Rc<Trees>);

@@ -1,9 +1,51 @@
-//! etcd's revisioned key-value model on the B+tree (to be written: issue 4).
+//! etcd v3's revisioned key-value model (the state machine Raft entries are applied to),
+//! on any ordered [`backend::Backend`] — the B+tree in production, [`MemBackend`] in tests.
 //!
-//! [`types`] fixes the request and response shapes first: they are the contents of
-//! Raft entries and of client frames (src/proto embeds them).
+//! # Model
+//! Every write entry that changes something gets the next store revision (`main`); its
+//! writes get sub revisions 0, 1, ... A key keeps etcd's `create_revision`,
+//! `mod_revision`, `version` and `lease`; a delete writes a tombstone, and a put after it
+//! starts a new generation (version 1, new create revision). A fresh store is at
+//! revision 1, so the first write gets revision 2, as in etcd. Compaction at `c` removes
+//! every revision `<= c` except each key's newest one if it is not a tombstone; reads
+//! below `c` then fail with `Compacted(c)`.
+//!
+//! # Layout (details in [`keys`])
+//! No in-memory index: `open` reads one metadata record and every query goes to the
+//! backend's ordered trees — `live` (current state, one entry per key), `idx` (key ‖
+//! revision → metadata: historical reads), `rev` (revision → key and value: values,
+//! watch history, compaction) — plus `meta` (applied index, revision, compacted revision,
+//! key count) and the dedup session trees.
+//!
+//! # Range rules (etcd's)
+//! `range_end` empty = one key, `"\0"` = every key >= key, else `[key, range_end)`.
+//! `revision <= 0` reads the current revision. `count` is the number of keys in the range
+//! at that revision before `limit` and before the min/max revision filters (etcd's
+//! quirk). `more` = more keys passed the filters than `limit`. A non-key sort target
+//! sorts ascending by default; ties keep ascending key order. The header revision is the
+//! store's current revision whatever revision was read.
+//!
+//! # Entry points for the server
+//! - [`validate_write`] / [`validate_range`]: pure checks before proposing;
+//! - [`Store::apply`] for each committed entry, [`Store::commit`] per batch;
+//! - [`Store::range`] (latest applied state), [`range_on`] (a snapshot);
+//! - [`Store::changes_since`] (watch), [`Store::hash`] (convergence checks).
 
 pub mod backend;
+pub mod keys;
+pub mod read;
+pub mod store;
 pub mod types;
+pub mod validate;
 
+#[cfg(test)]
+mod tests;
+
+pub use backend::{Backend, MemBackend, ReadView};
+pub use read::{span, HashKv, Reader, Span};
+pub use store::{range_on, ApplyError, ApplyOutcome, Store, StoreConfig};
 pub use types::*;
+pub use validate::{
+    validate_delete, validate_put, validate_range, validate_txn, validate_write, Limits,
+    TXN_OPS_MAX,
+};

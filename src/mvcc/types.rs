@@ -228,6 +228,35 @@ pub enum WriteRequest {
     Compact(CompactRequest),
 }
 
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct CompactResponse {}
+
+/// The result of applying one [`WriteRequest`] (same variant as the request).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum WriteResponse {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compact(CompactResponse),
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change in history (etcd `mvccpb.Event` without prev_kv). For a delete, `kv`
+/// carries only the key and `mod_revision` (the revision of the delete).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+}
+
 /// Errors of the KV operations, named as in `../shared/reference/bad-inputs.md`.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
@@ -248,6 +277,10 @@ pub enum KvError {
     NoSpace,
     /// The store could not be read or written; the message names what failed.
     Storage(String),
+    /// A deduplicated write whose sequence number is below the last one applied for its
+    /// session: it was applied before, but its response is no longer kept. Carries the
+    /// last applied sequence number of the session.
+    StaleSequence(u64),
 }
 
 impl std::fmt::Display for KvError {
@@ -270,6 +303,10 @@ impl std::fmt::Display for KvError {
             KvError::RequestTooLarge => write!(f, "request is too large"),
             KvError::NoSpace => write!(f, "database space exceeded"),
             KvError::Storage(m) => write!(f, "storage error: {m}"),
+            KvError::StaleSequence(last) => write!(
+                f,
+                "request sequence already superseded (session's last applied sequence {last})"
+            ),
         }
     }
 }

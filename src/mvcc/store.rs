@@ -1,0 +1,840 @@
+//! The write side: [`Store::apply`] turns one committed Raft entry into backend writes.
+//!
+//! Invariants:
+//! - `state` in memory equals the `meta/state` record in the backend's live state after
+//!   every apply; it is written in the same backend write set as the entry's data, so a
+//!   commit holds both or neither, and `applied_index()` after a reopen is exactly where
+//!   WAL replay must resume.
+//! - An entry's user errors (`KeyNotFound`, `LeaseNotFound`, `Compacted`...) are all
+//!   found before its first data write, so a failed request writes nothing but the
+//!   applied index (asserted). A backend error in the middle of an apply leaves a
+//!   partial write set in the live state: the store then refuses every further apply and
+//!   commit ("poisoned"); reopening from the last commit and replaying the WAL recovers.
+//! - Every write of one entry has main revision `rev + 1` and sub revisions 0, 1, ...
+//!   in execution order; an entry that changes nothing does not consume a revision
+//!   (etcd).
+//!
+//! Dedup sessions (tree `sess`: session → seq:8 index:8 rkyv(StoredOutcome); tree
+//! `sess_age`: index:8 session:8 → empty): for each client session the store keeps the
+//! last applied sequence number and its outcome. The same seq again returns the stored
+//! outcome without applying; a lower seq returns `StaleSequence(last)`. At most
+//! `sessions_max` sessions are kept; beyond that the session whose last write has the
+//! lowest log index is evicted — deterministic on every replica, since it depends on
+//! log indices only. A retry from an evicted session applies again: clients must not
+//! retry a write after more than `sessions_max` other sessions have written since.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use super::backend::{Backend, BackendError, ReadView};
+use super::keys::*;
+use super::read::{span, HashKv, Reader};
+use super::types::*;
+use super::validate::{validate_range, validate_write, Limits};
+
+/// Revisions compacted per scan of the rev tree (bounds compaction's memory).
+const COMPACT_BATCH: usize = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub limits: Limits,
+    /// Dedup sessions kept (>= 1).
+    pub sessions_max: u64,
+    /// Compacted revisions physically removed inside the apply of a Compact; the rest
+    /// is left to [`Store::compact_step`].
+    pub compact_inline_revisions: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            limits: Limits::default(),
+            sessions_max: 16 * 1024,
+            compact_inline_revisions: COMPACT_BATCH,
+        }
+    }
+}
+
+/// What applying one entry produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// The store revision to report in the response header (the entry's revision if it
+    /// wrote, else the current one; for a duplicate, the original one).
+    pub revision: i64,
+    pub response: Result<WriteResponse, KvError>,
+    /// Not applied now: answered from the dedup record.
+    pub duplicate: bool,
+}
+
+/// Why an entry could not be applied at all (the applied index did not move).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApplyError {
+    /// `index <= applied`: refused, nothing changed. Replaying the WAL from
+    /// `applied_index() + 1` never hits this.
+    AlreadyApplied { index: u64, applied: u64 },
+    /// The backend failed; the store is poisoned (see module docs).
+    Storage(String),
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApplyError::AlreadyApplied { index, applied } => {
+                write!(
+                    f,
+                    "entry {index} refused: entries up to {applied} are applied"
+                )
+            }
+            ApplyError::Storage(m) => write!(f, "apply failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ApplyError {}
+
+#[derive(Archive, Serialize, Deserialize)]
+struct StoredOutcome {
+    revision: i64,
+    response: Option<WriteResponse>,
+    error: Option<KvError>,
+}
+
+struct SessionRecord {
+    seq: u64,
+    index: u64,
+    outcome: ApplyOutcome,
+}
+
+/// Writes of the entry being applied.
+struct WriteCtx {
+    /// The revision this entry writes at.
+    main: i64,
+    /// Writes so far (the next sub revision).
+    sub: i64,
+    live_delta: i64,
+}
+
+pub struct Store<B: Backend> {
+    backend: B,
+    state: State,
+    config: StoreConfig,
+    poisoned: Option<String>,
+}
+
+fn storage(op: &str, e: BackendError) -> KvError {
+    KvError::Storage(format!("{op}: {e}"))
+}
+
+impl<B: Backend> Store<B> {
+    pub fn open(backend: B) -> Result<Self, KvError> {
+        Self::open_with(backend, StoreConfig::default())
+    }
+
+    /// Opens the store in `backend`, initializing an empty one. Reads two meta records;
+    /// never scans data.
+    pub fn open_with(mut backend: B, config: StoreConfig) -> Result<Self, KvError> {
+        assert!(config.sessions_max >= 1, "sessions_max must be >= 1");
+        let format = backend
+            .get(TREE_META, META_FORMAT_KEY)
+            .map_err(|e| storage("open: read meta format", e))?;
+        match format {
+            Some(f) if f == FORMAT => {}
+            Some(f) => {
+                return Err(KvError::Storage(format!(
+                    "open: meta format is {:?}, expected {:?}",
+                    String::from_utf8_lossy(&f),
+                    String::from_utf8_lossy(FORMAT)
+                )))
+            }
+            None => {
+                let mut nonempty = false;
+                for tree in [TREE_META, TREE_REV, TREE_LIVE] {
+                    backend
+                        .scan(tree, b"", None, false, &mut |_, _| {
+                            nonempty = true;
+                            false
+                        })
+                        .map_err(|e| storage("open: probe trees", e))?;
+                }
+                if nonempty {
+                    return Err(KvError::Storage(
+                        "open: backend holds data but no mvcc format record".into(),
+                    ));
+                }
+                backend
+                    .put(TREE_META, META_FORMAT_KEY, FORMAT)
+                    .and_then(|_| backend.put(TREE_META, META_STATE_KEY, &State::INITIAL.encode()))
+                    .map_err(|e| storage("open: initialize meta", e))?;
+            }
+        }
+        let raw = backend
+            .get(TREE_META, META_STATE_KEY)
+            .map_err(|e| storage("open: read meta state", e))?
+            .ok_or_else(|| KvError::Storage("open: meta state record missing".into()))?;
+        let state = State::decode(&raw)?;
+        Ok(Store {
+            backend,
+            state,
+            config,
+            poisoned: None,
+        })
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.state.applied
+    }
+    pub fn revision(&self) -> i64 {
+        self.state.rev
+    }
+    pub fn compacted_revision(&self) -> i64 {
+        self.state.compacted
+    }
+    /// Keys that exist at the current revision.
+    pub fn key_count(&self) -> i64 {
+        self.state.live_count
+    }
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+    pub fn into_backend(self) -> B {
+        self.backend
+    }
+    /// A read view of the last commit; read it with [`Reader::open`] or [`range_on`].
+    pub fn snapshot(&self) -> B::Snapshot {
+        self.backend.snapshot()
+    }
+
+    /// A reader of the latest applied state (committed or not).
+    pub fn reader(&self) -> Reader<'_, B> {
+        Reader {
+            view: &self.backend,
+            rev: self.state.rev,
+            compacted: self.state.compacted,
+            live_count: self.state.live_count,
+        }
+    }
+
+    /// Serves a Range on the latest applied state: (header revision, response).
+    pub fn range(&self, req: &RangeRequest) -> Result<(i64, RangeResponse), KvError> {
+        validate_range(req, &self.config.limits)?;
+        Ok((self.state.rev, self.reader().range(req)?))
+    }
+
+    pub fn changes_since(&self, from: i64, limit: usize) -> Result<Vec<Event>, KvError> {
+        self.reader().changes_since(from, limit)
+    }
+
+    pub fn hash(&self, rev: i64) -> Result<HashKv, KvError> {
+        self.reader().hash(rev)
+    }
+
+    /// Makes every apply so far durable (one backend commit).
+    pub async fn commit(&mut self) -> Result<(), KvError> {
+        if let Some(p) = &self.poisoned {
+            return Err(KvError::Storage(format!(
+                "commit refused after an earlier storage failure: {p}"
+            )));
+        }
+        let r = self.backend.commit().await;
+        r.map_err(|e| {
+            let msg = format!("commit: {e}");
+            self.poisoned = Some(msg.clone());
+            KvError::Storage(msg)
+        })
+    }
+
+    fn check_apply(&self, index: u64) -> Result<(), ApplyError> {
+        if let Some(p) = &self.poisoned {
+            return Err(ApplyError::Storage(format!(
+                "apply refused after an earlier storage failure: {p}"
+            )));
+        }
+        if index <= self.state.applied {
+            return Err(ApplyError::AlreadyApplied {
+                index,
+                applied: self.state.applied,
+            });
+        }
+        Ok(())
+    }
+
+    fn poison(&mut self, e: KvError) -> ApplyError {
+        let msg = e.to_string();
+        self.poisoned = Some(msg.clone());
+        ApplyError::Storage(msg)
+    }
+
+    /// Records entry `index` as applied without a KV write (conf changes, empty
+    /// entries).
+    pub fn advance_applied(&mut self, index: u64) -> Result<(), ApplyError> {
+        self.check_apply(index)?;
+        self.state.applied = index;
+        self.write_state().map_err(|e| self.poison(e))
+    }
+
+    /// Applies Raft entry `index` carrying `req`. `dedup` = (client session, seq).
+    pub fn apply(
+        &mut self,
+        index: u64,
+        req: &WriteRequest,
+        dedup: Option<(u64, u64)>,
+    ) -> Result<ApplyOutcome, ApplyError> {
+        self.check_apply(index)?;
+        match self.apply_inner(index, req, dedup) {
+            Ok(o) => Ok(o),
+            Err(e) => Err(self.poison(e)),
+        }
+    }
+
+    /// Errors returned are storage failures only.
+    fn apply_inner(
+        &mut self,
+        index: u64,
+        req: &WriteRequest,
+        dedup: Option<(u64, u64)>,
+    ) -> Result<ApplyOutcome, KvError> {
+        if let Some((session, seq)) = dedup {
+            if let Some(rec) = self.load_session(session)? {
+                let outcome = if seq == rec.seq {
+                    Some(ApplyOutcome {
+                        duplicate: true,
+                        ..rec.outcome
+                    })
+                } else if seq < rec.seq {
+                    Some(ApplyOutcome {
+                        revision: self.state.rev,
+                        response: Err(KvError::StaleSequence(rec.seq)),
+                        duplicate: true,
+                    })
+                } else {
+                    None
+                };
+                if let Some(o) = outcome {
+                    self.state.applied = index;
+                    self.write_state()?;
+                    return Ok(o);
+                }
+            }
+        }
+        let response = match self.execute(req) {
+            Err(KvError::Storage(m)) => return Err(KvError::Storage(m)),
+            r => r,
+        };
+        let outcome = ApplyOutcome {
+            revision: self.state.rev,
+            response,
+            duplicate: false,
+        };
+        if let Some((session, seq)) = dedup {
+            self.save_session(session, seq, index, &outcome)?;
+        }
+        self.state.applied = index;
+        self.write_state()?;
+        Ok(outcome)
+    }
+
+    fn write_state(&mut self) -> Result<(), KvError> {
+        self.backend
+            .put(TREE_META, META_STATE_KEY, &self.state.encode())
+            .map_err(|e| storage("write meta state", e))
+    }
+
+    fn execute(&mut self, req: &WriteRequest) -> Result<WriteResponse, KvError> {
+        validate_write(req, &self.config.limits)?;
+        let mut ctx = WriteCtx {
+            main: self.state.rev + 1,
+            sub: 0,
+            live_delta: 0,
+        };
+        let r = match req {
+            WriteRequest::Put(p) => {
+                self.check_put(&self.reader(), p)?;
+                self.exec_put(&mut ctx, p).map(WriteResponse::Put)
+            }
+            WriteRequest::DeleteRange(d) => self
+                .exec_delete(&mut ctx, d)
+                .map(WriteResponse::DeleteRange),
+            WriteRequest::Txn(t) => self.exec_txn_top(&mut ctx, t).map(WriteResponse::Txn),
+            WriteRequest::Compact(c) => self.exec_compact(c).map(WriteResponse::Compact),
+        };
+        if let Err(e) = &r {
+            assert!(
+                ctx.sub == 0 || matches!(e, KvError::Storage(_)),
+                "user error {e:?} after {} writes of revision {}",
+                ctx.sub,
+                ctx.main
+            );
+        }
+        if ctx.sub > 0 {
+            self.state.rev = ctx.main;
+            self.state.live_count += ctx.live_delta;
+            assert!(self.state.live_count >= 0, "negative live key count");
+        }
+        r
+    }
+
+    /// Reads as of the entry being applied: its own writes so far included.
+    fn reader_in(&self, ctx: &WriteCtx) -> Reader<'_, B> {
+        Reader {
+            view: &self.backend,
+            rev: if ctx.sub > 0 { ctx.main } else { ctx.main - 1 },
+            compacted: self.state.compacted,
+            live_count: self.state.live_count + ctx.live_delta,
+        }
+    }
+
+    /// etcd's `checkRequestPut`, on the state before the entry.
+    fn check_put(&self, r: &Reader<'_, B>, p: &PutRequest) -> Result<(), KvError> {
+        if (p.ignore_value || p.ignore_lease) && r.get_at(&p.key, r.rev)?.is_none() {
+            return Err(KvError::KeyNotFound);
+        }
+        if p.lease != 0 {
+            // No leases exist yet.
+            return Err(KvError::LeaseNotFound(p.lease));
+        }
+        Ok(())
+    }
+
+    fn put_backend(&mut self, tree: &str, k: &[u8], v: &[u8]) -> Result<(), KvError> {
+        self.backend
+            .put(tree, k, v)
+            .map_err(|e| storage(&format!("put into tree {tree:?}"), e))
+    }
+
+    fn delete_backend(&mut self, tree: &str, k: &[u8]) -> Result<(), KvError> {
+        let existed = self
+            .backend
+            .delete(tree, k)
+            .map_err(|e| storage(&format!("delete from tree {tree:?}"), e))?;
+        if !existed {
+            return Err(corrupt(tree, k, "entry to delete is missing"));
+        }
+        Ok(())
+    }
+
+    fn exec_put(&mut self, ctx: &mut WriteCtx, p: &PutRequest) -> Result<PutResponse, KvError> {
+        let (prev, prev_value) = {
+            let r = self.reader_in(ctx);
+            let prev = r.get_at(&p.key, r.rev)?;
+            let value = match prev {
+                Some(lm) if p.prev_kv || p.ignore_value => Some(r.value_at(lm.rev)?),
+                _ => None,
+            };
+            (prev, value)
+        };
+        let rev = Rev {
+            main: ctx.main,
+            sub: ctx.sub,
+        };
+        let meta = match prev {
+            Some(lm) => Meta {
+                create: lm.meta.create,
+                version: lm.meta.version + 1,
+                lease: if p.ignore_lease {
+                    lm.meta.lease
+                } else {
+                    p.lease
+                },
+            },
+            None => {
+                assert!(
+                    !p.ignore_value && !p.ignore_lease,
+                    "ignore_* on a missing key passed the checks"
+                );
+                ctx.live_delta += 1;
+                Meta {
+                    create: ctx.main,
+                    version: 1,
+                    lease: p.lease,
+                }
+            }
+        };
+        let value: &[u8] = if p.ignore_value {
+            prev_value
+                .as_deref()
+                .expect("ignore_value: previous value fetched")
+        } else {
+            &p.value
+        };
+        self.put_backend(
+            TREE_REV,
+            &rev.encode(),
+            &encode_rev_record(KIND_PUT, meta, &p.key, value),
+        )?;
+        self.put_backend(
+            TREE_IDX,
+            &idx_key(&p.key, rev),
+            &encode_idx_value(KIND_PUT, meta),
+        )?;
+        self.put_backend(TREE_LIVE, &p.key, &encode_live(LiveMeta { rev, meta }))?;
+        ctx.sub += 1;
+        let prev_kv = match (p.prev_kv, prev) {
+            (true, Some(lm)) => Some(KeyValue {
+                key: p.key.clone(),
+                create_revision: lm.meta.create,
+                mod_revision: lm.rev.main,
+                version: lm.meta.version,
+                value: prev_value.expect("prev_kv: previous value fetched"),
+                lease: lm.meta.lease,
+            }),
+            _ => None,
+        };
+        Ok(PutResponse { prev_kv })
+    }
+
+    fn exec_delete(
+        &mut self,
+        ctx: &mut WriteCtx,
+        d: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, KvError> {
+        let (victims, prev_kvs) = {
+            let r = self.reader_in(ctx);
+            let mut victims = Vec::new();
+            r.visit(span(&d.key, &d.range_end), r.rev, false, &mut |k, lm| {
+                victims.push((k.to_vec(), lm));
+                true
+            })?;
+            let mut prev_kvs = Vec::new();
+            if d.prev_kv {
+                for (k, lm) in &victims {
+                    prev_kvs.push(r.key_value(k, *lm, true)?);
+                }
+            }
+            (victims, prev_kvs)
+        };
+        for (k, _) in &victims {
+            let rev = Rev {
+                main: ctx.main,
+                sub: ctx.sub,
+            };
+            self.put_backend(
+                TREE_REV,
+                &rev.encode(),
+                &encode_rev_record(KIND_TOMBSTONE, Meta::default(), k, b""),
+            )?;
+            self.put_backend(
+                TREE_IDX,
+                &idx_key(k, rev),
+                &encode_idx_value(KIND_TOMBSTONE, Meta::default()),
+            )?;
+            self.delete_backend(TREE_LIVE, k)?;
+            ctx.sub += 1;
+            ctx.live_delta -= 1;
+        }
+        Ok(DeleteRangeResponse {
+            deleted: victims.len() as i64,
+            prev_kvs,
+        })
+    }
+
+    /// etcd's Txn: every compare (nested ones too) is evaluated on the state before the
+    /// Txn, then the chosen ops are checked (puts' keys and leases, ranges' revisions),
+    /// then executed in order, each op seeing the writes of the ops before it.
+    fn exec_txn_top(&mut self, ctx: &mut WriteCtx, t: &TxnRequest) -> Result<TxnResponse, KvError> {
+        let mut path = Vec::new();
+        {
+            let r = self.reader_in(ctx);
+            txn_path(&r, t, &mut path)?;
+            self.check_txn(&r, t, &path, &mut 0)?;
+        }
+        let mut pos = 0;
+        let resp = self.exec_txn(ctx, t, &path, &mut pos)?;
+        assert_eq!(pos, path.len(), "txn path not fully walked");
+        Ok(resp)
+    }
+
+    fn check_txn(
+        &self,
+        r: &Reader<'_, B>,
+        t: &TxnRequest,
+        path: &[bool],
+        pos: &mut usize,
+    ) -> Result<(), KvError> {
+        let ok = path[*pos];
+        *pos += 1;
+        for op in if ok { &t.success } else { &t.failure } {
+            match op {
+                RequestOp::Range(q) => {
+                    r.resolve(q.revision)?;
+                }
+                RequestOp::Put(p) => self.check_put(r, p)?,
+                RequestOp::DeleteRange(_) => {}
+                RequestOp::Txn(n) => self.check_txn(r, n, path, pos)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn exec_txn(
+        &mut self,
+        ctx: &mut WriteCtx,
+        t: &TxnRequest,
+        path: &[bool],
+        pos: &mut usize,
+    ) -> Result<TxnResponse, KvError> {
+        let succeeded = path[*pos];
+        *pos += 1;
+        let ops = if succeeded { &t.success } else { &t.failure };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            responses.push(match op {
+                RequestOp::Range(q) => ResponseOp::Range(self.reader_in(ctx).range(q)?),
+                RequestOp::Put(p) => ResponseOp::Put(self.exec_put(ctx, p)?),
+                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.exec_delete(ctx, d)?),
+                RequestOp::Txn(n) => ResponseOp::Txn(self.exec_txn(ctx, n, path, pos)?),
+            });
+        }
+        Ok(TxnResponse {
+            succeeded,
+            responses,
+        })
+    }
+
+    fn exec_compact(&mut self, c: &CompactRequest) -> Result<CompactResponse, KvError> {
+        if c.revision <= self.state.compacted {
+            return Err(KvError::Compacted(self.state.compacted));
+        }
+        if c.revision > self.state.rev {
+            return Err(KvError::FutureRevision(self.state.rev));
+        }
+        // Logical compaction is immediate; physical removal is sliced (see compact_step).
+        self.state.compacted = c.revision;
+        self.compact_slice(self.config.compact_inline_revisions)?;
+        Ok(CompactResponse {})
+    }
+
+    /// Whether compacted history is still physically present (see [`Self::compact_step`]).
+    pub fn compaction_pending(&self) -> bool {
+        self.state.compact_cursor
+            < Rev {
+                main: self.state.compacted + 1,
+                sub: 0,
+            }
+    }
+
+    /// Physically removes up to `max_revisions` more compacted revisions and returns
+    /// whether work remains. Apply of a Compact only moves the compacted revision (and
+    /// does `compact_inline_revisions` of this work); the server calls this between
+    /// apply batches, from a low-priority task, until it returns `false`. Removal is
+    /// invisible to every read at or above the compacted revision, so replicas that
+    /// slice it differently answer alike (their `hash` agrees). The cursor is part of
+    /// the state written with each apply and step, so a restart resumes it.
+    pub fn compact_step(&mut self, max_revisions: usize) -> Result<bool, KvError> {
+        if let Some(p) = &self.poisoned {
+            return Err(KvError::Storage(format!(
+                "compaction refused after an earlier storage failure: {p}"
+            )));
+        }
+        match self
+            .compact_slice(max_revisions)
+            .and_then(|_| self.write_state())
+        {
+            Ok(()) => Ok(self.compaction_pending()),
+            Err(e) => {
+                let ApplyError::Storage(m) = self.poison(e) else {
+                    unreachable!()
+                };
+                Err(KvError::Storage(m))
+            }
+        }
+    }
+
+    /// Processes up to `budget` rev-tree entries from the compaction cursor up to the
+    /// compacted revision. Each entry deletes the key's previous entry (superseded by
+    /// it, both <= compacted) and, if it is a tombstone, itself; so what survives at or
+    /// below the compacted revision is each key's newest revision unless a tombstone.
+    /// A key untouched since the last compaction keeps its one surviving entry.
+    fn compact_slice(&mut self, budget: usize) -> Result<(), KvError> {
+        let end = Rev {
+            main: self.state.compacted + 1,
+            sub: 0,
+        };
+        let hi = end.encode();
+        let mut left = budget;
+        while left > 0 && self.state.compact_cursor < end {
+            let want = left.min(COMPACT_BATCH);
+            let mut batch: Vec<(Rev, Vec<u8>, u8)> = Vec::new();
+            let mut err = None;
+            let lo = self.state.compact_cursor.encode();
+            self.backend
+                .scan(TREE_REV, &lo, Some(&hi), false, &mut |k, v| {
+                    match Rev::decode(k, TREE_REV).and_then(|r| Ok((r, decode_rev_record(k, v)?))) {
+                        Ok((r, rec)) => batch.push((r, rec.key.to_vec(), rec.kind)),
+                        Err(e) => {
+                            err = Some(e);
+                            return false;
+                        }
+                    }
+                    batch.len() < want
+                })
+                .map_err(|e| storage("compact: scan rev", e))?;
+            if let Some(e) = err {
+                return Err(e);
+            }
+            for (r, key, kind) in &batch {
+                let prefix = idx_prefix(key);
+                let mut below = prefix.clone();
+                below.extend_from_slice(&r.encode());
+                let mut pred = None;
+                let mut err = None;
+                self.backend
+                    .scan(TREE_IDX, &prefix, Some(&below), true, &mut |k, _| {
+                        match split_idx_key(k) {
+                            Ok((_, p)) => pred = Some(p),
+                            Err(e) => err = Some(e),
+                        }
+                        false
+                    })
+                    .map_err(|e| storage("compact: scan idx", e))?;
+                if let Some(e) = err {
+                    return Err(e);
+                }
+                if let Some(p) = pred {
+                    self.delete_backend(TREE_IDX, &idx_key(key, p))?;
+                    self.delete_backend(TREE_REV, &p.encode())?;
+                }
+                if *kind == KIND_TOMBSTONE {
+                    self.delete_backend(TREE_IDX, &idx_key(key, *r))?;
+                    self.delete_backend(TREE_REV, &r.encode())?;
+                }
+            }
+            self.state.compact_cursor = match batch.last() {
+                Some(&(last, _, _)) if batch.len() == want => Rev {
+                    main: last.main,
+                    sub: last.sub + 1,
+                },
+                _ => end,
+            };
+            left -= batch.len().max(1).min(left);
+        }
+        Ok(())
+    }
+
+    fn load_session(&self, session: u64) -> Result<Option<SessionRecord>, KvError> {
+        let key = session.to_be_bytes();
+        let Some(v) = self
+            .backend
+            .get(TREE_SESSION, &key)
+            .map_err(|e| storage("get session", e))?
+        else {
+            return Ok(None);
+        };
+        if v.len() < 16 {
+            return Err(corrupt(TREE_SESSION, &key, "session record too short"));
+        }
+        let seq = u64::from_be_bytes(v[..8].try_into().unwrap());
+        let index = u64::from_be_bytes(v[8..16].try_into().unwrap());
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(&v[16..]);
+        let stored: StoredOutcome =
+            rkyv::from_bytes::<StoredOutcome, rkyv::rancor::Error>(&aligned)
+                .map_err(|e| corrupt(TREE_SESSION, &key, &format!("stored outcome: {e}")))?;
+        let response = match (stored.response, stored.error) {
+            (Some(r), None) => Ok(r),
+            (None, Some(e)) => Err(e),
+            _ => {
+                return Err(corrupt(
+                    TREE_SESSION,
+                    &key,
+                    "stored outcome is neither response nor error",
+                ))
+            }
+        };
+        Ok(Some(SessionRecord {
+            seq,
+            index,
+            outcome: ApplyOutcome {
+                revision: stored.revision,
+                response,
+                duplicate: false,
+            },
+        }))
+    }
+
+    fn save_session(
+        &mut self,
+        session: u64,
+        seq: u64,
+        index: u64,
+        o: &ApplyOutcome,
+    ) -> Result<(), KvError> {
+        let age_key = |index: u64, session: u64| {
+            let mut k = [0u8; 16];
+            k[..8].copy_from_slice(&index.to_be_bytes());
+            k[8..].copy_from_slice(&session.to_be_bytes());
+            k
+        };
+        match self.load_session(session)? {
+            Some(old) => self.delete_backend(TREE_SESSION_AGE, &age_key(old.index, session))?,
+            None => self.state.sessions += 1,
+        }
+        let stored = StoredOutcome {
+            revision: o.revision,
+            response: o.response.as_ref().ok().cloned(),
+            error: o.response.as_ref().err().cloned(),
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&stored)
+            .map_err(|e| KvError::Storage(format!("encode session {session} outcome: {e}")))?;
+        let mut v = Vec::with_capacity(16 + bytes.len());
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.extend_from_slice(&index.to_be_bytes());
+        v.extend_from_slice(&bytes);
+        self.put_backend(TREE_SESSION, &session.to_be_bytes(), &v)?;
+        self.put_backend(TREE_SESSION_AGE, &age_key(index, session), b"")?;
+        while self.state.sessions > self.config.sessions_max {
+            let mut oldest = None;
+            self.backend
+                .scan(TREE_SESSION_AGE, b"", None, false, &mut |k, _| {
+                    oldest = Some(k.to_vec());
+                    false
+                })
+                .map_err(|e| storage("scan session ages", e))?;
+            let k = oldest
+                .ok_or_else(|| corrupt(TREE_SESSION_AGE, b"", "fewer sessions than counted"))?;
+            if k.len() != 16 {
+                return Err(corrupt(TREE_SESSION_AGE, &k, "age key is not 16 bytes"));
+            }
+            self.delete_backend(TREE_SESSION_AGE, &k)?;
+            self.delete_backend(TREE_SESSION, &k[8..])?;
+            self.state.sessions -= 1;
+        }
+        Ok(())
+    }
+}
+
+/// Evaluates the compares of `t` and of every Txn nested in the chosen branches, in
+/// execution order (etcd's `compareToPath`).
+fn txn_path<V: ReadView + ?Sized>(
+    r: &Reader<'_, V>,
+    t: &TxnRequest,
+    path: &mut Vec<bool>,
+) -> Result<(), KvError> {
+    let mut ok = true;
+    for c in &t.compare {
+        if !r.compare(c)? {
+            ok = false;
+            break;
+        }
+    }
+    path.push(ok);
+    for op in if ok { &t.success } else { &t.failure } {
+        if let RequestOp::Txn(n) = op {
+            txn_path(r, n, path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Range on any view holding a store (e.g. [`Store::snapshot`]): (header revision,
+/// response).
+pub fn range_on<V: ReadView + ?Sized>(
+    view: &V,
+    req: &RangeRequest,
+    limits: &Limits,
+) -> Result<(i64, RangeResponse), KvError> {
+    validate_range(req, limits)?;
+    let r = Reader::open(view)?;
+    Ok((r.revision(), r.range(req)?))
+}
