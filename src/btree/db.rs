@@ -218,7 +218,7 @@ impl<D: Disk> Db<D> {
 
     fn load_freelist(&mut self) -> Result<()> {
         let per = (self.opts.page_size - FREE_ENTRIES) / FREE_ENTRY_LEN;
-        let max_pages = (self.meta.freelist_len as usize).div_ceil(per);
+        let max_pages = (self.meta.freelist_len as usize).div_ceil(per) + 1;
         let mut id = self.meta.freelist_head;
         let mut seen = HashSet::new();
         let mut total = 0u64;
@@ -360,7 +360,9 @@ impl<D: Disk> Db<D> {
         let ps = self.opts.page_size;
         let inline = SLOT_LEN + LCELL_KEY + key.len() + value.len() <= max_cell_cost(ps);
         let ovf_pages = if inline { 0 } else { value.len().div_ceil(read::overflow_per_page(ps)) };
-        self.ensure_capacity(ovf_pages as u64 + SLACK_PAGES)?;
+        // Puts leave one slack's worth for deletes and commits, so that a full file
+        // can still shrink.
+        self.ensure_capacity(ovf_pages as u64 + 2 * SLACK_PAGES)?;
         self.guarded(|db| {
             let cell = if inline {
                 node::make_leaf_cell_inline(key, value)
@@ -864,6 +866,8 @@ impl<D: Disk> Db<D> {
         let ps = self.opts.page_size;
         let per = (ps - FREE_ENTRIES) / FREE_ENTRY_LEN;
         let entries = |db: &Self| db.reusable.len() + db.pending.values().map(Vec::len).sum::<usize>();
+        // Taking a free page for the list shrinks the list; this may leave the last
+        // list page empty, which is allowed.
         let mut list_pages = Vec::new();
         while list_pages.len() < entries(self).div_ceil(per) {
             let id = match self.reusable.pop() {
@@ -878,7 +882,9 @@ impl<D: Disk> Db<D> {
             .map(|&p| (0, p))
             .chain(self.pending.iter().flat_map(|(&t, ps)| ps.iter().map(move |&p| (t, p))))
             .collect();
-        for (i, chunk) in all.chunks(per).enumerate() {
+        let mut chunks = all.chunks(per);
+        for i in 0..list_pages.len() {
+            let chunk = chunks.next().unwrap_or(&[]);
             let mut p = vec![0u8; ps].into_boxed_slice();
             init_header(&mut p, PAGE_FREELIST, list_pages[i]);
             wr_u16(&mut p, HDR_COUNT, chunk.len() as u16);
@@ -889,7 +895,7 @@ impl<D: Disk> Db<D> {
             }
             self.put_dirty(list_pages[i], p);
         }
-        assert_eq!(list_pages.len(), all.len().div_ceil(per));
+        assert!(chunks.next().is_none() && list_pages.len() <= all.len().div_ceil(per) + 1);
         Ok((list_pages.first().copied().unwrap_or(0), all.len() as u64, list_pages))
     }
 
