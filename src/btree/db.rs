@@ -50,7 +50,10 @@ enum Del {
     NotFound,
     /// The node lost its last entry and was freed.
     Gone,
-    Kept { rep: Rep, underflow: bool },
+    Kept {
+        rep: Rep,
+        underflow: bool,
+    },
 }
 
 /// Versions of live snapshots: version -> number of snapshots.
@@ -102,10 +105,17 @@ impl Db<GlommioDisk> {
     }
 }
 
-fn meta_at(store: &dyn super::store::PageStore, slot: u64, ps: usize) -> (std::result::Result<Meta, String>, bool) {
+fn meta_at(
+    store: &dyn super::store::PageStore,
+    slot: u64,
+    ps: usize,
+) -> (std::result::Result<Meta, String>, bool) {
     match store.read(slot * ps as u64, ps) {
         Ok(p) => (decode_meta(&p, slot, ps), p.iter().all(|&b| b == 0)),
-        Err(e) => (Err(format!("meta {slot}: {e}")), store.len() <= slot * ps as u64),
+        Err(e) => (
+            Err(format!("meta {slot}: {e}")),
+            store.len() <= slot * ps as u64,
+        ),
     }
 }
 
@@ -132,10 +142,14 @@ impl<D: Disk> Db<D> {
                 freelist_len: 0,
                 page_count: META_PAGES,
             };
-            disk.grow(META_PAGES * ps as u64).await.map_err(io("grow", 0))?;
+            disk.grow(META_PAGES * ps as u64)
+                .await
+                .map_err(io("grow", 0))?;
             for slot in 0..META_PAGES {
                 let off = slot * ps as u64;
-                disk.write_at(off, encode_meta(&m, slot, ps)).await.map_err(io("write meta", off))?;
+                disk.write_at(off, encode_meta(&m, slot, ps))
+                    .await
+                    .map_err(io("write meta", off))?;
             }
             disk.sync().await.map_err(io("fdatasync", 0))?;
             (r0, r1) = (Ok(m), Ok(m));
@@ -161,7 +175,11 @@ impl<D: Disk> Db<D> {
             return Err(BtreeError::Corrupt {
                 file: name.to_string(),
                 page: meta.page_count,
-                msg: format!("file of {} bytes shorter than its {} pages", disk.len(), meta.page_count),
+                msg: format!(
+                    "file of {} bytes shorter than its {} pages",
+                    disk.len(),
+                    meta.page_count
+                ),
             });
         }
         let store = disk.store().map_err(io("map", 0))?;
@@ -196,8 +214,13 @@ impl<D: Disk> Db<D> {
     fn load_catalog(&mut self) -> Result<()> {
         let mut roots = BTreeMap::new();
         let mut bad = None;
-        read::scan(self, self.meta.catalog_root, b"", None, false, &mut |k, v| {
-            match (std::str::from_utf8(k), <[u8; 8]>::try_from(v)) {
+        read::scan(
+            self,
+            self.meta.catalog_root,
+            b"",
+            None,
+            false,
+            &mut |k, v| match (std::str::from_utf8(k), <[u8; 8]>::try_from(v)) {
                 (Ok(name), Ok(root)) => {
                     roots.insert(name.to_string(), u64::from_le_bytes(root));
                     true
@@ -206,8 +229,8 @@ impl<D: Disk> Db<D> {
                     bad = Some(format!("bad catalog entry {k:?}"));
                     false
                 }
-            }
-        })?;
+            },
+        )?;
         if let Some(m) = bad {
             return Err(self.corrupt(self.meta.catalog_root, m));
         }
@@ -228,13 +251,21 @@ impl<D: Disk> Db<D> {
             }
             let p = self.pages.get(id, self.meta.page_count)?;
             if page_type(&p) != PAGE_FREELIST {
-                return Err(self.corrupt(id, format!("expected a freelist page, found type {}", page_type(&p))));
+                return Err(self.corrupt(
+                    id,
+                    format!("expected a freelist page, found type {}", page_type(&p)),
+                ));
             }
             for e in 0..page_count_field(&p) {
                 let at = FREE_ENTRIES + e * FREE_ENTRY_LEN;
                 let (txn, page) = (rd_u64(&p, at), rd_u64(&p, at + 8));
-                if !(META_PAGES..self.meta.page_count).contains(&page) || txn > self.meta.txn || !seen.insert(page) {
-                    return Err(self.corrupt(id, format!("bad freelist entry (txn {txn}, page {page})")));
+                if !(META_PAGES..self.meta.page_count).contains(&page)
+                    || txn > self.meta.txn
+                    || !seen.insert(page)
+                {
+                    return Err(
+                        self.corrupt(id, format!("bad freelist entry (txn {txn}, page {page})"))
+                    );
                 }
                 self.pending.entry(txn).or_default().push(page);
                 total += 1;
@@ -250,7 +281,10 @@ impl<D: Disk> Db<D> {
         if id != 0 || total != self.meta.freelist_len {
             return Err(self.corrupt(
                 self.meta.freelist_head,
-                format!("freelist holds {total} entries, meta says {}", self.meta.freelist_len),
+                format!(
+                    "freelist holds {total} entries, meta says {}",
+                    self.meta.freelist_len
+                ),
             ));
         }
         Ok(())
@@ -258,6 +292,16 @@ impl<D: Disk> Db<D> {
 
     fn corrupt(&self, page: u64, msg: String) -> BtreeError {
         self.pages.corrupt(page, msg)
+    }
+
+    /// Closes the file now (uncommitted writes are dropped). Dropping a `Db` closes it
+    /// too, but glommio closes files asynchronously, so the lock may outlive the drop.
+    pub async fn close(self) -> Result<()> {
+        let name = self.pages.name.to_string();
+        self.disk
+            .close()
+            .await
+            .map_err(|e| BtreeError::io("close", &name, 0, e))
     }
 
     pub fn options(&self) -> &Options {
@@ -271,12 +315,18 @@ impl<D: Disk> Db<D> {
 
     /// Bytes the file occupies (at least the pages in use).
     pub fn size_bytes(&self) -> u64 {
-        self.disk.len().max(self.page_count * self.opts.page_size as u64)
+        self.disk
+            .len()
+            .max(self.page_count * self.opts.page_size as u64)
     }
 
     /// Names of the trees that hold at least one entry (live state).
     pub fn tree_names(&self) -> Vec<String> {
-        self.roots.iter().filter(|(_, &r)| r != 0).map(|(n, _)| n.clone()).collect()
+        self.roots
+            .iter()
+            .filter(|(_, &r)| r != 0)
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     fn root(&self, tree: &str) -> u64 {
@@ -307,7 +357,11 @@ impl<D: Disk> Db<D> {
 
     /// A read view of the last committed version.
     pub fn snapshot(&self) -> Snapshot {
-        *self.snapshots.borrow_mut().entry(self.meta.txn).or_default() += 1;
+        *self
+            .snapshots
+            .borrow_mut()
+            .entry(self.meta.txn)
+            .or_default() += 1;
         Snapshot {
             pages: self.pages.clone(),
             meta: self.meta,
@@ -330,7 +384,11 @@ impl<D: Disk> Db<D> {
         let max_key = self.opts.max_key_bytes();
         for (what, len) in [("key", key.len()), ("tree name", tree.len())] {
             if len > max_key {
-                return Err(BtreeError::TooLarge { what, len, max: max_key });
+                return Err(BtreeError::TooLarge {
+                    what,
+                    len,
+                    max: max_key,
+                });
             }
         }
         if value_len > self.opts.max_value_bytes {
@@ -359,7 +417,11 @@ impl<D: Disk> Db<D> {
         self.check_sizes(tree, key, value.len())?;
         let ps = self.opts.page_size;
         let inline = SLOT_LEN + LCELL_KEY + key.len() + value.len() <= max_cell_cost(ps);
-        let ovf_pages = if inline { 0 } else { value.len().div_ceil(read::overflow_per_page(ps)) };
+        let ovf_pages = if inline {
+            0
+        } else {
+            value.len().div_ceil(read::overflow_per_page(ps))
+        };
         // Puts leave one slack's worth for deletes and commits, so that a full file
         // can still shrink.
         self.ensure_capacity(ovf_pages as u64 + 2 * SLACK_PAGES)?;
@@ -460,7 +522,10 @@ impl<D: Disk> Db<D> {
     }
 
     fn free(&mut self, id: u64) {
-        assert!((META_PAGES..self.page_count).contains(&id), "freeing page {id} outside the file");
+        assert!(
+            (META_PAGES..self.page_count).contains(&id),
+            "freeing page {id} outside the file"
+        );
         if self.dirty.remove(&id).is_some() {
             // Allocated by this transaction: no committed version can reach it.
             self.reusable.push(id);
@@ -505,7 +570,9 @@ impl<D: Disk> Db<D> {
     fn write_overflow(&mut self, value: &[u8]) -> Result<u64> {
         let ps = self.opts.page_size;
         let chunks: Vec<&[u8]> = value.chunks(read::overflow_per_page(ps)).collect();
-        let ids = (0..chunks.len()).map(|_| self.alloc()).collect::<Result<Vec<u64>>>()?;
+        let ids = (0..chunks.len())
+            .map(|_| self.alloc())
+            .collect::<Result<Vec<u64>>>()?;
         for (i, chunk) in chunks.iter().enumerate() {
             let mut p = vec![0u8; ps].into_boxed_slice();
             init_header(&mut p, PAGE_OVERFLOW, ids[i]);
@@ -518,7 +585,9 @@ impl<D: Disk> Db<D> {
     }
 
     fn free_overflow(&mut self, first: u64, len: usize) -> Result<()> {
-        let pages = len.div_ceil(read::overflow_per_page(self.opts.page_size)).max(1);
+        let pages = len
+            .div_ceil(read::overflow_per_page(self.opts.page_size))
+            .max(1);
         let mut id = first;
         for _ in 0..pages {
             let p = self.page(id)?;
@@ -557,7 +626,10 @@ impl<D: Disk> Db<D> {
     /// Turns a split root into new root levels until one page holds it.
     fn grow_root(&mut self, (mut first, mut extras): Rep) -> Result<u64> {
         while !extras.is_empty() {
-            let cells: Vec<Vec<u8>> = extras.iter().map(|(k, c)| node::make_branch_cell(k, *c)).collect();
+            let cells: Vec<Vec<u8>> = extras
+                .iter()
+                .map(|(k, c)| node::make_branch_cell(k, *c))
+                .collect();
             let refs: Vec<&[u8]> = cells.iter().map(|c| c.as_slice()).collect();
             let pieces = node::build_pieces(Kind::Branch, first, &refs, self.opts.page_size, false);
             (first, extras) = self.place(None, pieces)?;
@@ -565,7 +637,14 @@ impl<D: Disk> Db<D> {
         Ok(first)
     }
 
-    fn insert_at(&mut self, id: u64, key: &[u8], cell: &[u8], depth: usize, rightmost: bool) -> Result<Rep> {
+    fn insert_at(
+        &mut self,
+        id: u64,
+        key: &[u8],
+        cell: &[u8],
+        depth: usize,
+        rightmost: bool,
+    ) -> Result<Rep> {
         if depth >= MAX_DEPTH {
             return Err(self.corrupt(id, format!("tree deeper than {MAX_DEPTH} levels (cycle?)")));
         }
@@ -578,7 +657,11 @@ impl<D: Disk> Db<D> {
                     Ok(i) => (true, i),
                     Err(i) => (false, i),
                 };
-                let old = if found { overflow_of(node::leaf_val(&p, idx)) } else { None };
+                let old = if found {
+                    overflow_of(node::leaf_val(&p, idx))
+                } else {
+                    None
+                };
                 let mut cells: Vec<&[u8]> = Vec::with_capacity(n + 1);
                 cells.extend((0..idx).map(|i| node::leaf_cell(&p, i)));
                 cells.push(cell);
@@ -599,12 +682,22 @@ impl<D: Disk> Db<D> {
                 let rep = self.insert_at(child, key, cell, depth + 1, right)?;
                 self.replace_child(id, ci, child, rep, right)
             }
-            t => Err(self.corrupt(id, format!("expected a branch or leaf page, found type {t}"))),
+            t => Err(self.corrupt(
+                id,
+                format!("expected a branch or leaf page, found type {t}"),
+            )),
         }
     }
 
     /// Rewrites branch `id` after its child `ci` (was `old_child`) became `rep`.
-    fn replace_child(&mut self, id: u64, ci: usize, old_child: u64, rep: Rep, append: bool) -> Result<Rep> {
+    fn replace_child(
+        &mut self,
+        id: u64,
+        ci: usize,
+        old_child: u64,
+        rep: Rep,
+        append: bool,
+    ) -> Result<Rep> {
         let (first, extras) = rep;
         if extras.is_empty() {
             if first == old_child {
@@ -626,12 +719,23 @@ impl<D: Disk> Db<D> {
         }
         let p = self.page(id)?;
         let n = node::count(&p);
-        let child0 = if ci == 0 { first } else { node::branch_child(&p, 0) };
+        let child0 = if ci == 0 {
+            first
+        } else {
+            node::branch_child(&p, 0)
+        };
         let patched = (ci > 0).then(|| node::make_branch_cell(node::branch_key(&p, ci - 1), first));
-        let extra_cells: Vec<Vec<u8>> = extras.iter().map(|(k, c)| node::make_branch_cell(k, *c)).collect();
+        let extra_cells: Vec<Vec<u8>> = extras
+            .iter()
+            .map(|(k, c)| node::make_branch_cell(k, *c))
+            .collect();
         let mut cells: Vec<&[u8]> = Vec::with_capacity(n + extra_cells.len());
         for i in 0..ci {
-            cells.push(if i + 1 == ci { patched.as_deref().unwrap() } else { node::branch_cell(&p, i) });
+            cells.push(if i + 1 == ci {
+                patched.as_deref().unwrap()
+            } else {
+                node::branch_cell(&p, i)
+            });
         }
         cells.extend(extra_cells.iter().map(|c| c.as_slice()));
         cells.extend((ci..n).map(|i| node::branch_cell(&p, i)));
@@ -690,7 +794,10 @@ impl<D: Disk> Db<D> {
                     self.free(id);
                     return Ok(Del::Gone);
                 }
-                let cells: Vec<&[u8]> = (0..n).filter(|&i| i != idx).map(|i| node::leaf_cell(&p, i)).collect();
+                let cells: Vec<&[u8]> = (0..n)
+                    .filter(|&i| i != idx)
+                    .map(|i| node::leaf_cell(&p, i))
+                    .collect();
                 let size = node::node_size(Kind::Leaf, &cells);
                 let buf = node::build(Kind::Leaf, 0, &cells, ps);
                 drop(cells);
@@ -710,14 +817,19 @@ impl<D: Disk> Db<D> {
                 match self.delete_at(child, key, depth + 1)? {
                     Del::NotFound => Ok(Del::NotFound),
                     Del::Gone => self.remove_child(id, ci),
-                    Del::Kept { rep, underflow } if !underflow || !rep.1.is_empty() => Ok(Del::Kept {
-                        rep: self.replace_child(id, ci, child, rep, false)?,
-                        underflow: false,
-                    }),
+                    Del::Kept { rep, underflow } if !underflow || !rep.1.is_empty() => {
+                        Ok(Del::Kept {
+                            rep: self.replace_child(id, ci, child, rep, false)?,
+                            underflow: false,
+                        })
+                    }
                     Del::Kept { rep, .. } => self.rebalance(id, ci, child, rep.0),
                 }
             }
-            t => Err(self.corrupt(id, format!("expected a branch or leaf page, found type {t}"))),
+            t => Err(self.corrupt(
+                id,
+                format!("expected a branch or leaf page, found type {t}"),
+            )),
         }
     }
 
@@ -735,7 +847,10 @@ impl<D: Disk> Db<D> {
         } else {
             (node::branch_child(&p, 0), ci - 1)
         };
-        let cells: Vec<&[u8]> = (0..n).filter(|&i| i != skip).map(|i| node::branch_cell(&p, i)).collect();
+        let cells: Vec<&[u8]> = (0..n)
+            .filter(|&i| i != skip)
+            .map(|i| node::branch_cell(&p, i))
+            .collect();
         let size = node::node_size(Kind::Branch, &cells);
         let buf = node::build(Kind::Branch, child0, &cells, self.opts.page_size);
         drop(cells);
@@ -756,19 +871,35 @@ impl<D: Disk> Db<D> {
         if n == 0 {
             drop(p);
             let rep = self.replace_child(id, 0, old_child, (new_child, vec![]), false)?;
-            return Ok(Del::Kept { rep, underflow: true });
+            return Ok(Del::Kept {
+                rep,
+                underflow: true,
+            });
         }
         let li = if ci > 0 { ci - 1 } else { 0 };
-        let child_at = |i: usize| if i == ci { new_child } else { node::branch_child(&p, i) };
+        let child_at = |i: usize| {
+            if i == ci {
+                new_child
+            } else {
+                node::branch_child(&p, i)
+            }
+        };
         let (left, right) = (child_at(li), child_at(li + 1));
         let sep = node::branch_key(&p, li).to_vec();
         drop(p);
         let pieces = self.merge_pair(left, right, &sep)?;
         let (first, extras) = self.place(None, pieces)?;
         let p = self.page(id)?;
-        let child0 = if li == 0 { first } else { node::branch_child(&p, 0) };
+        let child0 = if li == 0 {
+            first
+        } else {
+            node::branch_child(&p, 0)
+        };
         let patched = (li > 0).then(|| node::make_branch_cell(node::branch_key(&p, li - 1), first));
-        let extra_cells: Vec<Vec<u8>> = extras.iter().map(|(k, c)| node::make_branch_cell(k, *c)).collect();
+        let extra_cells: Vec<Vec<u8>> = extras
+            .iter()
+            .map(|(k, c)| node::make_branch_cell(k, *c))
+            .collect();
         let mut cells: Vec<&[u8]> = Vec::with_capacity(n + extra_cells.len());
         for i in 0..n {
             if i == li {
@@ -810,7 +941,13 @@ impl<D: Disk> Db<D> {
             let mut cells: Vec<&[u8]> = (0..ln).map(|i| node::branch_cell(&lp, i)).collect();
             cells.push(&mid);
             cells.extend((0..rn).map(|i| node::branch_cell(&rp, i)));
-            node::build_pieces(Kind::Branch, node::branch_child(&lp, 0), &cells, self.opts.page_size, false)
+            node::build_pieces(
+                Kind::Branch,
+                node::branch_child(&lp, 0),
+                &cells,
+                self.opts.page_size,
+                false,
+            )
         };
         drop(lp);
         drop(rp);
@@ -845,7 +982,9 @@ impl<D: Disk> Db<D> {
             .collect();
         for (name, root) in changes {
             if root == 0 {
-                catalog = self.delete_root(catalog, name.as_bytes())?.unwrap_or(catalog);
+                catalog = self
+                    .delete_root(catalog, name.as_bytes())?
+                    .unwrap_or(catalog);
             } else {
                 let cell = node::make_leaf_cell_inline(name.as_bytes(), &root.to_le_bytes());
                 catalog = self.insert_root(catalog, name.as_bytes(), &cell)?;
@@ -865,7 +1004,8 @@ impl<D: Disk> Db<D> {
         e.extend(old_list);
         let ps = self.opts.page_size;
         let per = (ps - FREE_ENTRIES) / FREE_ENTRY_LEN;
-        let entries = |db: &Self| db.reusable.len() + db.pending.values().map(Vec::len).sum::<usize>();
+        let entries =
+            |db: &Self| db.reusable.len() + db.pending.values().map(Vec::len).sum::<usize>();
         // Taking a free page for the list shrinks the list; this may leave the last
         // list page empty, which is allowed.
         let mut list_pages = Vec::new();
@@ -880,7 +1020,11 @@ impl<D: Disk> Db<D> {
             .reusable
             .iter()
             .map(|&p| (0, p))
-            .chain(self.pending.iter().flat_map(|(&t, ps)| ps.iter().map(move |&p| (t, p))))
+            .chain(
+                self.pending
+                    .iter()
+                    .flat_map(|(&t, ps)| ps.iter().map(move |&p| (t, p))),
+            )
             .collect();
         let mut chunks = all.chunks(per);
         for i in 0..list_pages.len() {
@@ -888,7 +1032,11 @@ impl<D: Disk> Db<D> {
             let mut p = vec![0u8; ps].into_boxed_slice();
             init_header(&mut p, PAGE_FREELIST, list_pages[i]);
             wr_u16(&mut p, HDR_COUNT, chunk.len() as u16);
-            wr_u64(&mut p, FREE_NEXT, list_pages.get(i + 1).copied().unwrap_or(0));
+            wr_u64(
+                &mut p,
+                FREE_NEXT,
+                list_pages.get(i + 1).copied().unwrap_or(0),
+            );
             for (j, (t, pg)) in chunk.iter().enumerate() {
                 wr_u64(&mut p, FREE_ENTRIES + j * FREE_ENTRY_LEN, *t);
                 wr_u64(&mut p, FREE_ENTRIES + j * FREE_ENTRY_LEN + 8, *pg);
@@ -896,7 +1044,11 @@ impl<D: Disk> Db<D> {
             self.put_dirty(list_pages[i], p);
         }
         assert!(chunks.next().is_none() && list_pages.len() <= all.len().div_ceil(per) + 1);
-        Ok((list_pages.first().copied().unwrap_or(0), all.len() as u64, list_pages))
+        Ok((
+            list_pages.first().copied().unwrap_or(0),
+            all.len() as u64,
+            list_pages,
+        ))
     }
 
     async fn commit_inner(&mut self) -> Result<()> {
@@ -913,7 +1065,9 @@ impl<D: Disk> Db<D> {
         let need = self.page_count * ps;
         if need > self.disk.len() {
             let step = (self.disk.len() / 8).max(self.opts.grow_step_bytes);
-            let target = need.max(self.disk.len() + step).min(self.opts.max_file_bytes.max(need));
+            let target = need
+                .max(self.disk.len() + step)
+                .min(self.opts.max_file_bytes.max(need));
             let target = target.div_ceil(ps) * ps;
             self.disk.grow(target).await.map_err(io("grow", target))?;
         }
@@ -934,7 +1088,10 @@ impl<D: Disk> Db<D> {
                 buf.extend_from_slice(page);
             }
             let off = ids[i] * ps;
-            self.disk.write_at(off, buf).await.map_err(io("write", off))?;
+            self.disk
+                .write_at(off, buf)
+                .await
+                .map_err(io("write", off))?;
             i = j;
         }
         // 3. Make them durable before any meta can point at them.
@@ -950,7 +1107,10 @@ impl<D: Disk> Db<D> {
         let slot = txn % META_PAGES;
         let off = slot * ps;
         let page = encode_meta(&meta, slot, ps as usize);
-        self.disk.write_at(off, page).await.map_err(io("write meta", off))?;
+        self.disk
+            .write_at(off, page)
+            .await
+            .map_err(io("write meta", off))?;
         self.disk.sync().await.map_err(io("fdatasync meta", off))?;
         // 5. The new version is committed: publish it.
         self.meta = meta;

@@ -37,6 +37,13 @@ pub trait Disk {
     async fn grow(&mut self, len: u64) -> io::Result<()>;
     /// A read view covering the current length.
     fn store(&self) -> io::Result<Rc<dyn PageStore>>;
+    /// Closes the file (and releases its lock) now rather than at some later point.
+    async fn close(self) -> io::Result<()>
+    where
+        Self: Sized,
+    {
+        Ok(())
+    }
 }
 
 /// The real file, through glommio's buffered (page cache) file.
@@ -51,9 +58,8 @@ impl GlommioDisk {
     /// Opens (creating if missing) `path` and locks it exclusively.
     pub async fn open(path: &Path, use_mmap: bool) -> io::Result<GlommioDisk> {
         let name = path.display().to_string();
-        let ctx = |op: &str, e: &dyn std::fmt::Display| {
-            io::Error::other(format!("{op} {name}: {e}"))
-        };
+        let ctx =
+            |op: &str, e: &dyn std::fmt::Display| io::Error::other(format!("{op} {name}: {e}"));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -81,11 +87,7 @@ impl Disk for GlommioDisk {
     }
     async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> io::Result<()> {
         let total = data.len();
-        let done = self
-            .file
-            .write_at(data, offset)
-            .await
-            .map_err(gio)?;
+        let done = self.file.write_at(data, offset).await.map_err(gio)?;
         // A short write only happens when the device is out of space; it is an error
         // (the commit fails and the Db refuses further writes).
         if done < total {
@@ -111,6 +113,9 @@ impl Disk for GlommioDisk {
         }
         self.len = len;
         Ok(())
+    }
+    async fn close(self) -> io::Result<()> {
+        self.file.close().await.map_err(gio)
     }
     fn store(&self) -> io::Result<Rc<dyn PageStore>> {
         let fd = self.file.as_raw_fd();
@@ -279,7 +284,9 @@ impl PageStore for SimStore {
                 format!("simdisk read past the end: {offset}+{len}"),
             ));
         }
-        Ok(std::borrow::Cow::Owned(s.live[offset as usize..end].to_vec()))
+        Ok(std::borrow::Cow::Owned(
+            s.live[offset as usize..end].to_vec(),
+        ))
     }
     fn len(&self) -> u64 {
         self.len

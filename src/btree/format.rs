@@ -85,9 +85,8 @@ pub const fn max_cell_cost(page_size: usize) -> usize {
 pub const fn max_key_len(page_size: usize) -> usize {
     max_cell_cost(page_size) - SLOT_LEN - LCELL_KEY - OVERFLOW_REF_LEN
 }
-const _: () = assert!(
-    SLOT_LEN + BCELL_KEY + max_key_len(PAGE_SIZE_MIN) <= max_cell_cost(PAGE_SIZE_MIN)
-);
+const _: () =
+    assert!(SLOT_LEN + BCELL_KEY + max_key_len(PAGE_SIZE_MIN) <= max_cell_cost(PAGE_SIZE_MIN));
 const _: () = assert!(max_key_len(PAGE_SIZE_DEFAULT) == 1002);
 
 #[inline]

@@ -184,7 +184,11 @@ pub enum BtreeError {
         msg: String,
     },
     /// A page failed its checksum or a structural check.
-    Corrupt { file: String, page: u64, msg: String },
+    Corrupt {
+        file: String,
+        page: u64,
+        msg: String,
+    },
     /// The file would grow beyond its quota.
     NoSpace {
         file: String,
@@ -198,7 +202,10 @@ pub enum BtreeError {
         max: usize,
     },
     /// An earlier write or commit failed; writes are refused until reopen.
-    Poisoned { file: String, cause: String },
+    Poisoned {
+        file: String,
+        cause: String,
+    },
     InvalidOptions(String),
 }
 
@@ -237,7 +244,10 @@ impl std::fmt::Display for BtreeError {
                 write!(f, "{what} of {len} bytes exceeds the maximum of {max}")
             }
             BtreeError::Poisoned { file, cause } => {
-                write!(f, "{file}: writes refused after an earlier failure: {cause}")
+                write!(
+                    f,
+                    "{file}: writes refused after an earlier failure: {cause}"
+                )
             }
             BtreeError::InvalidOptions(m) => write!(f, "invalid options: {m}"),
         }

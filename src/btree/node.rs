@@ -319,11 +319,14 @@ mod tests {
         assert!(pieces.len() >= 2);
         let mut seen = 0;
         for (i, (sep, p)) in pieces.iter().enumerate() {
-            validate_page(&{
-                let mut q = p.clone();
-                seal(&mut q);
-                q
-            }, 0)
+            validate_page(
+                &{
+                    let mut q = p.clone();
+                    seal(&mut q);
+                    q
+                },
+                0,
+            )
             .unwrap();
             assert_eq!(sep.is_some(), i > 0);
             if let Some(s) = sep {

@@ -90,7 +90,10 @@ impl Pages {
 fn expect_node<S: PageSource + ?Sized>(src: &S, id: u64, p: &[u8]) -> Result<u8> {
     match page_type(p) {
         t @ (PAGE_BRANCH | PAGE_LEAF) => Ok(t),
-        t => Err(src.corrupt(id, format!("expected a branch or leaf page, found type {t}"))),
+        t => Err(src.corrupt(
+            id,
+            format!("expected a branch or leaf page, found type {t}"),
+        )),
     }
 }
 
@@ -141,11 +144,17 @@ pub fn read_overflow<S: PageSource + ?Sized>(src: &S, first: u64, len: usize) ->
     for _ in 0..pages {
         let p = src.page(id)?;
         if page_type(&p) != PAGE_OVERFLOW {
-            return Err(src.corrupt(id, format!("expected an overflow page, found type {}", page_type(&p))));
+            return Err(src.corrupt(
+                id,
+                format!("expected an overflow page, found type {}", page_type(&p)),
+            ));
         }
         let n = rd_u32(&p, OVF_LEN) as usize;
         if out.len() + n > len {
-            return Err(src.corrupt(id, format!("overflow chain longer than its value ({len} bytes)")));
+            return Err(src.corrupt(
+                id,
+                format!("overflow chain longer than its value ({len} bytes)"),
+            ));
         }
         out.extend_from_slice(&p[OVF_DATA..OVF_DATA + n]);
         id = rd_u64(&p, OVF_NEXT);
@@ -153,8 +162,14 @@ pub fn read_overflow<S: PageSource + ?Sized>(src: &S, first: u64, len: usize) ->
             return Ok(out);
         }
     }
-    Err(src.corrupt(first, format!("overflow chain shorter than its value ({len} bytes)")))
+    Err(src.corrupt(
+        first,
+        format!("overflow chain shorter than its value ({len} bytes)"),
+    ))
 }
+
+/// A visitor of entries that may fail.
+type EntryFn<'f> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'f;
 
 /// A position in one tree: the path of (page, index) from the root to a leaf entry.
 /// At a branch the index is the child taken; at the leaf it is the entry.
@@ -265,6 +280,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Moves to the next entry; false (and invalid) past the end.
+    #[allow(clippy::should_implement_trait)] // fallible: Result<bool>, not Option
     pub fn next(&mut self) -> Result<bool> {
         let Some(&(id, i)) = self.stack.last() else {
             return Ok(false);
@@ -320,11 +336,7 @@ impl<'a> Cursor<'a> {
 
     /// Visits entries from the current one onwards (`reverse`: backwards) while `f`
     /// returns true, a leaf at a time.
-    fn run(
-        &mut self,
-        reverse: bool,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
-    ) -> Result<()> {
+    fn run(&mut self, reverse: bool, f: &mut EntryFn<'_>) -> Result<()> {
         while let Some(&(id, start)) = self.stack.last() {
             let p = self.src.page(id)?;
             let n = node::count(&p);
@@ -378,19 +390,13 @@ pub fn scan(
     let mut c = Cursor::new(src, root);
     if !reverse {
         c.seek(lo)?;
-        c.run(false, &mut |k, v| {
-            Ok(hi.is_none_or(|h| k < h) && f(k, v))
-        })
+        c.run(false, &mut |k, v| Ok(hi.is_none_or(|h| k < h) && f(k, v)))
     } else {
         match hi {
-            Some(h) => {
-                if c.seek(h)? {
-                    c.prev()?;
-                } else {
-                    c.last()?;
-                }
+            Some(h) if c.seek(h)? => {
+                c.prev()?;
             }
-            None => {
+            _ => {
                 c.last()?;
             }
         }

@@ -233,7 +233,11 @@ fn check_range<D: Disk>(db: &Db<D>, t: &str, m: &BTreeMap<Vec<u8>, Vec<u8>>, rng
         }
     };
     let lo = pick(rng);
-    let hi = if rng.below(4) == 0 { None } else { Some(pick(rng)) };
+    let hi = if rng.below(4) == 0 {
+        None
+    } else {
+        Some(pick(rng))
+    };
     let limit = 1 + rng.below(50) as usize;
     for reverse in [false, true] {
         let mut got = Vec::new();
@@ -245,9 +249,9 @@ fn check_range<D: Disk>(db: &Db<D>, t: &str, m: &BTreeMap<Vec<u8>, Vec<u8>>, rng
         let mut want: Vec<(Vec<u8>, Vec<u8>)> = if hi.as_ref().is_some_and(|h| *h <= lo) {
             vec![]
         } else {
-            let upper = hi
-                .as_ref()
-                .map_or(std::ops::Bound::Unbounded, |h| std::ops::Bound::Excluded(h.clone()));
+            let upper = hi.as_ref().map_or(std::ops::Bound::Unbounded, |h| {
+                std::ops::Bound::Excluded(h.clone())
+            });
             m.range((std::ops::Bound::Included(lo.clone()), upper))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
@@ -348,7 +352,10 @@ fn snapshot_keeps_its_version_while_pages_are_reused() {
     }
     // Without a snapshot pinning old pages, the file stops growing.
     assert!(db.size_bytes() <= size_with_snapshot + (1 << 20));
-    assert_eq!(db.get("t", &7u32.to_be_bytes()).unwrap(), Some(vec![69u8; 100]));
+    assert_eq!(
+        db.get("t", &7u32.to_be_bytes()).unwrap(),
+        Some(vec![69u8; 100])
+    );
 }
 
 #[test]
@@ -381,7 +388,10 @@ fn limits_are_errors() {
     assert!(matches!(err, BtreeError::NoSpace { .. }), "{err}");
     // NoSpace is refused up front: the Db still works, and commits what it holds.
     block_on(db.commit()).unwrap();
-    assert_eq!(db.get("t", &0u32.to_be_bytes()).unwrap(), Some(vec![7; 200]));
+    assert_eq!(
+        db.get("t", &0u32.to_be_bytes()).unwrap(),
+        Some(vec![7; 200])
+    );
     assert!(db.delete("t", &0u32.to_be_bytes()).unwrap());
 }
 
@@ -389,7 +399,11 @@ fn limits_are_errors() {
 
 /// One deterministic workload: `commits` batches of random writes, each committed.
 /// Returns the model after each commit (index 0 = empty).
-fn crash_workload(db: &mut Db<SimDisk>, seed: u64, commits: usize) -> Result<Vec<Model>, BtreeError> {
+fn crash_workload(
+    db: &mut Db<SimDisk>,
+    seed: u64,
+    commits: usize,
+) -> Result<Vec<Model>, BtreeError> {
     let mut rng = Rng::new(seed);
     let mut model = Model::new();
     let mut versions = vec![model.clone()];
@@ -415,7 +429,12 @@ fn crash_workload(db: &mut Db<SimDisk>, seed: u64, commits: usize) -> Result<Vec
 fn model_of(db: &Db<SimDisk>, names: &[&str]) -> Model {
     names
         .iter()
-        .map(|n| (n.to_string(), dump_tree(|f| db.scan(n, b"", None, false, f))))
+        .map(|n| {
+            (
+                n.to_string(),
+                dump_tree(|f| db.scan(n, b"", None, false, f)),
+            )
+        })
         .collect()
 }
 
@@ -446,7 +465,10 @@ fn crash_at_every_sync_gives_last_committed_version() {
             let err = crash_workload(&mut db, 7, commits).unwrap_err();
             assert!(matches!(err, BtreeError::Io { .. }), "{err}");
             // Poisoned after the failed commit.
-            assert!(matches!(db.put("a", b"x", b"y"), Err(BtreeError::Poisoned { .. })));
+            assert!(matches!(
+                db.put("a", b"x", b"y"),
+                Err(BtreeError::Poisoned { .. })
+            ));
             drop(db);
             // Variant 0: every unsynced write lost; 1: all applied; 2: random mix of
             // dropped, applied and torn writes.
@@ -462,7 +484,10 @@ fn crash_at_every_sync_gives_last_committed_version() {
             let at_meta_sync = crash_at % 2 == 1;
             let ok = got == normalize(&versions[acked])
                 || (at_meta_sync && variant != 0 && got == normalize(&versions[acked + 1]));
-            assert!(ok, "crash at sync {crash_at} variant {variant}: wrong version");
+            assert!(
+                ok,
+                "crash at sync {crash_at} variant {variant}: wrong version"
+            );
             if variant == 0 {
                 assert_eq!(db.committed_txn(), acked as u64);
             }
@@ -488,7 +513,10 @@ fn sample_db(opts: &Options) -> (SimDisk, Model) {
     db.put("big", b"overflow", &vec![9; 5000]).unwrap();
     block_on(db.commit()).unwrap();
     let mut m = versions.last().unwrap().clone();
-    m.insert("big".into(), dump_tree(|f| db.scan("big", b"", None, false, f)));
+    m.insert(
+        "big".into(),
+        dump_tree(|f| db.scan("big", b"", None, false, f)),
+    );
     (disk, m)
 }
 
@@ -523,7 +551,10 @@ fn bit_flip_in_any_data_page_is_an_error_not_a_wrong_answer() {
             }
             Ok(db) => match full_check(&db) {
                 Err(e) => {
-                    assert!(matches!(&e, BtreeError::Corrupt { page: p, .. } if *p == page as u64), "{e}");
+                    assert!(
+                        matches!(&e, BtreeError::Corrupt { page: p, .. } if *p == page as u64),
+                        "{e}"
+                    );
                     errors += 1;
                 }
                 Ok(()) => {
@@ -573,12 +604,17 @@ fn root_of(disk: &SimDisk, opts: &Options, tree: &str) -> u64 {
     let ps = opts.page_size;
     let m0 = decode_meta(&img[..ps], 0, ps).ok();
     let m1 = decode_meta(&img[ps..2 * ps], 1, ps).ok();
-    let meta = [m0, m1].into_iter().flatten().max_by_key(|m| m.txn).unwrap();
+    let meta = [m0, m1]
+        .into_iter()
+        .flatten()
+        .max_by_key(|m| m.txn)
+        .unwrap();
     let mut id = meta.catalog_root as usize;
     loop {
         let p = &img[id * ps..(id + 1) * ps];
         if page_type(p) == PAGE_BRANCH {
-            id = super::node::branch_child(p, super::node::branch_search(p, tree.as_bytes())) as usize;
+            id = super::node::branch_child(p, super::node::branch_search(p, tree.as_bytes()))
+                as usize;
             continue;
         }
         let i = super::node::leaf_search(p, tree.as_bytes()).unwrap();
@@ -596,26 +632,52 @@ fn bad_pointers_wrong_types_and_cycles_are_errors() {
     let ps = opts.page_size;
     let root = root_of(&disk, &opts, "big") as usize;
     let img = disk.live();
-    assert_eq!(page_type(&img[root * ps..]), PAGE_BRANCH, "tree 'big' must be deep");
-    let cases: Vec<(&str, Box<dyn Fn(&mut [u8])>)> = vec![
-        ("pointer out of file", Box::new(|p| wr_u64(p, BRANCH_CHILD0, 1 << 40))),
-        ("pointer to a meta page", Box::new(|p| wr_u64(p, BRANCH_CHILD0, 0))),
-        ("cycle", Box::new(move |p| wr_u64(p, BRANCH_CHILD0, root as u64))),
+    assert_eq!(
+        page_type(&img[root * ps..]),
+        PAGE_BRANCH,
+        "tree 'big' must be deep"
+    );
+    type Edit = Box<dyn Fn(&mut [u8])>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "pointer out of file",
+            Box::new(|p| wr_u64(p, BRANCH_CHILD0, 1 << 40)),
+        ),
+        (
+            "pointer to a meta page",
+            Box::new(|p| wr_u64(p, BRANCH_CHILD0, 0)),
+        ),
+        (
+            "cycle",
+            Box::new(move |p| wr_u64(p, BRANCH_CHILD0, root as u64)),
+        ),
         ("wrong page type", Box::new(|p| p[HDR_TYPE] = PAGE_FREELIST)),
-        ("slot out of page", Box::new(|p| wr_u16(p, BRANCH_SLOTS, 60000))),
+        (
+            "slot out of page",
+            Box::new(|p| wr_u16(p, BRANCH_SLOTS, 60000)),
+        ),
     ];
     for (what, f) in cases {
         let mut bad = img.clone();
         edit_page(&mut bad, ps, root, &*f);
         let db = open_sim(&SimDisk::from_image(bad), &opts).unwrap();
         let r = db.get("big", &0u32.to_be_bytes());
-        assert!(matches!(r, Err(BtreeError::Corrupt { .. })), "{what}: {r:?}");
+        assert!(
+            matches!(r, Err(BtreeError::Corrupt { .. })),
+            "{what}: {r:?}"
+        );
         let r = db.scan("big", b"", None, false, &mut |_, _| true);
-        assert!(matches!(r, Err(BtreeError::Corrupt { .. })), "{what}: {r:?}");
+        assert!(
+            matches!(r, Err(BtreeError::Corrupt { .. })),
+            "{what}: {r:?}"
+        );
         // The writer refuses too, and poisons itself instead of writing garbage.
         let mut db = db;
         assert!(db.put("big", &0u32.to_be_bytes(), b"x").is_err(), "{what}");
-        assert!(matches!(db.put("other", b"k", b"v"), Err(BtreeError::Poisoned { .. })));
+        assert!(matches!(
+            db.put("other", b"k", b"v"),
+            Err(BtreeError::Poisoned { .. })
+        ));
     }
 }
 
@@ -663,7 +725,7 @@ fn real_file_round_trip(use_mmap: bool) {
             }
             // A second Db on the same file is refused (exclusive lock).
             assert!(Db::open(&p2, o2.clone()).await.is_err());
-            drop(db);
+            db.close().await.unwrap();
             let db = Db::open(&p2, o2).await.unwrap();
             assert!(dump_tree(|f| db.scan("t", b"", None, false, f)) == model);
         }
@@ -678,4 +740,139 @@ fn real_file_mmap() {
 #[test]
 fn real_file_pread() {
     real_file_round_trip(false);
+}
+
+// ---- SIGKILL ----
+
+const SIGKILL_ENV: &str = "CKV_BTREE_SIGKILL_DIR";
+
+fn kill_value(i: u64) -> Vec<u8> {
+    let n = if i.is_multiple_of(7) {
+        9000
+    } else {
+        10 + (i % 300) as usize
+    };
+    (0..n).map(|j| (i as usize + j) as u8).collect()
+}
+
+/// Key `k{j}` exists at counter `c` iff j <= c and not (j + 40 <= c and j.is_multiple_of(3)).
+fn kill_expected(j: u64, c: u64) -> bool {
+    j <= c && !(j + 40 <= c && j.is_multiple_of(3))
+}
+
+/// Opens the file, retrying while the lock is still held: a killed process's io_uring
+/// requests may keep its file (and lock) for a moment after it died.
+async fn open_when_unlocked(path: &Path) -> Db {
+    for _ in 0..500 {
+        match Db::open(path, Options::default()).await {
+            Ok(db) => return db,
+            Err(e) if e.to_string().contains("lock") => {
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await
+            }
+            Err(e) => panic!("open: {e}"),
+        }
+    }
+    panic!("{} stayed locked", path.display());
+}
+
+async fn kill_check(path: &Path) -> u64 {
+    let db = open_when_unlocked(path).await;
+    let c = db
+        .get("meta", b"counter")
+        .unwrap()
+        .map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap()));
+    let mut seen = 0;
+    db.scan("data", b"", None, false, &mut |k, v| {
+        let j: u64 = std::str::from_utf8(&k[1..]).unwrap().parse().unwrap();
+        assert!(kill_expected(j, c), "key {j} must not exist at counter {c}");
+        assert_eq!(v, kill_value(j), "value of key {j}");
+        seen += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(seen, (1..=c).filter(|&j| kill_expected(j, c)).count());
+    db.close().await.unwrap();
+    c
+}
+
+/// The child side of `sigkill_loop`: commits forever, printing each durable commit.
+#[test]
+#[ignore = "child process of sigkill_loop"]
+fn sigkill_child() {
+    let Ok(dir) = std::env::var(SIGKILL_ENV) else {
+        return;
+    };
+    run_glommio(move || async move {
+        let path = Path::new(&dir).join("db");
+        let start = kill_check(&path).await;
+        let mut db = open_when_unlocked(&path).await;
+        for i in start + 1..start + 100_000 {
+            db.put("data", format!("k{i:08}").as_bytes(), &kill_value(i))
+                .unwrap();
+            if i > 40 && (i - 40).is_multiple_of(3) {
+                assert!(db
+                    .delete("data", format!("k{:08}", i - 40).as_bytes())
+                    .unwrap());
+            }
+            db.put("meta", b"counter", &i.to_le_bytes()).unwrap();
+            db.commit().await.unwrap();
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "committed {i}").unwrap();
+            out.flush().unwrap();
+        }
+    });
+}
+
+#[test]
+fn sigkill_loop() {
+    use std::io::BufRead;
+    let dir = TempDir::new("sigkill");
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = Rng::new(2024);
+    let mut acked = 0;
+    for round in 0..20 {
+        let mut child = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "btree::tests::sigkill_child",
+                "--ignored",
+                "--nocapture",
+            ])
+            .args(["--test-threads", "1"])
+            .env(SIGKILL_ENV, dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let target = 1 + rng.below(12);
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut got = 0;
+        while got < target {
+            let Some(line) = lines.next() else { break };
+            if let Some(n) = line.unwrap().strip_prefix("committed ") {
+                acked = n.parse().unwrap();
+                got += 1;
+            }
+        }
+        assert_eq!(got, target, "round {round}: child exited early");
+        // Kill at a random moment: right away, or while later commits are in flight.
+        std::thread::sleep(std::time::Duration::from_micros(rng.below(3000)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Lines printed after we stopped reading were acknowledged too.
+        for line in lines.map_while(|l| l.ok()) {
+            if let Some(n) = line.strip_prefix("committed ") {
+                acked = n.parse().unwrap();
+            }
+        }
+        let path = dir.path().join("db");
+        let c = run_glommio(move || async move { kill_check(&path).await });
+        assert!(
+            c >= acked,
+            "round {round}: counter {c} < acknowledged {acked}"
+        );
+        acked = c;
+    }
+    assert!(acked >= 20);
 }

@@ -4,6 +4,7 @@
 //! Raft entries and of client frames (src/proto embeds them).
 
 pub mod backend;
+pub mod btree_backend;
 pub mod types;
 
 pub use types::*;
