@@ -338,6 +338,11 @@ impl<D: Disk> Db<D> {
         read::get(self, self.root(tree), key)
     }
 
+    /// Like [`Db::get`], lending the value to `f` instead of copying it.
+    pub fn get_with<R>(&self, tree: &str, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        read::get_with(self, self.root(tree), key, f)
+    }
+
     /// Ordered scan of the live state; see [`read::scan`].
     pub fn scan(
         &self,
@@ -1167,6 +1172,10 @@ impl Snapshot {
     }
     pub fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         read::get(self, self.root(tree), key)
+    }
+    /// Like [`Snapshot::get`], lending the value to `f` instead of copying it.
+    pub fn get_with<R>(&self, tree: &str, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        read::get_with(self, self.root(tree), key, f)
     }
     pub fn scan(
         &self,

@@ -106,6 +106,17 @@ fn too_deep<S: PageSource + ?Sized>(src: &S, root: u64) -> BtreeError {
 
 /// Point lookup in the tree rooted at `root` (0 = empty).
 pub fn get<S: PageSource + ?Sized>(src: &S, root: u64, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    get_with(src, root, key, |v| v.to_vec())
+}
+
+/// Point lookup that lends the value to `f` instead of copying it (zero-copy for inline
+/// values read through a map).
+pub fn get_with<S: PageSource + ?Sized, R>(
+    src: &S,
+    root: u64,
+    key: &[u8],
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<Option<R>> {
     if root == 0 {
         return Ok(None);
     }
@@ -117,7 +128,10 @@ pub fn get<S: PageSource + ?Sized>(src: &S, root: u64, key: &[u8]) -> Result<Opt
             continue;
         }
         return match node::leaf_search(&p, key) {
-            Ok(i) => Ok(Some(value(src, node::leaf_val(&p, i))?)),
+            Ok(i) => match node::leaf_val(&p, i) {
+                Val::Inline(v) => Ok(Some(f(v))),
+                v => Ok(Some(f(&value(src, v)?))),
+            },
             Err(_) => Ok(None),
         };
     }
