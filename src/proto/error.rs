@@ -139,6 +139,7 @@ impl From<KvError> for ProtoError {
             KvError::RequestTooLarge => ErrorCode::RequestTooLarge,
             KvError::NoSpace => ErrorCode::NoSpace,
             KvError::Storage(_) => ErrorCode::Internal,
+            KvError::StaleSequence(_) => ErrorCode::InvalidArgument,
         };
         ProtoError { code, message }
     }
