@@ -339,7 +339,12 @@ impl<D: Disk> Db<D> {
     }
 
     /// Like [`Db::get`], lending the value to `f` instead of copying it.
-    pub fn get_with<R>(&self, tree: &str, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+    pub fn get_with<R>(
+        &self,
+        tree: &str,
+        key: &[u8],
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>> {
         read::get_with(self, self.root(tree), key, f)
     }
 
@@ -1174,7 +1179,12 @@ impl Snapshot {
         read::get(self, self.root(tree), key)
     }
     /// Like [`Snapshot::get`], lending the value to `f` instead of copying it.
-    pub fn get_with<R>(&self, tree: &str, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+    pub fn get_with<R>(
+        &self,
+        tree: &str,
+        key: &[u8],
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>> {
         read::get_with(self, self.root(tree), key, f)
     }
     pub fn scan(

@@ -133,4 +133,3 @@ impl<S: Storage> Raft<S> {
         }
     }
 }
-

@@ -59,7 +59,10 @@ pub enum CheckResult {
     Linearizable,
     /// Part `partition` (in the model's partition order) has no linearization; the
     /// string lists its operations.
-    Violation { partition: usize, ops: String },
+    Violation {
+        partition: usize,
+        ops: String,
+    },
     /// The search exceeded its step budget on some part.
     Unknown,
 }

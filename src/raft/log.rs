@@ -167,7 +167,8 @@ impl<S: Storage> RaftLog<S> {
             self.unstable_offset = after;
             self.unstable = ents;
         } else {
-            self.unstable.truncate((after - self.unstable_offset) as usize);
+            self.unstable
+                .truncate((after - self.unstable_offset) as usize);
             self.unstable.extend(ents);
         }
         self.handed_offset = self.handed_offset.min(after);

@@ -79,7 +79,8 @@ impl<S: Storage> Raft<S> {
             .map(|&v| (v, false))
             .chain(self.conf.learners.iter().map(|&l| (l, true)))
             .collect();
-        self.prs.retain(|id, _| members.iter().any(|(m, _)| m == id));
+        self.prs
+            .retain(|id, _| members.iter().any(|(m, _)| m == id));
         for (id, learner) in members {
             let pr = self
                 .prs
@@ -98,9 +99,7 @@ impl<S: Storage> Raft<S> {
             if self.maybe_commit() && self.role == Role::Leader {
                 self.bcast_append();
             }
-        } else if !self.promotable()
-            && matches!(self.role, Role::Candidate | Role::PreCandidate)
-        {
+        } else if !self.promotable() && matches!(self.role, Role::Candidate | Role::PreCandidate) {
             self.become_follower(self.term, 0);
         }
     }

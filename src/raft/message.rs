@@ -109,7 +109,11 @@ impl std::fmt::Display for Message {
     /// Compact one-line form used by the transcript tests, e.g.
     /// `1->2 Append t2 prev=3/1 c3 [4/2 5/2]`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}->{} {:?} t{}", self.from, self.to, self.kind, self.term)?;
+        write!(
+            f,
+            "{}->{} {:?} t{}",
+            self.from, self.to, self.kind, self.term
+        )?;
         match self.kind {
             MessageType::Append => {
                 write!(f, " prev={}/{} c{}", self.index, self.log_term, self.commit)?;
@@ -139,12 +143,19 @@ impl std::fmt::Display for Message {
             }
             MessageType::Snapshot => {
                 if let Some(s) = &self.snapshot {
-                    write!(f, " snap={}/{} {:?}", s.meta.index, s.meta.term, s.meta.conf_state.voters)?;
+                    write!(
+                        f,
+                        " snap={}/{} {:?}",
+                        s.meta.index, s.meta.term, s.meta.conf_state.voters
+                    )?;
                 }
             }
-            MessageType::ReadIndex | MessageType::ReadIndexResp => {
-                write!(f, " i{} ctx={}", self.index, String::from_utf8_lossy(&self.context))?
-            }
+            MessageType::ReadIndex | MessageType::ReadIndexResp => write!(
+                f,
+                " i{} ctx={}",
+                self.index,
+                String::from_utf8_lossy(&self.context)
+            )?,
             MessageType::TimeoutNow => {}
             MessageType::TransferLeader => write!(f, " target={}", self.index)?,
         }

@@ -41,7 +41,10 @@ impl Inflights {
     pub fn add(&mut self, last_index: u64, bytes: u64) {
         assert!(!self.full(), "inflights add while full");
         if let Some(&(l, _)) = self.buf.back() {
-            assert!(last_index > l, "inflights out of order: {last_index} after {l}");
+            assert!(
+                last_index > l,
+                "inflights out of order: {last_index} after {l}"
+            );
         }
         self.buf.push_back((last_index, bytes));
         self.bytes += bytes;

@@ -206,7 +206,10 @@ impl<S: Storage> Raft<S> {
     }
 
     pub fn become_pre_candidate(&mut self) {
-        assert!(self.role != Role::Leader, "leader cannot become pre-candidate");
+        assert!(
+            self.role != Role::Leader,
+            "leader cannot become pre-candidate"
+        );
         // Pre-vote does not raise the term nor change the vote.
         self.votes.clear();
         self.reset_timers();
@@ -251,8 +254,7 @@ impl<S: Storage> Raft<S> {
             Role::Leader => self.tick_leader(),
             _ => {
                 self.election_elapsed += 1;
-                if self.promotable() && self.election_elapsed >= self.randomized_election_timeout
-                {
+                if self.promotable() && self.election_elapsed >= self.randomized_election_timeout {
                     self.election_elapsed = 0;
                     self.campaign(Campaign::PreElection);
                 }

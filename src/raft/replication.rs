@@ -59,8 +59,8 @@ impl<S: Storage> Raft<S> {
                 max_uncommitted_bytes: self.cfg.max_uncommitted_bytes,
             });
         }
-        let last =
-            self.append_entries_as_leader(batch.into_iter().map(|d| (EntryKind::Normal, d)).collect());
+        let last = self
+            .append_entries_as_leader(batch.into_iter().map(|d| (EntryKind::Normal, d)).collect());
         self.uncommitted.push_back((last, bytes));
         self.uncommitted_bytes += bytes;
         self.bcast_append();

@@ -65,7 +65,8 @@ impl MemStorage {
             self.offset(),
             last
         );
-        self.entries.truncate((first.index - self.offset()) as usize);
+        self.entries
+            .truncate((first.index - self.offset()) as usize);
         self.entries.extend_from_slice(ents);
     }
 

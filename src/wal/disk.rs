@@ -120,7 +120,11 @@ impl DiskFile for DmaDiskFile {
 
     async fn write_at(&self, buf: DmaBuffer, off: u64) -> io::Result<()> {
         let len = buf.len();
-        let n = self.file.write_at(buf, off).await.map_err(io::Error::from)?;
+        let n = self
+            .file
+            .write_at(buf, off)
+            .await
+            .map_err(io::Error::from)?;
         if n != len {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,

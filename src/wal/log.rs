@@ -90,7 +90,10 @@ impl LogIndex {
         }
         let last = self.last_index();
         if e0.index > last + 1 {
-            return Err(format!("index gap: entry {} after last index {last}", e0.index));
+            return Err(format!(
+                "index gap: entry {} after last index {last}",
+                e0.index
+            ));
         }
         let floor = self.hard_state.commit.max(self.snapshot.index);
         if e0.index <= floor {

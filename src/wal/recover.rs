@@ -321,7 +321,8 @@ pub(super) async fn recover<D: Disk>(disk: &D) -> Result<Option<Recovery<D::File
                     r.last_ready = r.last_ready.max(a.ready);
                 }
                 KIND_SNAPSHOT => {
-                    let (hs, meta) = decode_snapshot(payload).map_err(|m| corrupt(&path, pos, m))?;
+                    let (hs, meta) =
+                        decode_snapshot(payload).map_err(|m| corrupt(&path, pos, m))?;
                     r.log
                         .apply_snapshot(hs, &meta)
                         .map_err(|m| corrupt(&path, pos, m))?;

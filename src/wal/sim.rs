@@ -147,7 +147,10 @@ impl SimDisk {
         let mut st = self.st.borrow_mut();
         let i = st.live_dir[name];
         let ino = &mut st.inodes[i];
-        assert!(ino.unsynced.is_empty(), "corrupt() on a file with unsynced writes");
+        assert!(
+            ino.unsynced.is_empty(),
+            "corrupt() on a file with unsynced writes"
+        );
         f(&mut ino.live[off..]);
         ino.durable = ino.live.clone();
     }
@@ -173,7 +176,11 @@ impl DiskFile for SimFile {
             }
             st.writes_left = Some(n - 1);
         }
-        assert_eq!(off % SECTOR_BYTES, 0, "unaligned O_DIRECT write offset {off}");
+        assert_eq!(
+            off % SECTOR_BYTES,
+            0,
+            "unaligned O_DIRECT write offset {off}"
+        );
         assert_eq!(buf.len() as u64 % SECTOR_BYTES, 0, "unaligned write length");
         let ino = &mut st.inodes[self.ino];
         let end = off as usize + buf.len();
@@ -233,7 +240,10 @@ impl Disk for SimDisk {
     async fn create(&self, name: &str) -> io::Result<SimFile> {
         let mut st = self.st.borrow_mut();
         if st.live_dir.contains_key(name) {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, name.to_string()));
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                name.to_string(),
+            ));
         }
         st.inodes.push(SimInode::default());
         let ino = st.inodes.len() - 1;

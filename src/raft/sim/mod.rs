@@ -156,8 +156,15 @@ struct Knobs {
 }
 
 enum Waiting {
-    Put { node: NodeId, index: u64, hist: usize },
-    Get { node: NodeId, hist: usize },
+    Put {
+        node: NodeId,
+        index: u64,
+        hist: usize,
+    },
+    Get {
+        node: NodeId,
+        hist: usize,
+    },
 }
 
 struct Client {
@@ -232,10 +239,18 @@ fn run_inner(opts: SimOptions) -> SimReport {
     base_cfg.heartbeat_ticks = 2;
     base_cfg.pre_vote = rng.chance(0.75);
     base_cfg.check_quorum = rng.chance(0.75);
-    base_cfg.max_msg_bytes = if rng.chance(0.5) { rng.range(30, 200) } else { 1 << 20 };
+    base_cfg.max_msg_bytes = if rng.chance(0.5) {
+        rng.range(30, 200)
+    } else {
+        1 << 20
+    };
     base_cfg.max_inflight_msgs = rng.range(1, 9) as usize;
     base_cfg.max_inflight_bytes = rng.range(200, 4000);
-    base_cfg.max_uncommitted_bytes = if rng.chance(0.3) { rng.range(100, 600) } else { 1 << 20 };
+    base_cfg.max_uncommitted_bytes = if rng.chance(0.3) {
+        rng.range(100, 600)
+    } else {
+        1 << 20
+    };
     base_cfg.max_committed_bytes_per_ready = rng.range(30, 400);
     #[cfg(any(test, feature = "raft-bugs"))]
     {
@@ -428,7 +443,8 @@ impl Sim {
             self.net.heal();
             let ids: Vec<NodeId> = (1..=n as u64).collect();
             let leader = self.leader();
-            if self.opts.profile == Profile::Partitions && leader.is_some() && self.rng.chance(0.7) {
+            if self.opts.profile == Profile::Partitions && leader.is_some() && self.rng.chance(0.7)
+            {
                 let l = leader.unwrap();
                 let rest: Vec<NodeId> = ids.iter().copied().filter(|&x| x != l).collect();
                 self.net.partition_symmetric(&[l], &rest);
@@ -457,7 +473,11 @@ impl Sim {
             if self.rng.chance(self.knobs.transfer_p) {
                 let to = self.rng.range(1, n as u64 + 1);
                 self.report.transfers += 1;
-                self.nodes[l as usize - 1].raw.as_mut().unwrap().transfer_leader(to);
+                self.nodes[l as usize - 1]
+                    .raw
+                    .as_mut()
+                    .unwrap()
+                    .transfer_leader(to);
             }
             if self.rng.chance(self.knobs.conf_p) {
                 self.conf_change(l);
@@ -535,7 +555,11 @@ impl Sim {
         let inc = self.nodes[i].incarnation + 1;
         let cfg = node_cfg(&self.base_cfg, self.nodes[i].id, self.opts.seed, inc);
         self.nodes[i].restart(cfg);
-        let (id, applied, digest) = (self.nodes[i].id, self.nodes[i].sm.applied, self.nodes[i].sm.digest());
+        let (id, applied, digest) = (
+            self.nodes[i].id,
+            self.nodes[i].sm.applied,
+            self.nodes[i].sm.digest(),
+        );
         if applied > 0 {
             let now = self.now;
             self.checker.check_digest(now, id, applied, digest);
@@ -609,7 +633,9 @@ impl Sim {
     fn process_ready(&mut self, i: usize) {
         for _ in 0..64 {
             let id = self.nodes[i].id;
-            let Some(raw) = self.nodes[i].raw.as_mut() else { return };
+            let Some(raw) = self.nodes[i].raw.as_mut() else {
+                return;
+            };
             if !raw.has_ready() {
                 return;
             }
@@ -680,10 +706,18 @@ impl Sim {
         let raw = self.nodes[i].raw.as_ref().unwrap();
         let s = raw.status();
         let now = self.now;
-        let hi = self.checker.applied.keys().next_back().copied().unwrap_or(0);
+        let hi = self
+            .checker
+            .applied
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0);
         let lo = s.first_index.max(hi.saturating_sub(200));
         for idx in lo..=hi {
-            let Some(&(t, _)) = self.checker.applied.get(&idx) else { continue };
+            let Some(&(t, _)) = self.checker.applied.get(&idx) else {
+                continue;
+            };
             if idx < s.first_index {
                 continue;
             }
@@ -691,7 +725,10 @@ impl Sim {
                 let id = self.nodes[i].id;
                 self.checker.violation(
                     now,
-                    format!("leader completeness: new leader {id} (term {}) lacks committed {idx}/{t}", s.term),
+                    format!(
+                        "leader completeness: new leader {id} (term {}) lacks committed {idx}/{t}",
+                        s.term
+                    ),
                 );
                 return;
             }
@@ -702,9 +739,14 @@ impl Sim {
         let id = self.nodes[i].id;
         for c in 0..self.clients.len() {
             let hit = match &self.clients[c].waiting {
-                Some((Waiting::Put { node, index: pi, hist }, _)) if *node == id && *pi == index => {
-                    Some(*hist)
-                }
+                Some((
+                    Waiting::Put {
+                        node,
+                        index: pi,
+                        hist,
+                    },
+                    _,
+                )) if *node == id && *pi == index => Some(*hist),
                 _ => None,
             };
             if let Some(h) = hit {
@@ -730,10 +772,12 @@ impl Sim {
             .collect();
         self.nodes[i].reads.retain(|(idx, _)| *idx > applied);
         for (_, op) in ready {
-            let Some(&h) = self.op_hist.get(&op) else { continue };
-            let Some(c) = self.clients.iter().position(|c| {
-                matches!(&c.waiting, Some((Waiting::Get { hist, .. }, _)) if *hist == h)
-            }) else {
+            let Some(&h) = self.op_hist.get(&op) else {
+                continue;
+            };
+            let Some(c) = self.clients.iter().position(
+                |c| matches!(&c.waiting, Some((Waiting::Get { hist, .. }, _)) if *hist == h),
+            ) else {
                 continue; // gave up already
             };
             let key = self.history[h].input.key().to_vec();
@@ -793,7 +837,13 @@ impl Sim {
             }
             let call = self.tick_time();
             let h = self.push_op(op, c, KvInput::Get { key }, KvOutput::Value(None), call);
-            self.clients[c].waiting = Some((Waiting::Get { node: target, hist: h }, deadline));
+            self.clients[c].waiting = Some((
+                Waiting::Get {
+                    node: target,
+                    hist: h,
+                },
+                deadline,
+            ));
         } else {
             let value = format!("v{op}").into_bytes();
             let index = match raw.propose(vec![encode_put(op, &key, &value)]) {
@@ -888,8 +938,13 @@ impl Sim {
                 if let Some(l) = self.leader() {
                     let raw = self.nodes[l as usize - 1].raw.as_ref().unwrap();
                     let s = raw.status();
-                    let members: Vec<NodeId> =
-                        s.conf.voters.iter().chain(s.conf.learners.iter()).copied().collect();
+                    let members: Vec<NodeId> = s
+                        .conf
+                        .voters
+                        .iter()
+                        .chain(s.conf.learners.iter())
+                        .copied()
+                        .collect();
                     let probe_index = probe.map_or(0, |(_, i)| i);
                     let converged = members
                         .iter()
@@ -909,7 +964,15 @@ impl Sim {
                 let s = r.status();
                 format!(
                     "{}:{:?} t{} lead{} c{} a{} last{} voters{:?} {:?}",
-                    s.id, s.role, s.term, s.leader, s.commit, s.applied, s.last_index, s.conf.voters, s.progress
+                    s.id,
+                    s.role,
+                    s.term,
+                    s.leader,
+                    s.commit,
+                    s.applied,
+                    s.last_index,
+                    s.conf.voters,
+                    s.progress
                 )
             })
             .collect();
@@ -957,11 +1020,7 @@ impl Sim {
 
 /// Term of `idx` in `nd`'s log as it will be once its pending writes are durable:
 /// the latest pending write holding `idx`, else the durable storage.
-fn pending_prev_term(
-    nd: &SimNode,
-    raw: &crate::raft::RawNode<MemStorage>,
-    idx: u64,
-) -> u64 {
+fn pending_prev_term(nd: &SimNode, raw: &crate::raft::RawNode<MemStorage>, idx: u64) -> u64 {
     for w in nd.pending.iter().rev() {
         if let Some(e) = w.entries.iter().find(|e| e.index == idx) {
             return e.term;

@@ -61,7 +61,8 @@ impl StateMachine {
         while d.len() >= 8 {
             let kl = u32::from_le_bytes(d[0..4].try_into().unwrap()) as usize;
             let vl = u32::from_le_bytes(d[4..8].try_into().unwrap()) as usize;
-            sm.kv.insert(d[8..8 + kl].to_vec(), d[8 + kl..8 + kl + vl].to_vec());
+            sm.kv
+                .insert(d[8..8 + kl].to_vec(), d[8 + kl..8 + kl + vl].to_vec());
             d = &d[8 + kl + vl..];
         }
         sm

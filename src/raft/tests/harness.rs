@@ -2,9 +2,7 @@
 //! mailbox until delivered, and everything that happens is written to a transcript.
 
 use crate::raft::message::write_entries_string;
-use crate::raft::{
-    Config, ConfState, Entry, MemStorage, Message, RawNode, Ready, Storage,
-};
+use crate::raft::{ConfState, Config, Entry, MemStorage, Message, RawNode, Ready, Storage};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 

@@ -126,7 +126,9 @@ fn catch_rate() {
         "ack_before_durable" => b.ack_before_durable = true,
         _ => {}
     }
-    let profile = std::env::var("PROFILE").ok().and_then(|p| Profile::parse(&p));
+    let profile = std::env::var("PROFILE")
+        .ok()
+        .and_then(|p| Profile::parse(&p));
     let mut caught = Vec::new();
     for seed in 0..n {
         let mut o = SimOptions::new(seed);

@@ -88,7 +88,10 @@ fn run_command(c: &mut Option<Cluster>, line: &str) -> String {
                 "r-" => ConfChangeKind::RemoveNode,
                 k => panic!("conf kind {k}"),
             };
-            match cl.node(num(0)).propose_conf_change(ConfChange { kind, node }) {
+            match cl
+                .node(num(0))
+                .propose_conf_change(ConfChange { kind, node })
+            {
                 Ok(i) => cl.out.push_str(&format!("index {i}\n")),
                 Err(e) => cl.out.push_str(&format!("error: {e}\n")),
             }
@@ -158,7 +161,8 @@ fn run_command(c: &mut Option<Cluster>, line: &str) -> String {
             cfg.id = id;
             cfg.seed = id + 100;
             cfg.applied = storage.snapshot().meta.index;
-            cl.nodes.insert(id, RawNode::new(cfg, storage).expect("restart"));
+            cl.nodes
+                .insert(id, RawNode::new(cfg, storage).expect("restart"));
             cl.applied.insert(id, Vec::new());
         }
         _ => panic!("unknown command {cmd}"),
@@ -203,8 +207,16 @@ fn run_file(path: &std::path::Path) -> Result<(), String> {
         "{}: output differs from line {} on:\n--- got\n{}\n--- want\n{}",
         path.display(),
         diff_at + 1,
-        out.lines().skip(diff_at).take(8).collect::<Vec<_>>().join("\n"),
-        text.lines().skip(diff_at).take(8).collect::<Vec<_>>().join("\n"),
+        out.lines()
+            .skip(diff_at)
+            .take(8)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        text.lines()
+            .skip(diff_at)
+            .take(8)
+            .collect::<Vec<_>>()
+            .join("\n"),
     ))
 }
 
