@@ -129,6 +129,9 @@ pub struct Group {
     term: Cell<u64>,
     commit: Cell<u64>,
     applied: Cell<u64>,
+    /// WAL Ready numbers continue across restarts; Raft numbers its Readies from 1 in
+    /// each run. WAL number = `ready_base` + Raft number.
+    ready_base: u64,
     applied_since_commit: Cell<u64>,
     first_uncommitted_apply: Cell<Option<Instant>>,
     stopping: Cell<bool>,
@@ -229,6 +232,7 @@ impl Group {
             term: Cell::new(rec.hard_state.term),
             commit: Cell::new(rec.hard_state.commit.max(applied)),
             applied: Cell::new(applied),
+            ready_base: rec.last_ready,
             applied_since_commit: Cell::new(0),
             first_uncommitted_apply: Cell::new(None),
             stopping: Cell::new(false),
@@ -592,7 +596,7 @@ impl Group {
                 return Err("installing a snapshot from a peer is not supported yet".into());
             }
             self.wal
-                .append(rd.number, rd.hard_state, &rd.entries)
+                .append(self.ready_base + rd.number, rd.hard_state, &rd.entries)
                 .map_err(|e| format!("WAL append: {e}"))?;
             if !rd.persisted_messages.is_empty() {
                 self.held
@@ -783,7 +787,7 @@ impl Group {
                 self.wake.notify();
                 return;
             }
-            let durable = self.wal.durable_ready();
+            let durable = self.wal.durable_ready().saturating_sub(self.ready_base);
             self.raft.borrow_mut().on_persisted(durable);
             let mut held = self.held.borrow_mut();
             let split = held.partition_point(|(n, _)| *n <= durable);

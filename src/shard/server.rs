@@ -163,6 +163,41 @@ fn watch_signals(on_signal: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// Binds a listening socket on this executor. Unlike `glommio::net::TcpListener::bind`,
+/// without SO_REUSEPORT: a second server started on the same port must fail to start,
+/// not silently take half of the first one's connections.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::unix::io::{FromRawFd, IntoRawFd};
+    let sk = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sk.set_reuse_address(true)?;
+    sk.bind(&addr.into())?;
+    sk.listen(1024)?;
+    // SAFETY: the fd is a bound, listening TCP socket that we own and hand over.
+    Ok(unsafe { TcpListener::from_raw_fd(sk.into_raw_fd()) })
+}
+
+/// How long a start waits for its port while a predecessor still holds it.
+const BIND_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`listen`], retrying while the address is in use: a process that was just killed may
+/// keep its listening socket for a moment (its io_uring is torn down asynchronously),
+/// and a restart right after a crash must not fail for that.
+async fn listen_retrying(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let start = std::time::Instant::now();
+    loop {
+        match listen(addr) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && start.elapsed() < BIND_RETRY_MAX =>
+            {
+                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Runs the node until a signal stops it or a shard fails. Blocks the calling thread.
 pub fn run(cfg: ServerConfig) -> Result<(), String> {
     let id = prepare_data_dir(&cfg)?;
@@ -249,10 +284,14 @@ async fn run_shard(
         quota_bytes: cfg.quota_bytes / u64::from(cfg.shards),
         ..GroupOptions::default()
     };
+    let started = std::time::Instant::now();
     let group = Group::open(&shard_dir(&cfg.data_dir, s), s, node.node_id, voters, opts).await?;
+    let opened = std::time::Instant::now();
     let addr = cfg.client_addr(s);
-    let listener =
-        TcpListener::bind(addr).map_err(|e| format!("listening for clients on {addr}: {e}"))?;
+    let listener = listen_retrying(addr)
+        .await
+        .map_err(|e| format!("listening for clients on {addr}: {e}"))?;
+    let bound = std::time::Instant::now();
     let shard = Rc::new(Shard {
         index: s,
         group: group.clone(),
@@ -291,9 +330,12 @@ async fn run_shard(
         })
     };
     eprintln!(
-        "corekv: shard {s} serving clients on {addr} (node {}, data in {})",
+        "corekv: shard {s} serving clients on {addr} (node {}, data in {}; opened in {:?}, \
+         port bound after {:?})",
         shard.node.node_id,
-        cfg.data_dir.display()
+        cfg.data_dir.display(),
+        opened - started,
+        bound - started,
     );
     let accept = {
         let shard = shard.clone();
