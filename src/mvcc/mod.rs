@@ -8,7 +8,8 @@
 //! starts a new generation (version 1, new create revision). A fresh store is at
 //! revision 1, so the first write gets revision 2, as in etcd. Compaction at `c` removes
 //! every revision `<= c` except each key's newest one if it is not a tombstone; reads
-//! below `c` then fail with `Compacted(c)`.
+//! below `c` then fail with `Compacted(c)` at once, while the physical removal is done in
+//! bounded slices ([`Store::compact_step`]) so that no apply stalls the shard.
 //!
 //! # Layout (details in [`keys`])
 //! No in-memory index: `open` reads one metadata record and every query goes to the
@@ -27,7 +28,10 @@
 //!
 //! # Entry points for the server
 //! - [`validate_write`] / [`validate_range`]: pure checks before proposing;
-//! - [`Store::apply`] for each committed entry, [`Store::commit`] per batch;
+//! - [`Store::apply`] for each committed entry ([`Store::advance_applied`] for entries
+//!   without a KV write), [`Store::commit`] per batch;
+//! - [`Store::compact_step`] while [`Store::compaction_pending`], from a low-priority
+//!   task between apply batches;
 //! - [`Store::range`] (latest applied state), [`range_on`] (a snapshot);
 //! - [`Store::changes_since`] (watch), [`Store::hash`] (convergence checks).
 

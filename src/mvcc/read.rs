@@ -347,12 +347,25 @@ impl<'a, V: ReadView + ?Sized> Reader<'a, V> {
             } if rev == self.rev => Some(self.live_count),
             _ => None,
         };
-        if let (true, Some(count)) = (req.count_only, known_count) {
-            return Ok(RangeResponse {
-                kvs: vec![],
-                more: false,
-                count,
-            });
+        // At the current revision the live tree holds one entry per key: counting is a
+        // plain scan, with nothing decoded.
+        let live_range = match sp {
+            Span::Range { start, end } if rev == self.rev => Some((start, end)),
+            _ => None,
+        };
+        if req.count_only {
+            let count = match (known_count, live_range) {
+                (Some(c), _) => Some(c),
+                (None, Some((start, end))) => Some(self.count_live(start, end)?),
+                _ => None,
+            };
+            if let Some(count) = count {
+                return Ok(RangeResponse {
+                    kvs: vec![],
+                    more: false,
+                    count,
+                });
+            }
         }
         // etcd: a non-key target sorts ascending by default; key ascending is the
         // natural order.
@@ -377,14 +390,33 @@ impl<'a, V: ReadView + ?Sized> Reader<'a, V> {
         };
         let mut count = 0i64;
         let mut picked: Vec<Picked> = Vec::new();
+        let mut stopped_at: Option<Vec<u8>> = None;
         self.visit(sp, rev, streaming && key_desc, &mut |k, lm| {
             count += 1;
             if !req.count_only && keep(&lm) && (!streaming || picked.len() <= limit) {
                 picked.push((k.to_vec(), lm, None));
             }
-            // limit + 1 found: walk on only if the count is not known.
-            !(streaming && known_count.is_some() && picked.len() > limit)
+            if streaming && picked.len() > limit {
+                // limit + 1 found: what is left only needs counting, if that.
+                if known_count.is_some() {
+                    return false;
+                }
+                if live_range.is_some() {
+                    stopped_at = Some(k.to_vec());
+                    return false;
+                }
+            }
+            true
         })?;
+        if let (Some(k), Some((start, end))) = (stopped_at, live_range) {
+            count += if key_desc {
+                self.count_live(start, Some(&k))?
+            } else {
+                let mut after = k;
+                after.push(0);
+                self.count_live(&after, end)?
+            };
+        }
         let count = known_count.unwrap_or(count);
         if req.count_only {
             return Ok(RangeResponse {
@@ -410,6 +442,18 @@ impl<'a, V: ReadView + ?Sized> Reader<'a, V> {
             kvs.push(kv);
         }
         Ok(RangeResponse { kvs, more, count })
+    }
+
+    /// Keys in `[start, end)` at `self.rev`.
+    fn count_live(&self, start: &[u8], end: Option<&[u8]>) -> Result<i64, KvError> {
+        let mut n = 0i64;
+        self.view
+            .scan(TREE_LIVE, start, end, false, &mut |_, _| {
+                n += 1;
+                true
+            })
+            .map_err(|e| storage("count live", e))?;
+        Ok(n)
     }
 
     /// Stable sort of key-ordered input: ties keep ascending key order.

@@ -13,11 +13,16 @@
 //! - Every write of one entry has main revision `rev + 1` and sub revisions 0, 1, ...
 //!   in execution order; an entry that changes nothing does not consume a revision
 //!   (etcd).
+//! - Compaction: `state.compacted` moves at apply; rev-tree entries below
+//!   `state.compact_cursor` (<= `(compacted + 1, 0)`) have been physically compacted.
+//!   Entries between the cursor and the compacted revision are still present but only
+//!   reachable by reads below the compacted revision, which are refused.
 //!
 //! Dedup sessions (tree `sess`: session → seq:8 index:8 rkyv(StoredOutcome); tree
 //! `sess_age`: index:8 session:8 → empty): for each client session the store keeps the
 //! last applied sequence number and its outcome. The same seq again returns the stored
-//! outcome without applying; a lower seq returns `StaleSequence(last)`. At most
+//! outcome without applying; a lower seq returns `StaleSequence(last)` (so does a
+//! retry whose outcome was over `session_outcome_bytes_max` to keep). At most
 //! `sessions_max` sessions are kept; beyond that the session whose last write has the
 //! lowest log index is evicted — deterministic on every replica, since it depends on
 //! log indices only. A retry from an evicted session applies again: clients must not
@@ -42,6 +47,9 @@ pub struct StoreConfig {
     /// Compacted revisions physically removed inside the apply of a Compact; the rest
     /// is left to [`Store::compact_step`].
     pub compact_inline_revisions: usize,
+    /// Largest encoded outcome kept for dedup; a larger one (a Txn with big ranges) is
+    /// replaced by `StaleSequence(seq)`, so its retry is still not applied twice.
+    pub session_outcome_bytes_max: usize,
 }
 
 impl Default for StoreConfig {
@@ -50,6 +58,7 @@ impl Default for StoreConfig {
             limits: Limits::default(),
             sessions_max: 16 * 1024,
             compact_inline_revisions: COMPACT_BATCH,
+            session_outcome_bytes_max: 64 * 1024,
         }
     }
 }
@@ -96,12 +105,6 @@ struct StoredOutcome {
     revision: i64,
     response: Option<WriteResponse>,
     error: Option<KvError>,
-}
-
-struct SessionRecord {
-    seq: u64,
-    index: u64,
-    outcome: ApplyOutcome,
 }
 
 /// Writes of the entry being applied.
@@ -295,17 +298,18 @@ impl<B: Backend> Store<B> {
         req: &WriteRequest,
         dedup: Option<(u64, u64)>,
     ) -> Result<ApplyOutcome, KvError> {
+        let mut old_index = None;
         if let Some((session, seq)) = dedup {
-            if let Some(rec) = self.load_session(session)? {
-                let outcome = if seq == rec.seq {
+            if let Some((last_seq, last_index)) = self.session_header(session)? {
+                let outcome = if seq == last_seq {
                     Some(ApplyOutcome {
                         duplicate: true,
-                        ..rec.outcome
+                        ..self.load_outcome(session)?
                     })
-                } else if seq < rec.seq {
+                } else if seq < last_seq {
                     Some(ApplyOutcome {
                         revision: self.state.rev,
-                        response: Err(KvError::StaleSequence(rec.seq)),
+                        response: Err(KvError::StaleSequence(last_seq)),
                         duplicate: true,
                     })
                 } else {
@@ -316,6 +320,7 @@ impl<B: Backend> Store<B> {
                     self.write_state()?;
                     return Ok(o);
                 }
+                old_index = Some(last_index);
             }
         }
         let response = match self.execute(req) {
@@ -328,7 +333,7 @@ impl<B: Backend> Store<B> {
             duplicate: false,
         };
         if let Some((session, seq)) = dedup {
-            self.save_session(session, seq, index, &outcome)?;
+            self.save_session(session, seq, index, old_index, &outcome)?;
         }
         self.state.applied = index;
         self.write_state()?;
@@ -370,7 +375,14 @@ impl<B: Backend> Store<B> {
         if ctx.sub > 0 {
             self.state.rev = ctx.main;
             self.state.live_count += ctx.live_delta;
-            assert!(self.state.live_count >= 0, "negative live key count");
+            if self.state.live_count < 0 {
+                // Only a stored count that disagrees with the live tree gets here.
+                return Err(corrupt(
+                    TREE_META,
+                    META_STATE_KEY,
+                    "live key count below zero",
+                ));
+            }
         }
         r
     }
@@ -712,20 +724,34 @@ impl<B: Backend> Store<B> {
         Ok(())
     }
 
-    fn load_session(&self, session: u64) -> Result<Option<SessionRecord>, KvError> {
+    fn session_record(&self, session: u64) -> Result<Option<Vec<u8>>, KvError> {
         let key = session.to_be_bytes();
-        let Some(v) = self
+        let v = self
             .backend
             .get(TREE_SESSION, &key)
-            .map_err(|e| storage("get session", e))?
-        else {
-            return Ok(None);
-        };
-        if v.len() < 16 {
-            return Err(corrupt(TREE_SESSION, &key, "session record too short"));
+            .map_err(|e| storage("get session", e))?;
+        match v {
+            Some(v) if v.len() < 16 => Err(corrupt(TREE_SESSION, &key, "session record too short")),
+            v => Ok(v),
         }
-        let seq = u64::from_be_bytes(v[..8].try_into().unwrap());
-        let index = u64::from_be_bytes(v[8..16].try_into().unwrap());
+    }
+
+    /// (last applied seq, its log index) of a session.
+    fn session_header(&self, session: u64) -> Result<Option<(u64, u64)>, KvError> {
+        Ok(self.session_record(session)?.map(|v| {
+            (
+                u64::from_be_bytes(v[..8].try_into().unwrap()),
+                u64::from_be_bytes(v[8..16].try_into().unwrap()),
+            )
+        }))
+    }
+
+    /// The stored outcome of a session's last write.
+    fn load_outcome(&self, session: u64) -> Result<ApplyOutcome, KvError> {
+        let key = session.to_be_bytes();
+        let v = self
+            .session_record(session)?
+            .ok_or_else(|| corrupt(TREE_SESSION, &key, "session vanished"))?;
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(&v[16..]);
         let stored: StoredOutcome =
@@ -742,15 +768,11 @@ impl<B: Backend> Store<B> {
                 ))
             }
         };
-        Ok(Some(SessionRecord {
-            seq,
-            index,
-            outcome: ApplyOutcome {
-                revision: stored.revision,
-                response,
-                duplicate: false,
-            },
-        }))
+        Ok(ApplyOutcome {
+            revision: stored.revision,
+            response,
+            duplicate: false,
+        })
     }
 
     fn save_session(
@@ -758,6 +780,7 @@ impl<B: Backend> Store<B> {
         session: u64,
         seq: u64,
         index: u64,
+        old_index: Option<u64>,
         o: &ApplyOutcome,
     ) -> Result<(), KvError> {
         let age_key = |index: u64, session: u64| {
@@ -766,17 +789,26 @@ impl<B: Backend> Store<B> {
             k[8..].copy_from_slice(&session.to_be_bytes());
             k
         };
-        match self.load_session(session)? {
-            Some(old) => self.delete_backend(TREE_SESSION_AGE, &age_key(old.index, session))?,
+        match old_index {
+            Some(old) => self.delete_backend(TREE_SESSION_AGE, &age_key(old, session))?,
             None => self.state.sessions += 1,
         }
-        let stored = StoredOutcome {
+        let encode = |stored: &StoredOutcome| {
+            rkyv::to_bytes::<rkyv::rancor::Error>(stored)
+                .map_err(|e| KvError::Storage(format!("encode session {session} outcome: {e}")))
+        };
+        let mut bytes = encode(&StoredOutcome {
             revision: o.revision,
             response: o.response.as_ref().ok().cloned(),
             error: o.response.as_ref().err().cloned(),
-        };
-        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&stored)
-            .map_err(|e| KvError::Storage(format!("encode session {session} outcome: {e}")))?;
+        })?;
+        if bytes.len() > self.config.session_outcome_bytes_max {
+            bytes = encode(&StoredOutcome {
+                revision: o.revision,
+                response: None,
+                error: Some(KvError::StaleSequence(seq)),
+            })?;
+        }
         let mut v = Vec::with_capacity(16 + bytes.len());
         v.extend_from_slice(&seq.to_be_bytes());
         v.extend_from_slice(&index.to_be_bytes());

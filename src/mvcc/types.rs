@@ -1,6 +1,6 @@
 //! Requests and responses of etcd v3's KV API, in corekv's terms.
 //!
-//! These are what a Raft entry carries (a serialized [`Request`]) and what the client
+//! These are what a Raft entry carries (a serialized [`WriteRequest`]) and what the client
 //! protocol embeds. Field meanings follow etcd's `rpc.proto`; where corekv differs it
 //! says so.
 
@@ -277,9 +277,9 @@ pub enum KvError {
     NoSpace,
     /// The store could not be read or written; the message names what failed.
     Storage(String),
-    /// A deduplicated write whose sequence number is below the last one applied for its
-    /// session: it was applied before, but its response is no longer kept. Carries the
-    /// last applied sequence number of the session.
+    /// A deduplicated write that was applied before but whose response is not kept:
+    /// its sequence number is below the last one applied for its session, or its
+    /// response was too large to keep. Carries the session's last applied sequence.
     StaleSequence(u64),
 }
 
@@ -305,7 +305,7 @@ impl std::fmt::Display for KvError {
             KvError::Storage(m) => write!(f, "storage error: {m}"),
             KvError::StaleSequence(last) => write!(
                 f,
-                "request sequence already superseded (session's last applied sequence {last})"
+                "request already applied, its response is not kept (session's last applied sequence {last})"
             ),
         }
     }

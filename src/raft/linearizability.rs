@@ -163,7 +163,7 @@ fn check_part<M: Model>(
         }
         assert!(entry != NONE, "search walked off the event list");
         let k = entry / 2;
-        if entry % 2 == 0 {
+        if entry.is_multiple_of(2) {
             let op = &ops[k];
             if let Some(new_state) = model.step(&state, &op.input, &op.output) {
                 let mut lin = linearized.clone();

@@ -138,6 +138,8 @@ impl<S: Storage> Raft<S> {
             return;
         }
         if !self.is_voter(self.id) && self.log.commit >= self.latest_conf_index() {
+            // Tell the followers the commit index before leaving.
+            self.bcast_append();
             self.become_follower(self.term, 0);
             return;
         }

@@ -189,6 +189,7 @@ pub(crate) fn write_entries(f: &mut std::fmt::Formatter<'_>, ents: &[Entry]) -> 
 }
 
 /// `[i/t ...]` for transcripts.
+#[cfg(test)]
 pub(crate) fn write_entries_string(ents: &[Entry]) -> String {
     struct W<'a>(&'a [Entry]);
     impl std::fmt::Display for W<'_> {

@@ -45,6 +45,35 @@
 //! assert_eq!(applied, vec![b"put x=1".to_vec()]);
 //! ```
 
+//!
+//! # Contracts the driver keeps
+//!
+//! - **Durability.** `on_persisted(n)` only after every Ready `<= n` is durable
+//!   (entries, hard state, snapshot). `persisted_messages` (vote requests and grants,
+//!   append acknowledgements) leave only after that; the leader counts its own new
+//!   entries toward commit only from then on (thesis §10.2.1).
+//! - **Storage reads.** The core reads the log through [`Storage`] only; entries become
+//!   readable there when the driver persists them. `TemporarilyUnavailable` from
+//!   `entries()` means "not now": nothing is sent and the next heartbeat answer or
+//!   acknowledgement retries.
+//! - **Compaction.** The driver compacts its storage at or below the applied index
+//!   whenever it has a snapshot of the state machine there; the core reads
+//!   `first_index()` afresh each time, so no call is needed. A follower behind the
+//!   first index gets a `MessageType::Snapshot` whose `snapshot.data` the driver fills
+//!   with its latest snapshot, and reports the outcome with `report_snapshot`. A
+//!   follower installs a received snapshot from `Ready::snapshot`, then calls
+//!   `advance_apply(snapshot index)`.
+//! - **Membership.** A node joining a running cluster starts from the cluster's
+//!   bootstrap configuration (it learns later changes from the log) or with an empty
+//!   log and receives a snapshot. `conf_state_at(applied)` gives the configuration to
+//!   store in a snapshot.
+//!
+//! # Testing
+//!
+//! Paper tests, transcript tests (`src/raft/testdata/*.txt`), the deterministic
+//! simulator [`sim`] with its linearizability checker [`linearizability`], and
+//! test-only [`Bugs`](config) switches that the simulator must catch.
+
 pub mod config;
 mod election;
 pub mod error;

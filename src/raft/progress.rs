@@ -61,6 +61,13 @@ impl Inflights {
         }
     }
 
+    /// Frees the oldest message (the heartbeat answer suggests it may be lost).
+    pub fn free_first_one(&mut self) {
+        if let Some((_, b)) = self.buf.pop_front() {
+            self.bytes -= b;
+        }
+    }
+
     pub fn reset(&mut self) {
         self.buf.clear();
         self.bytes = 0;
@@ -182,5 +189,43 @@ impl Progress {
             ProgressState::Probe => self.probe_sent = true,
             ProgressState::Snapshot => panic!("sending entries in snapshot state"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inflights_limit_messages_and_bytes() {
+        let mut f = Inflights::new(3, 100);
+        f.add(1, 10);
+        f.add(2, 10);
+        assert!(!f.full());
+        f.add(5, 90); // 110 bytes >= 100
+        assert!(f.full());
+        f.free_le(2);
+        assert_eq!((f.count(), f.bytes()), (1, 90));
+        assert!(!f.full());
+        f.free_le(5);
+        assert_eq!((f.count(), f.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn stale_rejections_are_ignored() {
+        let mut p = Progress::new(10, 4, 1000, false);
+        // Probe: only a rejection of exactly next-1 counts.
+        assert!(!p.maybe_decr_to(5, 3));
+        assert!(p.maybe_decr_to(9, 4));
+        assert_eq!(p.next_index, 4);
+        p.maybe_update(6);
+        p.become_replicate();
+        assert_eq!(p.next_index, 7);
+        assert!(
+            !p.maybe_decr_to(6, 1),
+            "rejection at or below match is stale"
+        );
+        assert!(p.maybe_decr_to(8, 1));
+        assert_eq!(p.next_index, 7);
     }
 }

@@ -149,9 +149,26 @@ impl<S: Storage> Raft<S> {
         self.conf.voters.contains(&id)
     }
 
-    /// May this node become leader? Only voters campaign.
+    /// May this node campaign? Voters of the latest configuration may, and so may a
+    /// node whose removal (or demotion) is the latest change but not yet committed: it
+    /// may hold the most up-to-date log, and the remaining voters may be unable to
+    /// elect anyone else. It then needs a majority of the latest configuration (it
+    /// does not count itself) and steps down once the change commits, like a leader
+    /// that removed itself (thesis §4.2.2).
     pub fn promotable(&self) -> bool {
-        self.is_voter(self.id)
+        if self.is_voter(self.id) {
+            return true;
+        }
+        if self.log.commit >= self.latest_conf_index() {
+            return false;
+        }
+        let n = self.conf_history.len();
+        let previous = if n >= 2 {
+            &self.conf_history[n - 2].1
+        } else {
+            &self.conf_base.1
+        };
+        previous.voters.contains(&self.id)
     }
 
     pub fn send(&mut self, mut m: Message) {
@@ -309,12 +326,42 @@ impl<S: Storage> Raft<S> {
         }
         if m.kind == MessageType::Append {
             for (k, e) in m.entries.iter().enumerate() {
-                if e.index != m.index + 1 + k as u64 || e.term > m.term || e.term < m.log_term {
+                if m.index.checked_add(1 + k as u64) != Some(e.index)
+                    || e.term > m.term
+                    || e.term < m.log_term
+                {
                     return Err(RaftError::InvalidMessage(format!(
                         "Append from {} term {} prev {}/{}: entry {k} is {}/{}",
                         m.from, m.term, m.index, m.log_term, e.index, e.term
                     )));
                 }
+            }
+        }
+        if m.kind == MessageType::Heartbeat
+            && m.term >= self.term
+            && m.commit > self.log.last_index()
+        {
+            // A leader only sends min(match_index, commit): beyond our log means the
+            // sender (or our disk) broke the protocol.
+            return Err(RaftError::InvalidMessage(format!(
+                "Heartbeat from {} term {} commits {} beyond our last index {}",
+                m.from,
+                m.term,
+                m.commit,
+                self.log.last_index()
+            )));
+        }
+        if self.role == Role::Leader && m.term == self.term {
+            let bad = match m.kind {
+                MessageType::AppendResp => !m.reject && m.index > self.log.last_index(),
+                MessageType::HeartbeatResp => m.read_round > self.reads.rounds_sent,
+                _ => false,
+            };
+            if bad {
+                return Err(RaftError::InvalidMessage(format!(
+                    "{:?} from {} acknowledges index {} / round {} beyond what was sent",
+                    m.kind, m.from, m.index, m.read_round
+                )));
             }
         }
         if m.kind == MessageType::Snapshot && m.snapshot.is_none() {
@@ -394,7 +441,7 @@ impl<S: Storage> Raft<S> {
             MessageType::Append => {
                 self.election_elapsed = 0;
                 self.leader = m.from;
-                self.handle_append(m);
+                return self.handle_append(m);
             }
             MessageType::Heartbeat => {
                 self.election_elapsed = 0;
@@ -406,23 +453,17 @@ impl<S: Storage> Raft<S> {
                 self.leader = m.from;
                 self.handle_snapshot(m);
             }
-            MessageType::TimeoutNow => {
-                if self.promotable() {
-                    // Thesis §3.10: the target starts an election at once, and its
-                    // vote requests override the voters' leases.
-                    self.campaign(Campaign::Transfer);
-                }
-            }
+            // Thesis §3.10: the target starts an election at once, and its vote
+            // requests override the voters' leases.
+            MessageType::TimeoutNow if self.promotable() => self.campaign(Campaign::Transfer),
             MessageType::ReadIndexResp => self.read_states.push(ReadState {
                 index: m.index,
                 ctx: m.context,
             }),
-            MessageType::ReadIndex | MessageType::TransferLeader => {
-                if self.leader != 0 {
-                    let mut f = m;
-                    f.to = self.leader;
-                    self.msgs.push(f);
-                }
+            MessageType::ReadIndex | MessageType::TransferLeader if self.leader != 0 => {
+                let mut f = m;
+                f.to = self.leader;
+                self.msgs.push(f);
             }
             _ => {}
         }

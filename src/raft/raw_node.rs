@@ -136,7 +136,9 @@ impl<S: Storage> RawNode<S> {
     }
 
     /// Asks for a linearizable read point; the answer is a [`ReadState`] with `ctx` in a
-    /// later Ready (forwarded to the leader when called on a follower).
+    /// later Ready (forwarded to the leader when called on a follower). If leadership
+    /// changes before the read is confirmed no answer ever comes: the driver times the
+    /// read out and retries it.
     pub fn read_index(&mut self, ctx: Vec<u8>) -> Result<(), ProposeError> {
         self.raft.read_index(ctx)
     }
@@ -244,6 +246,7 @@ impl<S: Storage> RawNode<S> {
             }
         }
         rd.messages = std::mem::take(&mut r.msgs);
+        r.reads.rounds_left = r.reads.rounds_sent;
         rd.persisted_messages = std::mem::take(&mut r.msgs_after_append);
         rd.read_states = std::mem::take(&mut r.read_states);
         self.in_flight.push_back(rec);

@@ -1,9 +1,10 @@
 //! ReadIndex (thesis §6.4), batched: every read that arrived before a heartbeat round
 //! was sent is confirmed by a quorum answering that round.
 //!
-//! 1. A read arriving at the leader records `index = commit` and the round number of
-//!    the *next* heartbeat broadcast (one sent earlier proves nothing about leadership
-//!    after the read arrived).
+//! 1. A read arriving at the leader records `index = commit` and the number of a
+//!    heartbeat round whose messages have not yet left (the latest round if its
+//!    heartbeats are still in the outgoing buffer, else the next one): a heartbeat that
+//!    left before the read arrived proves nothing about leadership after it.
 //! 2. If no round is in flight, one is broadcast at once; otherwise the read waits for
 //!    the following round, which starts when the current one is confirmed (or at the
 //!    next heartbeat tick).
@@ -27,8 +28,11 @@ pub(crate) struct PendingRead {
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ReadIndexState {
-    /// Rounds sent so far (the last one sent has this number).
+    /// Rounds started so far (the last one started has this number).
     pub rounds_sent: u64,
+    /// Highest round whose heartbeats the driver has taken (left in a Ready). A read
+    /// arriving while the latest round's heartbeats are still buffered joins it.
+    pub rounds_left: u64,
     /// Highest confirmed round.
     pub confirmed: u64,
     pub pending: VecDeque<PendingRead>,
@@ -64,7 +68,11 @@ impl<S: Storage> Raft<S> {
             });
             return;
         }
-        let round = self.reads.rounds_sent + 1;
+        let round = if self.reads.rounds_sent > self.reads.rounds_left {
+            self.reads.rounds_sent // its heartbeats have not left yet
+        } else {
+            self.reads.rounds_sent + 1
+        };
         self.reads.pending.push_back(PendingRead {
             ctx,
             from,

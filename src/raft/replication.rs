@@ -2,7 +2,7 @@
 //! per-follower flow control, the follower's consistency check with fast
 //! backtracking, snapshots for followers behind the log, and commit (§5.4.2).
 
-use super::error::ProposeError;
+use super::error::{ProposeError, RaftError};
 use super::message::{Message, MessageType, Snapshot};
 use super::progress::ProgressState;
 use super::raft::{Raft, Role};
@@ -172,23 +172,25 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Follower: Raft §5.3 consistency check and append.
-    pub fn handle_append(&mut self, m: Message) {
+    pub fn handle_append(&mut self, m: Message) -> Result<(), RaftError> {
         if m.index < self.log.commit {
             let mut r = Message::new(MessageType::AppendResp, self.id, m.from, self.term);
             r.index = self.log.commit;
             self.send(r);
-            return;
+            return Ok(());
         }
         match self.log.term(m.index) {
             Ok(t) if t == m.log_term => {
                 let conflict = self.log.find_conflict(&m.entries);
                 let last_new = m.index + m.entries.len() as u64;
                 if conflict != 0 {
-                    assert!(
-                        conflict > self.log.commit,
-                        "entry {conflict} conflicts with committed log (commit {})",
-                        self.log.commit
-                    );
+                    if conflict <= self.log.commit {
+                        // Leader Completeness says this cannot happen: refuse it.
+                        return Err(RaftError::InvalidMessage(format!(
+                            "Append from {} term {} conflicts at {conflict} with our committed log (commit {})",
+                            m.from, m.term, self.log.commit
+                        )));
+                    }
                     let start = (conflict - m.index - 1) as usize;
                     let mut ents = m.entries;
                     self.append_to_log(ents.split_off(start));
@@ -214,6 +216,7 @@ impl<S: Storage> Raft<S> {
             }
             Err(_) => {} // not readable now; the leader retries
         }
+        Ok(())
     }
 
     /// Raft §5.3: "when rejecting an AppendEntries request, the follower can include the
@@ -340,12 +343,9 @@ impl<S: Storage> Raft<S> {
         pr.probe_sent = false;
         pr.read_round_acked = pr.read_round_acked.max(m.read_round);
         if pr.state == ProgressState::Replicate && pr.inflights.full() {
-            // An Append may have been lost: make room for one retry.
-            let first = pr.inflights.count();
-            if first > 0 {
-                pr.inflights.reset();
-                pr.next_index = pr.match_index + 1;
-            }
+            // The window is stuck (an Append may be lost): let one more through; if a
+            // message was lost the follower rejects the next one and we probe.
+            pr.inflights.free_first_one();
         }
         let behind = pr.match_index < last;
         if behind {

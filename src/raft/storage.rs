@@ -131,7 +131,7 @@ impl Storage for MemStorage {
         if self.unavailable_every > 0 {
             let n = self.entries_calls.get() + 1;
             self.entries_calls.set(n);
-            if n % self.unavailable_every == 0 {
+            if n.is_multiple_of(self.unavailable_every) {
                 return Err(StorageError::TemporarilyUnavailable);
             }
         }
@@ -170,5 +170,72 @@ impl Storage for MemStorage {
 
     fn snapshot_meta(&self) -> Result<SnapshotMeta, StorageError> {
         Ok(self.snapshot.meta.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::types::EntryKind;
+
+    fn e(index: u64, term: u64) -> Entry {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data: vec![index as u8; 10],
+        }
+    }
+
+    #[test]
+    fn append_truncates_conflicting_suffix_and_compact_keeps_terms() {
+        let mut s = MemStorage::new(ConfState::default());
+        s.append(&[e(1, 1), e(2, 1), e(3, 1)]);
+        s.append(&[e(2, 2)]);
+        assert_eq!(s.last_index(), Ok(2));
+        assert_eq!(s.term(2), Ok(2));
+        s.append(&[e(3, 2), e(4, 2)]);
+        s.compact(2, ConfState::default(), b"sm".to_vec());
+        assert_eq!(s.first_index(), Ok(3));
+        assert_eq!(s.term(2), Ok(2), "snapshot index keeps its term");
+        assert_eq!(s.term(1), Err(StorageError::Compacted));
+        assert_eq!(s.entries(1, 3, 100), Err(StorageError::Compacted));
+        // max_bytes: at least one entry, then stop before exceeding.
+        assert_eq!(s.entries(3, 5, 1).unwrap().len(), 1);
+        assert_eq!(s.entries(3, 5, 1000).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn unavailable_every_n_calls() {
+        let mut s = MemStorage::new(ConfState::default());
+        s.append(&[e(1, 1)]);
+        s.set_unavailable_every(2);
+        assert!(s.entries(1, 2, 100).is_ok());
+        assert_eq!(
+            s.entries(1, 2, 100),
+            Err(StorageError::TemporarilyUnavailable)
+        );
+        assert!(s.entries(1, 2, 100).is_ok());
+    }
+
+    #[test]
+    fn snapshot_install_replaces_conflicting_log() {
+        let mut s = MemStorage::new(ConfState::default());
+        s.append(&[e(1, 1), e(2, 1)]);
+        let snap = Snapshot {
+            meta: SnapshotMeta {
+                index: 5,
+                term: 3,
+                conf_state: ConfState {
+                    voters: vec![1],
+                    ..Default::default()
+                },
+            },
+            data: b"x".to_vec(),
+        };
+        s.apply_snapshot(snap);
+        assert_eq!((s.first_index(), s.last_index()), (Ok(6), Ok(5)));
+        assert_eq!(s.hard_state().commit, 5);
+        assert_eq!(s.initial_state().unwrap().1.voters, vec![1]);
     }
 }

@@ -1,4 +1,4 @@
-//! A deterministic simulator of 3- and 5-node Raft clusters built on [`RawNode`] and
+//! A deterministic simulator of 3- and 5-node Raft clusters built on [`RawNode`](crate::raft::RawNode) and
 //! [`MemStorage`]: random client puts and gets (gets through ReadIndex) against a
 //! small key-value state machine; message drops, delays, duplicates and reordering;
 //! symmetric and asymmetric partitions; crashes that lose everything not reported
@@ -13,8 +13,12 @@
 //! steps; messages take 1..=`delay_max` steps.
 
 pub mod checker;
+mod clients;
 pub mod network;
 pub mod node;
+pub mod options;
+
+pub use options::{Profile, SimOptions, SimReport};
 
 use crate::raft::linearizability::{self, CheckResult, KvInput, KvModel, KvOutput, Operation};
 use crate::raft::message::{ConfChange, ConfChangeKind, MessageType};
@@ -24,7 +28,7 @@ use crate::raft::types::{ConfState, NodeId, Storage};
 use crate::raft::{Config, Role};
 use checker::Checker;
 use network::{NetFaults, Network};
-use node::{decode_put, encode_put, SimNode};
+use node::{decode_put, SimNode};
 use std::collections::BTreeMap;
 
 pub const STEPS_PER_TICK: u64 = 4;
@@ -51,88 +55,6 @@ impl Fnv {
     pub fn finish(&self) -> u64 {
         self.0
     }
-}
-
-/// Fault mixes. `Mixed` draws every knob from the seed; the others aim at specific
-/// dangerous interleavings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Profile {
-    Mixed,
-    /// Three nodes, one entry per message, leaders crashing right after their election
-    /// or a commit, lossy links: makes interleavings such as the paper's Figure 8 likely.
-    Stormy,
-    /// Long partitions that mostly isolate the current leader, read-heavy clients that
-    /// keep talking to the node they believe leads: deposed leaders meet clients.
-    Partitions,
-}
-
-impl Profile {
-    /// The profile run for `seed` by default: mostly mixed, every fourth seed one of
-    /// the targeted ones.
-    pub fn for_seed(seed: u64) -> Profile {
-        match seed % 8 {
-            3 => Profile::Stormy,
-            7 => Profile::Partitions,
-            _ => Profile::Mixed,
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Profile> {
-        match s {
-            "mixed" => Some(Profile::Mixed),
-            "stormy" => Some(Profile::Stormy),
-            "partitions" => Some(Profile::Partitions),
-            _ => None,
-        }
-    }
-}
-
-/// What to simulate.
-#[derive(Clone, Debug)]
-pub struct SimOptions {
-    pub seed: u64,
-    /// 3 or 5; 0 picks from the seed.
-    pub nodes: usize,
-    /// Steps with faults before everything heals.
-    pub chaos_steps: u64,
-    /// Ticks allowed after healing for the cluster to commit and converge.
-    pub heal_ticks: u64,
-    /// Which fault mix to run.
-    pub profile: Profile,
-    #[cfg(any(test, feature = "raft-bugs"))]
-    pub bugs: crate::raft::Bugs,
-}
-
-impl SimOptions {
-    pub fn new(seed: u64) -> SimOptions {
-        SimOptions {
-            seed,
-            nodes: 0,
-            chaos_steps: 2400,
-            heal_ticks: 150,
-            profile: Profile::Mixed,
-            #[cfg(any(test, feature = "raft-bugs"))]
-            bugs: Default::default(),
-        }
-    }
-}
-
-/// What a run did and found.
-#[derive(Clone, Debug, Default)]
-pub struct SimReport {
-    pub seed: u64,
-    pub nodes: usize,
-    /// Client operations in the checked history (completed or of unknown outcome).
-    pub ops: u64,
-    pub committed: u64,
-    pub elections: u64,
-    pub crashes: u64,
-    pub snapshots_sent: u64,
-    pub conf_changes: u64,
-    pub transfers: u64,
-    pub violations: Vec<String>,
-    /// Digest of everything observable; equal seeds give equal digests.
-    pub digest: u64,
 }
 
 /// Per-seed fault and configuration knobs.
@@ -270,8 +192,8 @@ fn run_inner(opts: SimOptions) -> SimReport {
         heal_p: rng.range(2, 20) as f64 / 1000.0,
         sync_p: rng.range(10, 90) as f64 / 100.0,
         compact_p: rng.range(0, 10) as f64 / 1000.0,
-        transfer_p: rng.range(0, 4) as f64 / 2000.0,
-        conf_p: rng.range(0, 4) as f64 / 2000.0,
+        transfer_p: rng.range(0, 8) as f64 / 2000.0,
+        conf_p: rng.range(1, 10) as f64 / 2000.0,
         client_p: rng.range(5, 40) as f64 / 100.0,
         get_ratio: rng.range(20, 70) as f64 / 100.0,
         leader_kill_p: rng.range(0, 10) as f64 / 100.0,
@@ -303,6 +225,7 @@ fn run_inner(opts: SimOptions) -> SimReport {
         dup_p: rng.range(0, 8) as f64 / 100.0,
         delay_min: 1,
         delay_max: rng.range(1, 12),
+        reorder_p: rng.range(0, 30) as f64 / 100.0,
     };
     if opts.profile == Profile::Stormy {
         faults.drop_p = 0.2;
@@ -386,6 +309,17 @@ impl Sim {
         self.clients_step();
         for m in self.net.due(self.now) {
             let to = m.to as usize - 1;
+            if self.opts.trace_from_step.is_some_and(|s| self.now >= s) {
+                eprintln!(
+                    "step {} deliver {m}{}",
+                    self.now,
+                    if self.nodes[to].raw.is_none() {
+                        " (down)"
+                    } else {
+                        ""
+                    }
+                );
+            }
             let Some(raw) = self.nodes[to].raw.as_mut() else {
                 continue;
             };
@@ -395,7 +329,7 @@ impl Sim {
                     .violation(now, format!("node {} refused a message: {e}", to + 1));
             }
         }
-        if self.now % STEPS_PER_TICK == 0 {
+        if self.now.is_multiple_of(STEPS_PER_TICK) {
             for nd in self.nodes.iter_mut() {
                 if let Some(raw) = nd.raw.as_mut() {
                     raw.tick();
@@ -443,13 +377,17 @@ impl Sim {
             self.net.heal();
             let ids: Vec<NodeId> = (1..=n as u64).collect();
             let leader = self.leader();
-            if self.opts.profile == Profile::Partitions && leader.is_some() && self.rng.chance(0.7)
-            {
-                let l = leader.unwrap();
+            let isolate = match leader {
+                Some(l) if self.opts.profile == Profile::Partitions && self.rng.chance(0.7) => {
+                    Some(l)
+                }
+                _ => None,
+            };
+            if let Some(l) = isolate {
                 let rest: Vec<NodeId> = ids.iter().copied().filter(|&x| x != l).collect();
                 self.net.partition_symmetric(&[l], &rest);
             } else if self.rng.chance(0.6) {
-                let k = self.rng.range(1, (n as u64 + 1) / 2 + 1) as usize;
+                let k = self.rng.range(1, (n as u64).div_ceil(2) + 1) as usize;
                 let mut a = ids.clone();
                 let mut b = Vec::new();
                 for _ in 0..k {
@@ -552,6 +490,7 @@ impl Sim {
     }
 
     fn restart(&mut self, i: usize) {
+        self.check_durable_commit(i);
         let inc = self.nodes[i].incarnation + 1;
         let cfg = node_cfg(&self.base_cfg, self.nodes[i].id, self.opts.seed, inc);
         self.nodes[i].restart(cfg);
@@ -563,6 +502,34 @@ impl Sim {
         if applied > 0 {
             let now = self.now;
             self.checker.check_digest(now, id, applied, digest);
+        }
+    }
+
+    /// What a crashed node kept must include every entry up to its durable commit
+    /// index, and those must be the entries committed there.
+    fn check_durable_commit(&mut self, i: usize) {
+        let disk = self.nodes[i]
+            .disk
+            .as_ref()
+            .expect("crashed node has a disk");
+        let commit = disk.hard_state().commit;
+        let first = disk.first_index().unwrap();
+        let mut bad = None;
+        for idx in first..=commit {
+            let Some(&(t, _)) = self.checker.applied.get(&idx) else {
+                continue;
+            };
+            if disk.term(idx) != Ok(t) {
+                bad = Some((idx, t, disk.term(idx)));
+                break;
+            }
+        }
+        if let Some((idx, t, got)) = bad {
+            let (now, id) = (self.now, self.nodes[i].id);
+            self.checker.violation(
+                now,
+                format!("node {id} restarts with commit {commit} but its disk holds {got:?} at {idx}, committed {idx}/{t}"),
+            );
         }
     }
 
@@ -735,172 +702,6 @@ impl Sim {
         }
     }
 
-    fn on_applied(&mut self, i: usize, index: u64, op: Option<u64>) {
-        let id = self.nodes[i].id;
-        for c in 0..self.clients.len() {
-            let hit = match &self.clients[c].waiting {
-                Some((
-                    Waiting::Put {
-                        node,
-                        index: pi,
-                        hist,
-                    },
-                    _,
-                )) if *node == id && *pi == index => Some(*hist),
-                _ => None,
-            };
-            if let Some(h) = hit {
-                let mine = op.and_then(|o| self.op_hist.get(&o).copied()) == Some(h);
-                if mine {
-                    self.history[h].ret = self.tick_time();
-                } else {
-                    // Another entry is committed at our index: ours never will be.
-                    self.failed[h] = true;
-                }
-                self.clients[c].waiting = None;
-            }
-        }
-    }
-
-    fn serve_reads(&mut self, i: usize) {
-        let applied = self.nodes[i].sm.applied;
-        let ready: Vec<(u64, u64)> = self.nodes[i]
-            .reads
-            .iter()
-            .copied()
-            .filter(|(idx, _)| *idx <= applied)
-            .collect();
-        self.nodes[i].reads.retain(|(idx, _)| *idx > applied);
-        for (_, op) in ready {
-            let Some(&h) = self.op_hist.get(&op) else {
-                continue;
-            };
-            let Some(c) = self.clients.iter().position(
-                |c| matches!(&c.waiting, Some((Waiting::Get { hist, .. }, _)) if *hist == h),
-            ) else {
-                continue; // gave up already
-            };
-            let key = self.history[h].input.key().to_vec();
-            let v = self.nodes[i].sm.kv.get(&key).cloned();
-            self.history[h].output = KvOutput::Value(v);
-            self.history[h].ret = self.tick_time();
-            self.clients[c].waiting = None;
-        }
-    }
-
-    fn clients_step(&mut self) {
-        for c in 0..self.clients.len() {
-            if self.clients[c].waiting.is_some() || !self.rng.chance(self.knobs.client_p) {
-                continue;
-            }
-            if !self.chaos {
-                continue;
-            }
-            self.issue(c, None);
-        }
-    }
-
-    /// Issues a random op (or a put to `probe_key`); returns whether it was accepted.
-    fn issue(&mut self, c: usize, probe_key: Option<&[u8]>) -> bool {
-        let n = self.nodes.len() as u64;
-        let hint = if probe_key.is_some() {
-            self.leader().unwrap_or(0)
-        } else {
-            self.clients[c].leader_hint
-        };
-        let target = if hint != 0 && !self.rng.chance(0.1) {
-            hint
-        } else {
-            self.rng.range(1, n + 1)
-        };
-        self.clients[c].leader_hint = target;
-        let i = target as usize - 1;
-        if self.nodes[i].raw.is_none() {
-            return false;
-        }
-        let op = self.next_op;
-        let key = match probe_key {
-            Some(k) => k.to_vec(),
-            None => format!("k{}", self.rng.range(0, self.knobs.keys)).into_bytes(),
-        };
-        let get = probe_key.is_none() && self.rng.chance(self.knobs.get_ratio);
-        let raw = self.nodes[i].raw.as_mut().unwrap();
-        let deadline = self.now + 60 * STEPS_PER_TICK;
-        let not_leader = |e: crate::raft::ProposeError| match e {
-            crate::raft::ProposeError::NotLeader { leader } => leader,
-            _ => target,
-        };
-        if get {
-            if let Err(e) = raw.read_index(op.to_le_bytes().to_vec()) {
-                self.clients[c].leader_hint = not_leader(e);
-                return false;
-            }
-            let call = self.tick_time();
-            let h = self.push_op(op, c, KvInput::Get { key }, KvOutput::Value(None), call);
-            self.clients[c].waiting = Some((
-                Waiting::Get {
-                    node: target,
-                    hist: h,
-                },
-                deadline,
-            ));
-        } else {
-            let value = format!("v{op}").into_bytes();
-            let index = match raw.propose(vec![encode_put(op, &key, &value)]) {
-                Ok(i) => i,
-                Err(e) => {
-                    self.clients[c].leader_hint = not_leader(e);
-                    return false;
-                }
-            };
-            let call = self.tick_time();
-            let h = self.push_op(op, c, KvInput::Put { key, value }, KvOutput::PutOk, call);
-            self.clients[c].waiting = Some((
-                Waiting::Put {
-                    node: target,
-                    index,
-                    hist: h,
-                },
-                deadline,
-            ));
-        }
-        self.next_op += 1;
-        true
-    }
-
-    fn push_op(&mut self, op: u64, c: usize, input: KvInput, output: KvOutput, call: u64) -> usize {
-        self.history.push(Operation {
-            client: c as u64,
-            input,
-            output,
-            call,
-            ret: u64::MAX,
-        });
-        self.failed.push(false);
-        self.op_hist.insert(op, self.history.len() - 1);
-        self.history.len() - 1
-    }
-
-    fn give_up(&mut self, c: usize) {
-        self.clients[c].leader_hint = 0;
-        if let Some((w, _)) = self.clients[c].waiting.take() {
-            match w {
-                Waiting::Put { .. } => {} // unknown outcome: ret stays u64::MAX
-                Waiting::Get { hist, .. } => self.failed[hist] = true,
-            }
-        }
-    }
-
-    fn client_timeouts(&mut self) {
-        for c in 0..self.clients.len() {
-            if let Some((_, deadline)) = &self.clients[c].waiting {
-                if self.now >= *deadline {
-                    self.give_up(c);
-                }
-            }
-        }
-    }
-
     fn heal(&mut self) {
         self.chaos = false;
         self.net.heal();
@@ -1007,7 +808,7 @@ impl Sim {
                 CheckResult::Violation { partition, ops } => self.checker.violations.push(format!(
                     "history not linearizable (key partition {partition}):\n{ops}"
                 )),
-                CheckResult::Unknown => {}
+                CheckResult::Unknown => self.report.linearizability_unknown = true,
             }
         }
         self.digest.write_u64(self.report.committed);

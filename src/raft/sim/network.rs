@@ -4,7 +4,7 @@
 use crate::raft::message::Message;
 use crate::raft::rng::Rng;
 use crate::raft::types::NodeId;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Debug)]
 pub struct NetFaults {
@@ -12,6 +12,9 @@ pub struct NetFaults {
     pub dup_p: f64,
     pub delay_min: u64,
     pub delay_max: u64,
+    /// Chance that a message may overtake earlier ones on its link (otherwise links
+    /// are FIFO, like a TCP connection).
+    pub reorder_p: f64,
 }
 
 pub struct Network {
@@ -20,6 +23,8 @@ pub struct Network {
     in_flight: Vec<(u64, u64, Message)>,
     seq: u64,
     pub blocked: BTreeSet<(NodeId, NodeId)>,
+    /// Latest delivery time scheduled per link (for FIFO links).
+    link_tail: BTreeMap<(NodeId, NodeId), u64>,
     pub sent: u64,
     pub delivered: u64,
 }
@@ -31,6 +36,7 @@ impl Network {
             in_flight: Vec::new(),
             seq: 0,
             blocked: BTreeSet::new(),
+            link_tail: BTreeMap::new(),
             sent: 0,
             delivered: 0,
         }
@@ -44,8 +50,14 @@ impl Network {
         let copies = if rng.chance(self.faults.dup_p) { 2 } else { 1 };
         for _ in 0..copies {
             let d = rng.range(self.faults.delay_min, self.faults.delay_max + 1);
+            let mut at = now + d;
+            let tail = self.link_tail.entry((m.from, m.to)).or_insert(0);
+            if !rng.chance(self.faults.reorder_p) {
+                at = at.max(*tail);
+            }
+            *tail = (*tail).max(at);
             self.seq += 1;
-            self.in_flight.push((now + d, self.seq, m.clone()));
+            self.in_flight.push((at, self.seq, m.clone()));
         }
     }
 

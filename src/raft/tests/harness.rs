@@ -13,6 +13,9 @@ pub struct Cluster {
     pub isolated: BTreeSet<u64>,
     pub out: String,
     pub cfg: Config,
+    /// The bootstrap configuration: a joining node starts from it and learns later
+    /// changes from the log (or from a snapshot).
+    pub boot: ConfState,
 }
 
 impl Cluster {
@@ -24,12 +27,14 @@ impl Cluster {
             isolated: BTreeSet::new(),
             out: String::new(),
             cfg: Config::new(1),
+            boot: ConfState::default(),
         };
         tweak(&mut c.cfg);
         let conf = ConfState {
             voters: (1..=n).collect(),
             ..Default::default()
         };
+        c.boot = conf.clone();
         for id in 1..=n {
             c.add_node(id, conf.clone());
         }
@@ -145,13 +150,6 @@ impl Cluster {
         for _ in 0..n {
             self.node(id).tick();
         }
-    }
-
-    pub fn leader(&self) -> Option<u64> {
-        self.nodes
-            .iter()
-            .find(|(_, n)| n.status().role == crate::raft::Role::Leader)
-            .map(|(&id, _)| id)
     }
 
     pub fn log(&self, id: u64) -> Vec<Entry> {

@@ -2,5 +2,6 @@
 //! simulator's teeth (test-only bugs it must catch).
 
 mod harness;
+mod paper;
 mod sim_tests;
 mod transcript;

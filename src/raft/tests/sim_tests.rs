@@ -144,3 +144,17 @@ fn catch_rate() {
         &caught[..caught.len().min(30)]
     );
 }
+
+/// Manual: `SEED=N cargo test --lib replay_seed -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn replay_seed() {
+    let seed: u64 = std::env::var("SEED").unwrap().parse().unwrap();
+    let mut o = SimOptions::new(seed);
+    o.profile = Profile::for_seed(seed);
+    o.trace_from_step = std::env::var("TRACE_FROM")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let r = run(&o);
+    eprintln!("{r:#?}");
+}

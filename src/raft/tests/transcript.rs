@@ -13,7 +13,7 @@
 
 use super::harness::Cluster;
 use crate::raft::message::write_entries_string;
-use crate::raft::{ConfChange, ConfChangeKind, ConfState, Config, RawNode};
+use crate::raft::{ConfChange, ConfChangeKind, Config, RawNode};
 use std::fmt::Write;
 
 fn parse_kv(args: &[&str], cfg: &mut Config) {
@@ -148,7 +148,10 @@ fn run_command(c: &mut Option<Cluster>, line: &str) -> String {
             let s = format!("n{} log {}\n", num(0), write_entries_string(&l));
             cl.out.push_str(&s);
         }
-        "add-node" => cl.add_node(num(0), ConfState::default()),
+        "add-node" => {
+            let boot = cl.boot.clone();
+            cl.add_node(num(0), boot)
+        }
         "report-snapshot" => {
             let ok = args[2] == "ok";
             cl.node(num(0)).report_snapshot(num(1), ok);
