@@ -40,7 +40,8 @@ use crate::proto::{
     ResponseBody, ResponseHeader,
 };
 use crate::raft::{
-    self, ConfState, Entry, EntryKind, Message, ProposeError, RawNode, Role, SnapshotMeta,
+    self, ConfState, Entry, EntryKind, HardState, Message, ProposeError, RawNode, Role,
+    SnapshotMeta,
 };
 use crate::wal::{Wal, WalOptions};
 
@@ -129,6 +130,10 @@ pub struct Group {
     term: Cell<u64>,
     commit: Cell<u64>,
     applied: Cell<u64>,
+    /// The newest hard state Raft handed out, and one whose only change was the commit
+    /// index and that was therefore not written on its own (see `handle_readies`).
+    last_hard_state: Cell<HardState>,
+    lazy_hard_state: Cell<Option<HardState>>,
     /// WAL Ready numbers continue across restarts; Raft numbers its Readies from 1 in
     /// each run. WAL number = `ready_base` + Raft number.
     ready_base: u64,
@@ -233,6 +238,8 @@ impl Group {
             commit: Cell::new(rec.hard_state.commit.max(applied)),
             applied: Cell::new(applied),
             ready_base: rec.last_ready,
+            last_hard_state: Cell::new(rec.hard_state),
+            lazy_hard_state: Cell::new(None),
             applied_since_commit: Cell::new(0),
             first_uncommitted_apply: Cell::new(None),
             stopping: Cell::new(false),
@@ -497,7 +504,14 @@ impl Group {
             })
             .await;
         };
-        // Final flush and commit, so a restart replays little.
+        // Final flush (with the newest commit index) and commit, so a restart replays
+        // little.
+        if let Some(hs) = self.lazy_hard_state.take() {
+            let n = self.wal.last_ready();
+            if let Err(e) = self.wal.append(n, Some(hs), &[]) {
+                eprintln!("corekv: group {}: writing the final hard state: {e}", self.index);
+            }
+        }
         self.flush_wake.notify();
         let flushed = self.wal.flush().await.map_err(|e| e.to_string());
         let committed = if result.is_ok() && flushed.is_ok() {
@@ -595,8 +609,9 @@ impl Group {
             if rd.snapshot.is_some() {
                 return Err("installing a snapshot from a peer is not supported yet".into());
             }
+            let hard_state = self.hard_state_to_write(rd.hard_state, !rd.entries.is_empty());
             self.wal
-                .append(self.ready_base + rd.number, rd.hard_state, &rd.entries)
+                .append(self.ready_base + rd.number, hard_state, &rd.entries)
                 .map_err(|e| format!("WAL append: {e}"))?;
             if !rd.persisted_messages.is_empty() {
                 self.held
@@ -621,6 +636,28 @@ impl Group {
             }
             self.serve_reads();
         }
+    }
+
+    /// A hard state that differs from the last one only in its commit index is not worth
+    /// an fdatasync of its own: it rides along with the next append. Losing it in a crash
+    /// only makes the restarted node learn its commit index again, which Raft allows (the
+    /// commit index is volatile state in the paper's Figure 2). Term and vote changes are
+    /// always written before the Ready counts as durable.
+    fn hard_state_to_write(&self, hs: Option<HardState>, has_entries: bool) -> Option<HardState> {
+        let written = match hs {
+            Some(hs) => {
+                let last = self.last_hard_state.replace(hs);
+                if hs.term == last.term && hs.vote == last.vote && !has_entries {
+                    self.lazy_hard_state.set(Some(hs));
+                    return None;
+                }
+                Some(hs)
+            }
+            None if has_entries => self.lazy_hard_state.get(),
+            None => return None,
+        };
+        self.lazy_hard_state.set(None);
+        written
     }
 
     fn lost_leadership(&self) {
