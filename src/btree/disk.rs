@@ -11,6 +11,7 @@
 //! granularity), and a countdown makes the n-th sync fail, as a crash there would.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -31,6 +32,13 @@ pub trait Disk {
         self.len() == 0
     }
     async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> io::Result<()>;
+    /// Several writes, in any order or concurrently; all done when it returns Ok.
+    async fn write_many(&mut self, writes: Vec<(u64, Vec<u8>)>) -> io::Result<()> {
+        for (offset, data) in writes {
+            self.write_at(offset, data).await?;
+        }
+        Ok(())
+    }
     /// fdatasync: every write before it is durable when it returns Ok.
     async fn sync(&mut self) -> io::Result<()>;
     /// Grows the file to `len` bytes (never shrinks it).
@@ -97,6 +105,61 @@ impl Disk for GlommioDisk {
             ));
         }
         self.len = self.len.max(offset + total as u64);
+        Ok(())
+    }
+    /// Submits all writes at once (io_uring runs them concurrently), then waits for
+    /// every one of them.
+    async fn write_many(&mut self, writes: Vec<(u64, Vec<u8>)>) -> io::Result<()> {
+        let file = &self.file;
+        let mut end = self.len;
+        let mut futs: Vec<_> = writes
+            .into_iter()
+            .map(|(offset, data)| {
+                let total = data.len();
+                end = end.max(offset + total as u64);
+                Box::pin(async move {
+                    let done = file
+                        .write_at(data, offset)
+                        .await
+                        .map_err(|e| io::Error::other(format!("write at offset {offset}: {e}")))?;
+                    if done < total {
+                        return Err(io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            format!("short write at offset {offset}: {done} of {total} bytes"),
+                        ));
+                    }
+                    Ok(())
+                })
+            })
+            .map(Some)
+            .collect();
+        let mut first_err = None;
+        futures_lite::future::poll_fn(|cx| {
+            let mut pending = false;
+            for slot in futs.iter_mut() {
+                if let Some(f) = slot {
+                    match f.as_mut().poll(cx) {
+                        std::task::Poll::Ready(r) => {
+                            if let Err(e) = r {
+                                first_err.get_or_insert(e);
+                            }
+                            *slot = None;
+                        }
+                        std::task::Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        self.len = end;
         Ok(())
     }
     async fn sync(&mut self) -> io::Result<()> {

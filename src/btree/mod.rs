@@ -95,12 +95,16 @@
 //!
 //! # Reads and corruption
 //!
-//! Each page is verified on its first read after it was written (checksum, its own
-//! page id, type, slot and cell bounds, key order); committed pages are immutable while
-//! reachable, so the verdict is cached per page id until the writer rewrites it. A bad
-//! page is an error (`Corrupt`, naming file and page) on the read that touches it,
-//! never a wrong answer or a panic. Traversals check page types and are depth-bounded,
-//! so a pointer cycle is an error.
+//! Each page is verified on its first read from the file (checksum, its own page id,
+//! type, slot and cell bounds, key order); committed pages are immutable while
+//! reachable, so the verdict is cached per page id (a bitset) for the life of the `Db`.
+//! Pages this process writes are sealed from the very buffer it writes and enter the
+//! cache as verified (a flip that happens on the media later is caught after a
+//! reopen, not while the same process keeps the page cached). A bad page is an error
+//! (`Corrupt`, naming file and page) on the read that touches it, never a wrong
+//! answer or a panic. Traversals check page types and are depth-bounded, so a pointer
+//! cycle is an error. Leaf splits store the shortest separating prefix in the parent
+//! (suffix truncation), which raises branch fan-out.
 
 mod db;
 pub mod disk;

@@ -57,7 +57,11 @@ async fn open(which: usize, dir: &Path, tag: &str) -> Engine {
                 max_file_bytes: 32 << 30,
                 ..Options::default()
             };
-            Engine::Corekv(Db::open(dir.join(format!("corekv-{tag}.db")), opts).await.unwrap())
+            Engine::Corekv(
+                Db::open(dir.join(format!("corekv-{tag}.db")), opts)
+                    .await
+                    .unwrap(),
+            )
         }
         1 => {
             let path = dir.join(format!("lmdb-{tag}"));
@@ -116,7 +120,10 @@ impl Engine {
             Engine::Corekv(db) => {
                 let snap = db.snapshot();
                 for &i in order {
-                    sum += snap.get_with("t", &keys[i], |v| v[7] as u64).unwrap().unwrap();
+                    sum += snap
+                        .get_with("t", &keys[i], |v| v[7] as u64)
+                        .unwrap()
+                        .unwrap();
                 }
             }
             Engine::Lmdb(env, db) => {
@@ -264,7 +271,10 @@ async fn bench(n: usize, dir: PathBuf) {
             t_read[e] += start.elapsed();
         }
     }
-    assert!(sums.iter().all(|&s| s == sums[0]), "engines read different values");
+    assert!(
+        sums.iter().all(|&s| s == sums[0]),
+        "engines read different values"
+    );
     let mut t_scan = [Duration::ZERO; 3];
     let mut sums = [0u64; 3];
     for (b, block) in scans.chunks(SCANS_PER_BLOCK).enumerate() {
@@ -274,7 +284,10 @@ async fn bench(n: usize, dir: PathBuf) {
             t_scan[e] += start.elapsed();
         }
     }
-    assert!(sums.iter().all(|&s| s == sums[0]), "engines scanned different values");
+    assert!(
+        sums.iter().all(|&s| s == sums[0]),
+        "engines scanned different values"
+    );
     for e in engines {
         e.close().await;
     }
