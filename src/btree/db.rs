@@ -56,6 +56,19 @@ enum Del {
     },
 }
 
+/// Where the pages of the file are (see [`Db::check_integrity`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageStats {
+    /// Pages after the two meta pages.
+    pub total: u64,
+    /// Pages reachable from the catalog and the trees.
+    pub reachable: u64,
+    /// Free pages (allocatable now or once snapshots allow).
+    pub free: u64,
+    /// Pages holding the freelist.
+    pub freelist: u64,
+}
+
 /// Versions of live snapshots: version -> number of snapshots.
 type Registry = Rc<RefCell<BTreeMap<u64, usize>>>;
 
@@ -473,6 +486,84 @@ impl<D: Disk> Db<D> {
                 self.roots.insert(tree.to_string(), root);
             }
         }
+    }
+
+    /// Checks that every page of the file is accounted for exactly once: reachable
+    /// from the catalog or a tree (branch, leaf, overflow pages), free (allocatable,
+    /// waiting for snapshots, or freed by the open transaction), or holding the
+    /// freelist. Walks the whole file: for tests and tooling.
+    pub fn check_integrity(&self) -> Result<PageStats> {
+        let mut owner: HashMap<u64, &'static str> = HashMap::new();
+        let mut claim = |id: u64, what: &'static str| -> Result<()> {
+            if !(META_PAGES..self.page_count).contains(&id) {
+                return Err(self.corrupt(id, format!("{what} page outside the file")));
+            }
+            match owner.insert(id, what) {
+                Some(prev) => Err(self.corrupt(id, format!("page is both {prev} and {what}"))),
+                None => Ok(()),
+            }
+        };
+        let mut reachable = 0u64;
+        let roots = std::iter::once(self.meta.catalog_root).chain(self.roots.values().copied());
+        for root in roots.filter(|&r| r != 0) {
+            let mut stack = vec![(root, 0usize)];
+            while let Some((id, depth)) = stack.pop() {
+                if depth >= MAX_DEPTH {
+                    return Err(self.corrupt(id, "tree too deep".into()));
+                }
+                claim(id, "tree")?;
+                reachable += 1;
+                let p = self.page(id)?;
+                let n = node::count(&p);
+                match page_type(&p) {
+                    PAGE_BRANCH => {
+                        stack.extend((0..=n).map(|ci| (node::branch_child(&p, ci), depth + 1)))
+                    }
+                    PAGE_LEAF => {
+                        for i in 0..n {
+                            if let Some((first, len)) = overflow_of(node::leaf_val(&p, i)) {
+                                let pages = len
+                                    .div_ceil(read::overflow_per_page(self.opts.page_size))
+                                    .max(1);
+                                let mut o = first;
+                                for _ in 0..pages {
+                                    claim(o, "overflow")?;
+                                    reachable += 1;
+                                    o = rd_u64(&self.page(o)?, OVF_NEXT);
+                                }
+                            }
+                        }
+                    }
+                    t => return Err(self.corrupt(id, format!("page type {t} inside a tree"))),
+                }
+            }
+        }
+        let free: Vec<u64> = self
+            .reusable
+            .iter()
+            .chain(self.pending.values().flatten())
+            .chain(&self.freed_now)
+            .copied()
+            .collect();
+        for &id in &free {
+            claim(id, "free")?;
+        }
+        for &id in &self.freelist_pages {
+            claim(id, "freelist")?;
+        }
+        let total = self.page_count - META_PAGES;
+        if owner.len() as u64 != total {
+            return Err(self.corrupt(
+                0,
+                format!("{} of {total} pages accounted for (leak)", owner.len()),
+            ));
+        }
+        Ok(PageStats {
+            total,
+            reachable,
+            free: free.len() as u64,
+            freelist: self.freelist_pages.len() as u64,
+        })
     }
 
     // ---- allocation ----

@@ -116,7 +116,7 @@ pub mod store;
 #[cfg(test)]
 mod tests;
 
-pub use db::{Db, Snapshot};
+pub use db::{Db, PageStats, Snapshot};
 pub use disk::{Disk, GlommioDisk, SimDisk};
 pub use read::Cursor;
 pub use store::{MmapStore, PageStore, PreadStore};

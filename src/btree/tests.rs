@@ -192,6 +192,7 @@ fn model_run(seed: u64, opts: Options, ops: usize) {
             model.get_mut(t).unwrap().insert(key, value);
         }
         if step % 97 == 0 {
+            db.check_integrity().unwrap();
             let m = &model[t];
             let probe = random_key(&mut rng, shape);
             assert_eq!(db.get(t, &probe).unwrap().as_ref(), m.get(&probe));
@@ -217,6 +218,10 @@ fn model_run(seed: u64, opts: Options, ops: usize) {
     drop(db);
     let db = open_sim(&disk, &opts).unwrap();
     check_db(&db, &model);
+    // Empty trees: nothing reachable, every page free or holding the freelist.
+    let stats = db.check_integrity().unwrap();
+    assert_eq!(stats.reachable, 0, "{stats:?}");
+    assert_eq!(stats.free + stats.freelist, stats.total);
 }
 
 /// A random bounded range scan, both directions, against the model.
@@ -491,6 +496,7 @@ fn crash_at_every_sync_gives_last_committed_version() {
             if variant == 0 {
                 assert_eq!(db.committed_txn(), acked as u64);
             }
+            db.check_integrity().unwrap();
             // The reopened Db keeps working from there.
             let mut db = db;
             db.put("a", b"after", b"crash").unwrap();
