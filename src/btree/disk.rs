@@ -86,30 +86,13 @@ impl GlommioDisk {
     }
 }
 
-impl Disk for GlommioDisk {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn len(&self) -> u64 {
-        self.len
-    }
-    async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> io::Result<()> {
-        let total = data.len();
-        let done = self.file.write_at(data, offset).await.map_err(gio)?;
-        // A short write only happens when the device is out of space; it is an error
-        // (the commit fails and the Db refuses further writes).
-        if done < total {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write: {done} of {total} bytes"),
-            ));
-        }
-        self.len = self.len.max(offset + total as u64);
-        Ok(())
-    }
-    /// Submits all writes at once (io_uring runs them concurrently), then waits for
-    /// every one of them.
-    async fn write_many(&mut self, writes: Vec<(u64, Vec<u8>)>) -> io::Result<()> {
+/// Writes in flight at once per `write_many` window. Each pending glommio operation
+/// holds a clone of the task's waker, whose count is an i16: stay far below it.
+pub const WRITES_IN_FLIGHT_MAX: usize = 64;
+
+impl GlommioDisk {
+    async fn write_window(&mut self, writes: Vec<(u64, Vec<u8>)>) -> io::Result<()> {
+        assert!(writes.len() <= WRITES_IN_FLIGHT_MAX);
         let file = &self.file;
         let mut end = self.len;
         let mut futs: Vec<_> = writes
@@ -117,7 +100,7 @@ impl Disk for GlommioDisk {
             .map(|(offset, data)| {
                 let total = data.len();
                 end = end.max(offset + total as u64);
-                Box::pin(async move {
+                Some(Box::pin(async move {
                     let done = file
                         .write_at(data, offset)
                         .await
@@ -129,9 +112,8 @@ impl Disk for GlommioDisk {
                         ));
                     }
                     Ok(())
-                })
+                }))
             })
-            .map(Some)
             .collect();
         let mut first_err = None;
         futures_lite::future::poll_fn(|cx| {
@@ -160,6 +142,39 @@ impl Disk for GlommioDisk {
             return Err(e);
         }
         self.len = end;
+        Ok(())
+    }
+}
+
+impl Disk for GlommioDisk {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn len(&self) -> u64 {
+        self.len
+    }
+    async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> io::Result<()> {
+        let total = data.len();
+        let done = self.file.write_at(data, offset).await.map_err(gio)?;
+        // A short write only happens when the device is out of space; it is an error
+        // (the commit fails and the Db refuses further writes).
+        if done < total {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {done} of {total} bytes"),
+            ));
+        }
+        self.len = self.len.max(offset + total as u64);
+        Ok(())
+    }
+    /// Submits the writes in windows of [`WRITES_IN_FLIGHT_MAX`] (io_uring runs each
+    /// window concurrently) and waits for every one of them.
+    async fn write_many(&mut self, writes: Vec<(u64, Vec<u8>)>) -> io::Result<()> {
+        let mut writes = writes.into_iter().peekable();
+        while writes.peek().is_some() {
+            let window: Vec<_> = writes.by_ref().take(WRITES_IN_FLIGHT_MAX).collect();
+            self.write_window(window).await?;
+        }
         Ok(())
     }
     async fn sync(&mut self) -> io::Result<()> {
