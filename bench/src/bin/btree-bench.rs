@@ -42,6 +42,7 @@ impl Rng {
 
 const TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("t");
 
+#[allow(clippy::large_enum_variant)] // three values, built once
 enum Engine {
     Corekv(Db),
     Lmdb(heed::Env, heed::Database<Bytes, Bytes>),
