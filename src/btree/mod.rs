@@ -112,6 +112,7 @@ pub mod format;
 mod node;
 pub mod read;
 pub mod store;
+mod write;
 
 #[cfg(test)]
 mod tests;
