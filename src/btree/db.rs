@@ -2,9 +2,10 @@
 //! versions, snapshots, page allocation and the freelist.
 //!
 //! Write path: `put`/`delete` copy-on-write the root-to-leaf path into *dirty* pages
-//! (memory only; a page allocated in this transaction is modified in place). Reads
-//! through the `Db` see dirty pages first (the mutations themselves are in `write.rs`). [`Db::commit`] writes the dirty pages, syncs,
-//! then writes the meta page and syncs again (see the crash argument in the module docs).
+//! (memory only; a page allocated in this transaction is modified in place; the
+//! mutations themselves are in `write.rs`). Reads through the `Db` see dirty pages
+//! first. [`Db::commit`] writes the dirty pages, syncs, then writes the meta page and
+//! syncs again (see the crash argument in the module docs).
 //!
 //! Page reuse: a page freed by transaction `t` is still reachable from version `t - 1`.
 //! It becomes allocatable once every live snapshot has version >= `t` **and**
