@@ -716,6 +716,7 @@ fn real_file_round_trip(use_mmap: bool) {
             let mut db = Db::open(&p2, o2.clone()).await.unwrap();
             let mut model = BTreeMap::new();
             let mut rng = Rng::new(3);
+            let mut first = None;
             for round in 0..5 {
                 for _ in 0..2000 {
                     let k = rng.bytes(16);
@@ -728,7 +729,15 @@ fn real_file_round_trip(use_mmap: bool) {
                 let s = db.snapshot();
                 assert_eq!(s.txn(), round + 1);
                 assert!(dump_tree(|f| s.scan("t", b"", None, false, f)) == model);
+                if round == 0 {
+                    first = Some((s, model.clone(), db.size_bytes()));
+                }
             }
+            // The first snapshot outlived file growth (remaps) and page reuse.
+            let (s, m, size) = first.take().unwrap();
+            assert!(db.size_bytes() > size, "the file must have grown");
+            assert!(dump_tree(|f| s.scan("t", b"", None, false, f)) == m);
+            drop(s);
             // A second Db on the same file is refused (exclusive lock).
             assert!(Db::open(&p2, o2.clone()).await.is_err());
             db.close().await.unwrap();
