@@ -112,7 +112,7 @@ impl Db<GlommioDisk> {
     /// Opens or creates the file at `path` (glommio executor required).
     pub async fn open(path: impl AsRef<Path>, opts: Options) -> Result<Db<GlommioDisk>> {
         let path = path.as_ref();
-        let disk = GlommioDisk::open(path, opts.use_mmap)
+        let disk = GlommioDisk::open(path, opts.use_mmap, opts.write_pool)
             .await
             .map_err(|e| BtreeError::io("open", &path.display().to_string(), 0, e))?;
         Db::open_disk(disk, opts).await

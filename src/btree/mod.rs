@@ -135,6 +135,9 @@ pub struct Options {
     pub max_file_bytes: u64,
     /// Read through a memory map (true) or pread (false).
     pub use_mmap: bool,
+    /// Write a commit's pages with pwrite on glommio's blocking thread pool (true), or
+    /// with one io_uring write per contiguous run (false). See `disk.rs`.
+    pub write_pool: bool,
     /// Minimum growth of the file when it must grow.
     pub grow_step_bytes: u64,
 }
@@ -146,6 +149,7 @@ impl Default for Options {
             max_value_bytes: 1 << 20,
             max_file_bytes: 8 << 30,
             use_mmap: true,
+            write_pool: true,
             grow_step_bytes: 1 << 20,
         }
     }

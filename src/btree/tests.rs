@@ -702,11 +702,12 @@ where
         .unwrap()
 }
 
-fn real_file_round_trip(use_mmap: bool) {
+fn real_file_round_trip(use_mmap: bool, write_pool: bool) {
     let dir = TempDir::new("real");
     let path = dir.path().join("db");
     let opts = Options {
         use_mmap,
+        write_pool,
         ..Options::default()
     };
     let p2 = path.clone();
@@ -749,12 +750,12 @@ fn real_file_round_trip(use_mmap: bool) {
 
 #[test]
 fn real_file_mmap() {
-    real_file_round_trip(true);
+    real_file_round_trip(true, true);
 }
 
 #[test]
 fn real_file_pread() {
-    real_file_round_trip(false);
+    real_file_round_trip(false, false);
 }
 
 // ---- SIGKILL ----

@@ -54,8 +54,11 @@ const NAMES: [&str; 3] = ["corekv", "lmdb", "redb"];
 async fn open(which: usize, dir: &Path, tag: &str) -> Engine {
     match which {
         0 => {
+            // BTREE_BENCH_WRITE_POOL=0: io_uring writes instead of the blocking pool.
+            let write_pool = std::env::var("BTREE_BENCH_WRITE_POOL").map_or(true, |v| v != "0");
             let opts = Options {
                 max_file_bytes: 32 << 30,
+                write_pool,
                 ..Options::default()
             };
             Engine::Corekv(
