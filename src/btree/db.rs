@@ -576,10 +576,11 @@ impl<D: Disk> Db<D> {
         if !self.changed {
             return Ok(());
         }
+        // Poisoned until it completes: a commit future dropped half way (cancelled)
+        // leaves the writer's state unknown, so it must refuse further writes.
+        self.poisoned = Some("an earlier commit did not complete (cancelled)".into());
         let r = self.commit_inner().await;
-        if let Err(e) = &r {
-            self.poisoned = Some(e.to_string());
-        }
+        self.poisoned = r.as_ref().err().map(|e| e.to_string());
         r
     }
 

@@ -363,6 +363,54 @@ fn snapshot_keeps_its_version_while_pages_are_reused() {
     );
 }
 
+/// A SimDisk whose fdatasync yields once (returns Pending before completing).
+struct YieldingDisk(SimDisk);
+
+impl Disk for YieldingDisk {
+    fn name(&self) -> &str {
+        "yielding"
+    }
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+    async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> std::io::Result<()> {
+        self.0.write_at(offset, data).await
+    }
+    async fn sync(&mut self) -> std::io::Result<()> {
+        futures_lite::future::yield_now().await;
+        self.0.sync().await
+    }
+    async fn grow(&mut self, len: u64) -> std::io::Result<()> {
+        self.0.grow(len).await
+    }
+    fn store(&self) -> std::io::Result<std::rc::Rc<dyn PageStore>> {
+        self.0.store()
+    }
+}
+
+#[test]
+fn cancelled_commit_poisons_the_writer() {
+    let sim = SimDisk::default();
+    let mut db = block_on(Db::open_disk(YieldingDisk(sim.clone()), small_opts())).unwrap();
+    db.put("t", b"k", b"v").unwrap();
+    block_on(db.commit()).unwrap(); // completes across the yields
+    db.put("t", b"k2", b"v").unwrap();
+    {
+        // Poll once: it stops at the first fdatasync; then drop it (cancel).
+        let mut fut = std::pin::pin!(db.commit());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(std::future::Future::poll(fut.as_mut(), &mut cx).is_pending());
+    }
+    let err = db.put("t", b"k3", b"v").unwrap_err();
+    assert!(matches!(err, BtreeError::Poisoned { .. }), "{err}");
+    assert!(block_on(db.commit()).is_err());
+    drop(db);
+    // Reopen: the last completed commit.
+    let db = open_sim(&sim, &small_opts()).unwrap();
+    assert_eq!(db.get("t", b"k").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(db.get("t", b"k2").unwrap(), None);
+}
+
 #[test]
 fn limits_are_errors() {
     let disk = SimDisk::default();
