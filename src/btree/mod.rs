@@ -11,8 +11,12 @@
 //!   its pages from reuse, for as long as it lives, across later writes and commits.
 //! * Reads go through a [`PageStore`]: a `memmap2` map ([`MmapStore`]) or pread
 //!   ([`PreadStore`]). Writes go through the page cache with glommio
-//!   ([`GlommioDisk`]: `BufferedFile` writes + fdatasync over io_uring; never O_DIRECT,
-//!   which does not mix with mmap). All `unsafe` is in `store.rs`, with its argument.
+//!   ([`GlommioDisk`]: fdatasync and meta writes over io_uring; a commit's page writes
+//!   either as io_uring `BufferedFile` writes or, by default, as pwrites on glommio's
+//!   blocking pool in one hand-off, since io_uring punts every buffered write to a
+//!   worker; the executor never blocks either way). Never O_DIRECT, which does not
+//!   mix with mmap. All `unsafe` is in `store.rs`, with its argument.
+//! * Cancellation: a commit future dropped before it completes poisons the writer.
 //! * Keys are compared bytewise. Several named trees live in one file; a catalog tree
 //!   maps each name to its root.
 //!
