@@ -11,8 +11,12 @@
 //!   its pages from reuse, for as long as it lives, across later writes and commits.
 //! * Reads go through a [`PageStore`]: a `memmap2` map ([`MmapStore`]) or pread
 //!   ([`PreadStore`]). Writes go through the page cache with glommio
-//!   ([`GlommioDisk`]: `BufferedFile` writes + fdatasync over io_uring; never O_DIRECT,
-//!   which does not mix with mmap). All `unsafe` is in `store.rs`, with its argument.
+//!   ([`GlommioDisk`]: fdatasync and meta writes over io_uring; a commit's page writes
+//!   either as io_uring `BufferedFile` writes or, by default, as pwrites on glommio's
+//!   blocking pool in one hand-off, since io_uring punts every buffered write to a
+//!   worker; the executor never blocks either way). Never O_DIRECT, which does not
+//!   mix with mmap. All `unsafe` is in `store.rs`, with its argument.
+//! * Cancellation: a commit future dropped before it completes poisons the writer.
 //! * Keys are compared bytewise. Several named trees live in one file; a catalog tree
 //!   maps each name to its root.
 //!
@@ -95,12 +99,16 @@
 //!
 //! # Reads and corruption
 //!
-//! Each page is verified on its first read after it was written (checksum, its own
-//! page id, type, slot and cell bounds, key order); committed pages are immutable while
-//! reachable, so the verdict is cached per page id until the writer rewrites it. A bad
-//! page is an error (`Corrupt`, naming file and page) on the read that touches it,
-//! never a wrong answer or a panic. Traversals check page types and are depth-bounded,
-//! so a pointer cycle is an error.
+//! Each page is verified on its first read from the file (checksum, its own page id,
+//! type, slot and cell bounds, key order); committed pages are immutable while
+//! reachable, so the verdict is cached per page id (a bitset) for the life of the `Db`.
+//! Pages this process writes are sealed from the very buffer it writes and enter the
+//! cache as verified (a flip that happens on the media later is caught after a
+//! reopen, not while the same process keeps the page cached). A bad page is an error
+//! (`Corrupt`, naming file and page) on the read that touches it, never a wrong
+//! answer or a panic. Traversals check page types and are depth-bounded, so a pointer
+//! cycle is an error. Leaf splits store the shortest separating prefix in the parent
+//! (suffix truncation), which raises branch fan-out.
 
 mod db;
 pub mod disk;
@@ -108,11 +116,12 @@ pub mod format;
 mod node;
 pub mod read;
 pub mod store;
+mod write;
 
 #[cfg(test)]
 mod tests;
 
-pub use db::{Db, Snapshot};
+pub use db::{Db, PageStats, Snapshot};
 pub use disk::{Disk, GlommioDisk, SimDisk};
 pub use read::Cursor;
 pub use store::{MmapStore, PageStore, PreadStore};
@@ -130,6 +139,9 @@ pub struct Options {
     pub max_file_bytes: u64,
     /// Read through a memory map (true) or pread (false).
     pub use_mmap: bool,
+    /// Write a commit's pages with pwrite on glommio's blocking thread pool (true), or
+    /// with one io_uring write per contiguous run (false). See `disk.rs`.
+    pub write_pool: bool,
     /// Minimum growth of the file when it must grow.
     pub grow_step_bytes: u64,
 }
@@ -141,6 +153,7 @@ impl Default for Options {
             max_value_bytes: 1 << 20,
             max_file_bytes: 8 << 30,
             use_mmap: true,
+            write_pool: true,
             grow_step_bytes: 1 << 20,
         }
     }

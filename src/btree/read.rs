@@ -27,10 +27,10 @@ pub trait PageSource {
 
 /// Committed pages of one file: a store plus the set of page ids already checked.
 ///
-/// Each page is verified (checksum, self id, structure) on its first read after it was
-/// written; committed pages are immutable while reachable, and the bit is cleared when
-/// the writer rewrites a page, so later reads skip the check. The bitset is shared by
-/// the Db and all its snapshots.
+/// Each page is verified (checksum, self id, structure) on its first read from the
+/// file; committed pages are immutable while reachable, so later reads skip the check.
+/// Pages this process writes are sealed from the same buffer that is written and
+/// marked verified at commit. The bitset is shared by the Db and all its snapshots.
 #[derive(Clone)]
 pub struct Pages {
     pub store: Rc<dyn PageStore>,
@@ -61,21 +61,19 @@ impl Pages {
             .is_some_and(|x| x & (1 << b) != 0);
         if !known {
             validate_page(&p, id).map_err(|m| self.corrupt(id, m))?;
-            let mut v = self.verified.borrow_mut();
-            if v.len() <= w {
-                v.resize(w + 1, 0);
-            }
-            v[w] |= 1 << b;
+            self.mark_verified(id);
         }
         Ok(p)
     }
 
-    /// Forgets that `id` was verified (the writer rewrote it).
-    pub fn unverify(&self, id: u64) {
+    /// Records that `id` holds bytes known to be good (the writer just wrote them).
+    pub fn mark_verified(&self, id: u64) {
         let (w, b) = ((id / 64) as usize, id % 64);
-        if let Some(x) = self.verified.borrow_mut().get_mut(w) {
-            *x &= !(1 << b);
+        let mut v = self.verified.borrow_mut();
+        if v.len() <= w {
+            v.resize(w + 1, 0);
         }
+        v[w] |= 1 << b;
     }
 
     pub fn corrupt(&self, page: u64, msg: String) -> BtreeError {

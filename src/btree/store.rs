@@ -114,10 +114,12 @@ impl PageStore for PreadStore {
     }
 }
 
-/// A `File` owning a duplicate of `fd` (for pread alongside glommio's own descriptor).
+/// A `File` owning a duplicate of `fd` (for pread alongside glommio's own descriptor),
+/// close-on-exec so that a spawned process cannot inherit it (and with it the lock).
 pub fn dup_file(fd: RawFd) -> io::Result<File> {
-    // SAFETY: dup has no memory-safety preconditions; the result is checked.
-    let new = unsafe { libc::dup(fd) };
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) has no memory-safety preconditions; the result is
+    // checked.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
     if new < 0 {
         return Err(io::Error::last_os_error());
     }

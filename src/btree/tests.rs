@@ -192,6 +192,7 @@ fn model_run(seed: u64, opts: Options, ops: usize) {
             model.get_mut(t).unwrap().insert(key, value);
         }
         if step % 97 == 0 {
+            db.check_integrity().unwrap();
             let m = &model[t];
             let probe = random_key(&mut rng, shape);
             assert_eq!(db.get(t, &probe).unwrap().as_ref(), m.get(&probe));
@@ -217,6 +218,10 @@ fn model_run(seed: u64, opts: Options, ops: usize) {
     drop(db);
     let db = open_sim(&disk, &opts).unwrap();
     check_db(&db, &model);
+    // Empty trees: nothing reachable, every page free or holding the freelist.
+    let stats = db.check_integrity().unwrap();
+    assert_eq!(stats.reachable, 0, "{stats:?}");
+    assert_eq!(stats.free + stats.freelist, stats.total);
 }
 
 /// A random bounded range scan, both directions, against the model.
@@ -358,6 +363,54 @@ fn snapshot_keeps_its_version_while_pages_are_reused() {
     );
 }
 
+/// A SimDisk whose fdatasync yields once (returns Pending before completing).
+struct YieldingDisk(SimDisk);
+
+impl Disk for YieldingDisk {
+    fn name(&self) -> &str {
+        "yielding"
+    }
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+    async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> std::io::Result<()> {
+        self.0.write_at(offset, data).await
+    }
+    async fn sync(&mut self) -> std::io::Result<()> {
+        futures_lite::future::yield_now().await;
+        self.0.sync().await
+    }
+    async fn grow(&mut self, len: u64) -> std::io::Result<()> {
+        self.0.grow(len).await
+    }
+    fn store(&self) -> std::io::Result<std::rc::Rc<dyn PageStore>> {
+        self.0.store()
+    }
+}
+
+#[test]
+fn cancelled_commit_poisons_the_writer() {
+    let sim = SimDisk::default();
+    let mut db = block_on(Db::open_disk(YieldingDisk(sim.clone()), small_opts())).unwrap();
+    db.put("t", b"k", b"v").unwrap();
+    block_on(db.commit()).unwrap(); // completes across the yields
+    db.put("t", b"k2", b"v").unwrap();
+    {
+        // Poll once: it stops at the first fdatasync; then drop it (cancel).
+        let mut fut = std::pin::pin!(db.commit());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(std::future::Future::poll(fut.as_mut(), &mut cx).is_pending());
+    }
+    let err = db.put("t", b"k3", b"v").unwrap_err();
+    assert!(matches!(err, BtreeError::Poisoned { .. }), "{err}");
+    assert!(block_on(db.commit()).is_err());
+    drop(db);
+    // Reopen: the last completed commit.
+    let db = open_sim(&sim, &small_opts()).unwrap();
+    assert_eq!(db.get("t", b"k").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(db.get("t", b"k2").unwrap(), None);
+}
+
 #[test]
 fn limits_are_errors() {
     let disk = SimDisk::default();
@@ -491,6 +544,7 @@ fn crash_at_every_sync_gives_last_committed_version() {
             if variant == 0 {
                 assert_eq!(db.committed_txn(), acked as u64);
             }
+            db.check_integrity().unwrap();
             // The reopened Db keeps working from there.
             let mut db = db;
             db.put("a", b"after", b"crash").unwrap();
@@ -696,11 +750,12 @@ where
         .unwrap()
 }
 
-fn real_file_round_trip(use_mmap: bool) {
+fn real_file_round_trip(use_mmap: bool, write_pool: bool) {
     let dir = TempDir::new("real");
     let path = dir.path().join("db");
     let opts = Options {
         use_mmap,
+        write_pool,
         ..Options::default()
     };
     let p2 = path.clone();
@@ -710,6 +765,7 @@ fn real_file_round_trip(use_mmap: bool) {
             let mut db = Db::open(&p2, o2.clone()).await.unwrap();
             let mut model = BTreeMap::new();
             let mut rng = Rng::new(3);
+            let mut first = None;
             for round in 0..5 {
                 for _ in 0..2000 {
                     let k = rng.bytes(16);
@@ -722,7 +778,15 @@ fn real_file_round_trip(use_mmap: bool) {
                 let s = db.snapshot();
                 assert_eq!(s.txn(), round + 1);
                 assert!(dump_tree(|f| s.scan("t", b"", None, false, f)) == model);
+                if round == 0 {
+                    first = Some((s, model.clone(), db.size_bytes()));
+                }
             }
+            // The first snapshot outlived file growth (remaps) and page reuse.
+            let (s, m, size) = first.take().unwrap();
+            assert!(db.size_bytes() > size, "the file must have grown");
+            assert!(dump_tree(|f| s.scan("t", b"", None, false, f)) == m);
+            drop(s);
             // A second Db on the same file is refused (exclusive lock).
             assert!(Db::open(&p2, o2.clone()).await.is_err());
             db.close().await.unwrap();
@@ -734,12 +798,12 @@ fn real_file_round_trip(use_mmap: bool) {
 
 #[test]
 fn real_file_mmap() {
-    real_file_round_trip(true);
+    real_file_round_trip(true, true);
 }
 
 #[test]
 fn real_file_pread() {
-    real_file_round_trip(false);
+    real_file_round_trip(false, false);
 }
 
 // ---- SIGKILL ----
