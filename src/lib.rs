@@ -6,4 +6,5 @@ pub mod client;
 pub mod mvcc;
 pub mod proto;
 pub mod raft;
+pub mod shard;
 pub mod wal;

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{port_base, Server, TempDir};
 use corekv::client::{Client, ClientConfig, ClientError, RetryPolicy, ThreadedClient};
 use corekv::mvcc::{
     Compare, CompareOp, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
@@ -12,6 +12,24 @@ use corekv::mvcc::{
 };
 use corekv::proto::{group_for, ErrorCode, RaftRole, MULTI_GROUP};
 use glommio::{LocalExecutorBuilder, Placement};
+
+/// A one-node server in its own temp dir (the server is killed before the dir goes).
+struct Node {
+    server: Server,
+    dir: TempDir,
+}
+
+impl Node {
+    fn start(tag: &str) -> Node {
+        let dir = TempDir::new(tag);
+        let server = Server::start(&dir.0, port_base(), SHARDS);
+        Node { server, dir }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.server.port)
+    }
+}
 
 fn run<T>(f: impl std::future::Future<Output = T>) -> T {
     LocalExecutorBuilder::new(Placement::Unbound)
@@ -21,7 +39,7 @@ fn run<T>(f: impl std::future::Future<Output = T>) -> T {
         .run(f)
 }
 
-fn cfg(s: &Server) -> ClientConfig {
+fn cfg(s: &Node) -> ClientConfig {
     let mut c = ClientConfig::with_endpoints([s.endpoint()]);
     c.request_timeout = Duration::from_secs(30);
     c.retry = RetryPolicy {
@@ -32,11 +50,11 @@ fn cfg(s: &Server) -> ClientConfig {
     c
 }
 
-const SHARDS: u32 = common::SHARDS as u32;
+const SHARDS: u32 = 2;
 
 #[test]
 fn kv_operations_round_trip() {
-    let server = Server::start("client-kv");
+    let server = Node::start("client-kv");
     run(async {
         let c = Client::connect(cfg(&server)).await.unwrap();
         assert_eq!(c.shard_count(), SHARDS);
@@ -126,7 +144,7 @@ fn kv_operations_round_trip() {
 
 #[test]
 fn txn_in_one_group_and_refused_across_groups() {
-    let server = Server::start("client-txn");
+    let server = Node::start("client-txn");
     run(async {
         let c = Client::connect(cfg(&server)).await.unwrap();
         c.put("{acct}alice", "10").await.unwrap();
@@ -198,7 +216,7 @@ fn txn_in_one_group_and_refused_across_groups() {
 
 #[test]
 fn bad_requests_get_their_error_codes() {
-    let server = Server::start("client-errors");
+    let server = Node::start("client-errors");
     run(async {
         let c = Client::connect(cfg(&server)).await.unwrap();
         let e = c.put("", "v").await.unwrap_err();
@@ -237,7 +255,7 @@ fn bad_requests_get_their_error_codes() {
 
 #[test]
 fn pipelined_writes_then_reads() {
-    let server = Server::start("client-pipeline");
+    let server = Node::start("client-pipeline");
     let n = 4000usize;
     let (put_s, get_s) = run(async {
         let c = Client::connect(cfg(&server)).await.unwrap();
@@ -288,7 +306,7 @@ fn pipelined_writes_then_reads() {
 
 #[test]
 fn client_survives_a_server_restart() {
-    let server = Server::start("client-restart");
+    let server = Node::start("client-restart");
     let client = ThreadedClient::connect(cfg(&server)).unwrap();
     for i in 0..50 {
         client
@@ -296,15 +314,15 @@ fn client_survives_a_server_restart() {
             .put(format!("r{i}"), format!("{i}"))
             .unwrap();
     }
-    let (dir, cport, pport) = server.kill();
-    // The client retries (reconnects with backoff) while the server restarts; the
-    // restarted server's guard lives on this thread so a panic still kills it.
+    let mut server = server;
+    server.server.kill();
+    // The client retries (reconnects with backoff) while the server restarts.
     let reader = {
         let c = client.clone();
         std::thread::spawn(move || c.blocking().get("r7"))
     };
     std::thread::sleep(Duration::from_millis(300));
-    let _server = Server::start_in(dir, cport, pport);
+    server.server = Server::start(&server.dir.0, server.server.port, SHARDS);
     let r = reader.join().unwrap().unwrap();
     assert_eq!(r.body.range.kvs[0].value, b"7");
     client.blocking().put("after", "restart").unwrap();
@@ -316,7 +334,7 @@ fn client_survives_a_server_restart() {
 
 #[test]
 fn threaded_client_on_tokio() {
-    let server = Server::start("client-tokio");
+    let server = Node::start("client-tokio");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()
@@ -356,7 +374,7 @@ fn threaded_client_on_tokio() {
 #[test]
 #[ignore = "a measurement, run by hand"]
 fn throughput_report() {
-    let server = Server::start("client-throughput");
+    let server = Node::start("client-throughput");
     let n = 2_000usize;
     for depth in [1usize, 16, 256] {
         let (put_s, get_s) = run(async {

@@ -5,9 +5,30 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use common::Server;
+use common::{port_base, Server, TempDir};
 
-fn ctl(server: Option<&Server>, args: &[&str], stdin: Option<&str>) -> Output {
+/// A one-node server in its own temp dir (the server is killed before the dir goes).
+struct Node {
+    server: Server,
+    _dir: TempDir,
+}
+
+impl Node {
+    fn start(tag: &str) -> Node {
+        let dir = TempDir::new(tag);
+        let server = Server::start(&dir.0, port_base(), SHARDS);
+        Node { server, _dir: dir }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.server.port)
+    }
+}
+
+/// Shards per node in these tests.
+const SHARDS: u32 = 2;
+
+fn ctl(server: Option<&Node>, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_corekvctl"));
     if let Some(s) = server {
         cmd.args(["--endpoints", &s.endpoint(), "--timeout", "20"]);
@@ -26,7 +47,7 @@ fn ctl(server: Option<&Server>, args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn ok(server: &Server, args: &[&str]) -> String {
+fn ok(server: &Node, args: &[&str]) -> String {
     let out = ctl(Some(server), args, None);
     assert_eq!(
         out.status.code(),
@@ -62,7 +83,7 @@ fn usage_errors_exit_2_without_a_server() {
 
 #[test]
 fn unreachable_endpoint_exits_1() {
-    let port = common::free_ports(1);
+    let port = port_base();
     let out = Command::new(env!("CARGO_BIN_EXE_corekvctl"))
         .args([
             "--endpoints",
@@ -80,7 +101,7 @@ fn unreachable_endpoint_exits_1() {
 
 #[test]
 fn put_get_del_like_etcdctl() {
-    let s = Server::start("ctl-kv");
+    let s = Node::start("ctl-kv");
     assert_eq!(ok(&s, &["put", "foo", "bar"]), "OK\n");
     assert_eq!(ok(&s, &["get", "foo"]), "foo\nbar\n");
     assert_eq!(
@@ -130,7 +151,7 @@ fn put_get_del_like_etcdctl() {
 
 #[test]
 fn server_errors_exit_1_naming_the_code() {
-    let s = Server::start("ctl-errors");
+    let s = Node::start("ctl-errors");
     let out = ctl(Some(&s), &["get", "b", "a"], None);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -145,7 +166,7 @@ fn server_errors_exit_1_naming_the_code() {
 
 #[test]
 fn txn_from_stdin() {
-    let s = Server::start("ctl-txn");
+    let s = Node::start("ctl-txn");
     ok(&s, &["put", "{u}k1", "5"]);
     let text = "value(\"{u}k1\") = \"5\"\n\nput {u}k1 \"six\"\nget {u}k1\n\nput {u}k1 \"zero\"\n";
     let out = ctl(Some(&s), &["txn"], Some(text));
@@ -173,7 +194,7 @@ fn txn_from_stdin() {
 
 #[test]
 fn status_topology_compact() {
-    let s = Server::start("ctl-admin");
+    let s = Node::start("ctl-admin");
     ok(&s, &["put", "a", "1"]);
     ok(&s, &["put", "a", "2"]);
     let st = ok(&s, &["status"]);
@@ -187,7 +208,7 @@ fn status_topology_compact() {
     );
     let topo = ok(&s, &["topology"]);
     assert!(topo.contains("shards 2"), "{topo}");
-    assert!(topo.contains(&s.client_port.to_string()), "{topo}");
+    assert!(topo.contains(&s.server.port.to_string()), "{topo}");
     let json = ok(&s, &["topology", "-w", "json"]);
     assert!(json.contains("\"shard_count\":2"), "{json}");
     // Compact a's group at its current revision - 1.
@@ -198,7 +219,7 @@ fn status_topology_compact() {
         .and_then(|r| r.split([',', '}']).next())
         .and_then(|r| r.parse().ok())
         .unwrap_or_else(|| panic!("no revision in {json}"));
-    let g = corekv::proto::group_for(b"a", 2).to_string();
+    let g = corekv::proto::group_for(b"a", SHARDS).to_string();
     assert_eq!(
         ok(&s, &["compact", &(rev - 1).to_string(), "--group", &g]),
         format!("compacted group {g} at revision {}\n", rev - 1)

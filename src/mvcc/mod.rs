@@ -36,6 +36,7 @@
 //! - [`Store::changes_since`] (watch), [`Store::hash`] (convergence checks).
 
 pub mod backend;
+pub mod btree_backend;
 pub mod keys;
 pub mod read;
 pub mod store;

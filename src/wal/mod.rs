@@ -1,1 +1,1108 @@
-//! wal (to be written)
+//! The write-ahead log of one Raft group: O_DIRECT segment files, group commit, recovery.
+//!
+//! Every acknowledged write lives here until the B+tree has it. The log is a directory of
+//! segment files (`{seq:016x}.wal`, 64 MiB by default) written only by appending whole
+//! aligned blocks through glommio's `DmaFile` (O_DIRECT, io_uring). `docs/wal.md` has
+//! the same description with the measurements behind the choices.
+//!
+//! # Format (all integers little-endian)
+//!
+//! ```text
+//! segment file:  | header block (4096) | write | write | ... | zeros (prepared, unused) |
+//! header block:  0 magic "COREKVWL" | 8 version u32 (=1) | 12 block size u32 (=4096)
+//!                | 16 seq u64 | 24 segment bytes u64 | 32 crc32(0..32) u32 | 36.. zero
+//! write:         | record | record | ... | Pad record up to the next block boundary |
+//!                starts and ends on a 4096-byte boundary; one write = one group commit
+//! record:        0 len u32 (payload bytes) | 4 crc32 u32 over bytes 8..24+len
+//!                | 8 kind u8 | 9 reserved [u8;7] = 0 | 16 wsn u64 | 24 payload (len)
+//! kinds:         1 Append   payload: 0 ready u64 | 8 flags u8 (1 = has hard state) [7]
+//!                           | 16 hard state (term, vote, commit: 3 x u64) | 40 count u32 [4]
+//!                           | 48 entries: (term u64, index u64, kind u8 [3], len u32, data)*
+//!                2 Snapshot payload: 0 hard state (24) | 24 index u64 | 32 term u64
+//!                           | 40 voters u32, learners u32, outgoing u32 [4] | 56 ids u64*
+//!                3 Pad      payload: zeros (ends the write on a block boundary)
+//!                0 is never a kind, so zeroed bytes never parse as a record.
+//! ```
+//! `wsn` is the write sequence number: +1 per group-commit write, the same in every
+//! record of one write. The offsets are chained constants in [`format`] with
+//! `const` assertions on the layout.
+//!
+//! # Write path and crash argument
+//!
+//! Appends are encoded into a pending buffer and return at once. A flush (the first
+//! waiter in [`Wal::wait_durable`], or [`Wal::flush`]) takes everything pending, up to
+//! `group_commit_bytes_max`, stamps wsn and crc, pads to a block and issues ONE
+//! O_DIRECT write at the next free block of the active segment and ONE fdatasync. Only
+//! one write is in flight at a time; appends arriving meanwhile form the next group.
+//! After the sync, the highest Ready number whose appends are all durable is published.
+//!
+//! * A write never touches a block an earlier write used: each starts on a fresh block,
+//!   so no acknowledged byte is ever rewritten (a torn rewrite cannot lose it).
+//! * If a write is torn (power cut before its fdatasync returned), any subset of its
+//!   512-byte sectors may be on disk. Recovery keeps the records before the first bad
+//!   one; none of them was acknowledged, all were appended in this order, so what comes
+//!   back is a prefix of the appends, at least everything acknowledged.
+//! * Writes are serial, so a valid record of write `w + 1` proves write `w` was synced:
+//!   a bad record followed (anywhere later) by a valid record with a higher wsn is
+//!   corruption, and open fails naming the file and offset. A bad record followed only
+//!   by zeros or stale records (wsn not higher: leftovers of an earlier torn write) is
+//!   the torn tail and is cut off. A write torn mid-way is closed at open by a Pad
+//!   written into its own (never acknowledged) last block and synced before any append.
+//! * Segments are created and filled (header + zeros, or fallocate) and fsynced, with
+//!   the directory fsynced, *before* use, so an fdatasync of a write never has to commit
+//!   file size or extent metadata. A crash while preparing leaves a file with a bad
+//!   header and no records: recovery removes it.
+//! * Compaction appends a Snapshot record (snapshot metadata + current hard state),
+//!   waits until it is durable, then removes whole segments below it, oldest first, with
+//!   a directory fsync after each, so the surviving segments are always contiguous.
+//! * A failed write or fdatasync poisons the log: the kernel may have dropped the dirty
+//!   data and will not report it again (fsyncgate), so every later operation fails
+//!   until the log is reopened and recovered from what is really on disk.
+//!
+//! # Reads
+//!
+//! [`Wal`] implements [`Storage`] from memory: terms of all retained entries and a cache
+//! of the most recent entries (`cache_bytes_max`). A read below the cache returns
+//! `TemporarilyUnavailable` and records the range; [`Wal::fetch_pending`] loads it from
+//! disk asynchronously so the next call succeeds. The Storage view includes entries
+//! appended but not yet durable; durability is reported by [`Wal::durable_ready`].
+
+pub mod disk;
+pub mod format;
+mod log;
+mod recover;
+pub mod sim;
+#[cfg(test)]
+mod tests;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use crate::raft::types::{ConfState, Entry, HardState, SnapshotMeta, Storage, StorageError};
+
+pub use disk::{Disk, DiskFile, DmaDisk, IoBuf, SyncMode};
+use format::*;
+use log::{DiskLoc, LogIndex};
+pub use sim::SimDisk;
+
+/// How a new segment file is made ready before use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prepare {
+    /// Write the whole file with zeros, then fdatasync. Later fdatasyncs of WAL writes
+    /// then only flush data. The default: see the module docs for the measurement.
+    ZeroFill,
+    /// fallocate the file. Leaves unwritten extents, whose conversion makes the first
+    /// fdatasync of each block commit metadata.
+    Fallocate,
+}
+
+/// Options of one WAL.
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    /// Size of each segment file (a multiple of 4096, at least 2 blocks).
+    pub segment_bytes: u64,
+    /// Most bytes one group-commit write takes (a single bigger record goes alone).
+    pub group_commit_bytes_max: u64,
+    /// Most bytes of entries kept in memory for `Storage` reads.
+    pub cache_bytes_max: u64,
+    /// Most bytes of entries one `fetch_pending` loads.
+    pub fetch_bytes_max: u64,
+    pub prepare: Prepare,
+    /// Only used by [`Wal::open`] (the DmaDisk).
+    pub sync_mode: SyncMode,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_bytes: 64 << 20,
+            group_commit_bytes_max: 4 << 20,
+            cache_bytes_max: 64 << 20,
+            fetch_bytes_max: 4 << 20,
+            prepare: Prepare::ZeroFill,
+            sync_mode: SyncMode::Fdatasync,
+        }
+    }
+}
+
+/// Errors of the WAL. I/O errors name the operation, the file and the offset.
+#[derive(Debug)]
+pub enum WalError {
+    Io {
+        op: &'static str,
+        file: String,
+        offset: u64,
+        source: io::Error,
+    },
+    /// Bad data before the tail: the log refuses to open.
+    Corrupt {
+        file: String,
+        offset: u64,
+        reason: String,
+    },
+    /// An earlier write or sync failed; reopen the log.
+    Poisoned(String),
+    /// One append is bigger than a segment can hold.
+    TooLarge { bytes: u64, max: u64 },
+    /// A request the log's state does not allow (e.g. compacting to an older snapshot).
+    Invalid(String),
+}
+
+impl WalError {
+    fn io(op: &'static str, file: String, offset: u64, source: io::Error) -> WalError {
+        WalError::Io {
+            op,
+            file,
+            offset,
+            source,
+        }
+    }
+}
+
+impl std::fmt::Display for WalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WalError::Io {
+                op,
+                file,
+                offset,
+                source,
+            } => write!(f, "wal: {op} {file} at offset {offset}: {source}"),
+            WalError::Corrupt {
+                file,
+                offset,
+                reason,
+            } => write!(f, "wal: corrupt {file} at offset {offset}: {reason}"),
+            WalError::Poisoned(m) => write!(f, "wal: poisoned by an earlier failure: {m}"),
+            WalError::TooLarge { bytes, max } => {
+                write!(
+                    f,
+                    "wal: append of {bytes} bytes exceeds the {max}-byte limit"
+                )
+            }
+            WalError::Invalid(m) => write!(f, "wal: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for WalError {}
+
+/// What recovery found on open.
+#[derive(Debug, Clone, Default)]
+pub struct Recovered {
+    pub hard_state: HardState,
+    pub snapshot: SnapshotMeta,
+    /// All retained entries, `snapshot.index + 1 ..= last`.
+    pub entries: Vec<Entry>,
+    /// Highest Ready number found; number new Readies above it.
+    pub last_ready: u64,
+    /// Where a torn or invalid tail was cut off (file, offset), if one was.
+    pub torn_tail: Option<(String, u64)>,
+}
+
+/// Counters for benchmarks and tests.
+#[derive(Debug, Clone, Default)]
+pub struct WalStats {
+    pub flushes: u64,
+    pub bytes_written: u64,
+    pub pad_bytes: u64,
+    pub appends: u64,
+    /// Segments prepared inline by a flush because no spare was ready.
+    pub inline_prepares: u64,
+    pub segments_prepared: u64,
+    pub segments_removed: u64,
+}
+
+/// A one-shot-per-generation notification (single-threaded).
+#[derive(Default)]
+struct Event {
+    generation: Cell<u64>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Event {
+    fn notify(&self) {
+        self.generation.set(self.generation.get() + 1);
+        for w in self.wakers.take() {
+            w.wake();
+        }
+    }
+    fn listen(&self) -> Listen<'_> {
+        Listen {
+            ev: self,
+            generation: self.generation.get(),
+        }
+    }
+}
+
+struct Listen<'a> {
+    ev: &'a Event,
+    generation: u64,
+}
+
+impl Future for Listen<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.ev.generation.get() != self.generation {
+            Poll::Ready(())
+        } else {
+            self.ev.wakers.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
+
+struct Segment<F> {
+    file: Rc<F>,
+    max_index: u64,
+}
+
+enum PendingKind {
+    Append { rec_id: u64, last_index: u64 },
+    Snapshot,
+    Empty,
+}
+
+struct Pending {
+    ready: u64,
+    /// Byte range in the pending stream (absolute, see `State::pending_base`).
+    start: u64,
+    end: u64,
+    kind: PendingKind,
+}
+
+struct State<F> {
+    poisoned: Option<String>,
+    segments: BTreeMap<u64, Segment<F>>,
+    active: u64,
+    write_pos: u64,
+    spares: VecDeque<(u64, Rc<F>)>,
+    next_seq: u64,
+    next_wsn: u64,
+    pending: Vec<u8>,
+    pending_base: u64,
+    appends: VecDeque<Pending>,
+    last_ready: u64,
+    durable_ready: u64,
+    /// Entries up to here have their records on disk (may be evicted from the cache).
+    located_upto: u64,
+    /// Snapshot records appended / durable (counts), and where the last durable one is.
+    snaps_appended: u64,
+    snaps_durable: u64,
+    snap_seq: Option<u64>,
+    log: LogIndex,
+    stats: WalStats,
+}
+
+struct Inner<D: Disk> {
+    disk: D,
+    opts: WalOptions,
+    st: RefCell<State<D::File>>,
+    flushing: Cell<bool>,
+    preparing: Cell<bool>,
+    flushed: Event,
+    spare_event: Event,
+    fetch_want: RefCell<Option<(u64, u64)>>,
+    fetched: RefCell<VecDeque<Entry>>,
+}
+
+/// The WAL of one Raft group. A cheap handle: clones share the same log (one executor).
+pub struct Wal<D: Disk = DmaDisk> {
+    inner: Rc<Inner<D>>,
+}
+
+impl<D: Disk> Clone for Wal<D> {
+    fn clone(&self) -> Self {
+        Wal {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+fn align_up(v: u64) -> u64 {
+    v.div_ceil(BLOCK_BYTES) * BLOCK_BYTES
+}
+
+impl Wal<DmaDisk> {
+    /// Opens (or creates) the WAL in `dir` on a real disk. Must run on a glommio executor.
+    pub async fn open(
+        dir: impl AsRef<Path>,
+        opts: WalOptions,
+    ) -> Result<(Wal<DmaDisk>, Recovered), WalError> {
+        let disk = DmaDisk::open(dir.as_ref(), opts.sync_mode)
+            .await
+            .map_err(|e| WalError::io("open dir", dir.as_ref().display().to_string(), 0, e))?;
+        Wal::open_on(disk, opts).await
+    }
+}
+
+async fn prepare_segment<D: Disk>(
+    disk: &D,
+    seq: u64,
+    opts: &WalOptions,
+) -> Result<D::File, WalError> {
+    let name = segment_name(seq);
+    let path = disk.describe(&name);
+    let f = disk
+        .create(&name)
+        .await
+        .map_err(|e| WalError::io("create", path.clone(), 0, e))?;
+    let header = encode_segment_header(seq, opts.segment_bytes);
+    const CHUNK: u64 = 1 << 20;
+    let first = match opts.prepare {
+        Prepare::Fallocate => {
+            f.allocate(opts.segment_bytes)
+                .await
+                .map_err(|e| WalError::io("fallocate", path.clone(), 0, e))?;
+            BLOCK_BYTES
+        }
+        Prepare::ZeroFill => CHUNK.min(opts.segment_bytes),
+    };
+    let mut off = 0;
+    let mut end = first;
+    while off < end {
+        let mut buf = f.alloc_buf((end - off) as usize);
+        let b = buf.as_mut_slice();
+        b.fill(0);
+        if off == 0 {
+            b[..SEG_HEADER_LEN].copy_from_slice(&header);
+        }
+        f.write_at(buf, off)
+            .await
+            .map_err(|e| WalError::io("write", path.clone(), off, e))?;
+        off = end;
+        if opts.prepare == Prepare::ZeroFill {
+            end = (end + CHUNK).min(opts.segment_bytes);
+        }
+    }
+    f.sync()
+        .await
+        .map_err(|e| WalError::io("fdatasync", path.clone(), 0, e))?;
+    disk.sync_dir()
+        .await
+        .map_err(|e| WalError::io("fsync dir", disk.describe(""), 0, e))?;
+    Ok(f)
+}
+
+impl<D: Disk> Wal<D> {
+    /// Opens the WAL on `disk`: recovers what is there (see the module docs) or starts
+    /// an empty log.
+    pub async fn open_on(disk: D, opts: WalOptions) -> Result<(Wal<D>, Recovered), WalError> {
+        assert!(
+            opts.segment_bytes % BLOCK_BYTES == 0 && opts.segment_bytes >= 4 * BLOCK_BYTES,
+            "segment_bytes {} must be a multiple of {BLOCK_BYTES}, at least 4 blocks",
+            opts.segment_bytes
+        );
+        assert!(opts.group_commit_bytes_max >= BLOCK_BYTES);
+        let rec = recover::recover(&disk).await?;
+        let mut segments = BTreeMap::new();
+        let mut spares = VecDeque::new();
+        let mut recovered = Recovered::default();
+        let (log, active, write_pos, next_seq, next_wsn, last_ready, snap_seq);
+        match rec {
+            Some(r) => {
+                for name in &r.remove {
+                    disk.remove(name)
+                        .await
+                        .map_err(|e| WalError::io("remove", disk.describe(name), 0, e))?;
+                }
+                if !r.remove.is_empty() {
+                    disk.sync_dir()
+                        .await
+                        .map_err(|e| WalError::io("fsync dir", disk.describe(""), 0, e))?;
+                }
+                if let Some((seq, off, block)) = &r.close_write {
+                    let f = &r.segments.last().expect("close_write without segment").file;
+                    assert_eq!(r.segments.last().unwrap().seq, *seq);
+                    let path = disk.describe(&segment_name(*seq));
+                    let mut buf = f.alloc_buf(block.len());
+                    buf.as_mut_slice().copy_from_slice(block);
+                    f.write_at(buf, *off)
+                        .await
+                        .map_err(|e| WalError::io("write", path.clone(), *off, e))?;
+                    f.sync()
+                        .await
+                        .map_err(|e| WalError::io("fdatasync", path, *off, e))?;
+                }
+                for s in &r.spares {
+                    spares.push_back((s.seq, s.file.clone()));
+                }
+                let mut seg_list = r.segments;
+                let mut pos = r.write_pos;
+                if seg_list.is_empty() {
+                    // Nothing was ever written: use a spare or make a segment.
+                    let (seq, file) = match spares.pop_front() {
+                        Some(s) => s,
+                        None => (
+                            r.next_seq,
+                            Rc::new(prepare_segment(&disk, r.next_seq, &opts).await?),
+                        ),
+                    };
+                    seg_list.push(recover::SegInfo {
+                        seq,
+                        file,
+                        max_index: 0,
+                    });
+                    pos = SEG_FIRST_RECORD;
+                }
+                active = seg_list.last().unwrap().seq;
+                next_seq = r.next_seq.max(active + 1);
+                for s in seg_list {
+                    segments.insert(
+                        s.seq,
+                        Segment {
+                            file: s.file,
+                            max_index: s.max_index,
+                        },
+                    );
+                }
+                write_pos = pos;
+                next_wsn = r.next_wsn;
+                last_ready = r.last_ready;
+                snap_seq = r.snap_seq;
+                recovered = Recovered {
+                    hard_state: r.log.hard_state,
+                    snapshot: r.log.snapshot.clone(),
+                    entries: r.log.cache.iter().cloned().collect(),
+                    last_ready: r.last_ready,
+                    torn_tail: r.torn_tail,
+                };
+                log = r.log;
+            }
+            None => {
+                let f = prepare_segment(&disk, 0, &opts).await?;
+                segments.insert(
+                    0,
+                    Segment {
+                        file: Rc::new(f),
+                        max_index: 0,
+                    },
+                );
+                log = LogIndex::new();
+                active = 0;
+                write_pos = SEG_FIRST_RECORD;
+                next_seq = 1;
+                next_wsn = 1;
+                last_ready = 0;
+                snap_seq = None;
+            }
+        }
+        let located_upto = log.last_index();
+        let mut st = State {
+            poisoned: None,
+            segments,
+            active,
+            write_pos,
+            spares,
+            next_seq,
+            next_wsn,
+            pending: Vec::new(),
+            pending_base: 0,
+            appends: VecDeque::new(),
+            last_ready,
+            durable_ready: last_ready,
+            located_upto,
+            snaps_appended: 0,
+            snaps_durable: 0,
+            snap_seq,
+            log,
+            stats: WalStats::default(),
+        };
+        st.log.evict(opts.cache_bytes_max, located_upto);
+        let wal = Wal {
+            inner: Rc::new(Inner {
+                disk,
+                opts,
+                st: RefCell::new(st),
+                flushing: Cell::new(false),
+                preparing: Cell::new(false),
+                flushed: Event::default(),
+                spare_event: Event::default(),
+                fetch_want: RefCell::new(None),
+                fetched: RefCell::new(VecDeque::new()),
+            }),
+        };
+        Ok((wal, recovered))
+    }
+
+    fn check_poisoned(st: &State<D::File>) -> Result<(), WalError> {
+        match &st.poisoned {
+            Some(m) => Err(WalError::Poisoned(m.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Buffers the persistent part of Ready number `ready`: the new hard state (if it
+    /// changed) and new entries (if any; a first index <= the last index truncates the
+    /// conflicting suffix). Returns at once; durability comes with a flush.
+    ///
+    /// Ready numbers must not decrease. Entries must be contiguous, must not leave a
+    /// gap, and must not replace committed or compacted entries (Raft guarantees all
+    /// three; a violation is a bug in the caller and panics).
+    pub fn append(
+        &self,
+        ready: u64,
+        hard_state: Option<HardState>,
+        entries: &[Entry],
+    ) -> Result<(), WalError> {
+        let inner = &*self.inner;
+        let mut st = inner.st.borrow_mut();
+        Self::check_poisoned(&st)?;
+        assert!(
+            ready >= st.last_ready,
+            "wal: ready number {ready} after {}",
+            st.last_ready
+        );
+        let max = inner.opts.segment_bytes - SEG_FIRST_RECORD - 2 * BLOCK_BYTES;
+        let bytes = append_record_len(entries) as u64;
+        if bytes > max {
+            return Err(WalError::TooLarge { bytes, max });
+        }
+        if let Err(m) = st.log.check_append(entries) {
+            panic!("wal: append of Ready {ready} breaks the log: {m}");
+        }
+        st.last_ready = ready;
+        st.stats.appends += 1;
+        let start = st.pending_base + st.pending.len() as u64;
+        if hard_state.is_none() && entries.is_empty() {
+            st.appends.push_back(Pending {
+                ready,
+                start,
+                end: start,
+                kind: PendingKind::Empty,
+            });
+            return Ok(());
+        }
+        encode_append(&mut st.pending, ready, hard_state.as_ref(), entries);
+        if let Some(hs) = hard_state {
+            st.log.hard_state = hs;
+        }
+        let rec_id = st.log.append(entries, None);
+        if let Some(e0) = entries.first() {
+            st.located_upto = st.located_upto.min(e0.index - 1);
+            let mut fetched = inner.fetched.borrow_mut();
+            if fetched.back().is_some_and(|e| e.index >= e0.index) {
+                fetched.clear();
+            }
+        }
+        let last_index = entries.last().map_or(0, |e| e.index);
+        let end = st.pending_base + st.pending.len() as u64;
+        st.appends.push_back(Pending {
+            ready,
+            start,
+            end,
+            kind: PendingKind::Append { rec_id, last_index },
+        });
+        Ok(())
+    }
+
+    /// Bytes the log's segment files occupy on disk (live and spare segments).
+    pub fn size_bytes(&self) -> u64 {
+        let st = self.inner.st.borrow();
+        (st.segments.len() + st.spares.len()) as u64 * self.inner.opts.segment_bytes
+    }
+
+    /// Highest Ready number whose appends are all durable.
+    pub fn durable_ready(&self) -> u64 {
+        self.inner.st.borrow().durable_ready
+    }
+
+    /// Highest Ready number appended.
+    pub fn last_ready(&self) -> u64 {
+        self.inner.st.borrow().last_ready
+    }
+
+    /// Bytes appended and not yet handed to a write.
+    pub fn pending_bytes(&self) -> u64 {
+        self.inner.st.borrow().pending.len() as u64
+    }
+
+    pub fn stats(&self) -> WalStats {
+        self.inner.st.borrow().stats.clone()
+    }
+
+    /// Waits until every append with a Ready number <= `ready` is durable. The first
+    /// waiter that finds no write in flight performs the next group commit itself, so
+    /// no separate flusher task is needed (one may still call [`Wal::flush`]).
+    pub async fn wait_durable(&self, ready: u64) -> Result<(), WalError> {
+        loop {
+            {
+                let st = self.inner.st.borrow();
+                Self::check_poisoned(&st)?;
+                if st.durable_ready >= ready {
+                    return Ok(());
+                }
+                assert!(
+                    ready <= st.last_ready,
+                    "wal: waiting for Ready {ready}, never appended (last {})",
+                    st.last_ready
+                );
+            }
+            if self.inner.flushing.get() {
+                self.inner.flushed.listen().await;
+            } else {
+                self.flush_once().await?;
+            }
+        }
+    }
+
+    /// Makes everything appended so far durable (one or more group commits) and
+    /// returns the durable Ready number.
+    pub async fn flush(&self) -> Result<u64, WalError> {
+        let target = self.inner.st.borrow().last_ready;
+        loop {
+            {
+                let st = self.inner.st.borrow();
+                Self::check_poisoned(&st)?;
+                if st.appends.is_empty() && !self.inner.flushing.get() {
+                    return Ok(st.durable_ready);
+                }
+            }
+            if self.inner.flushing.get() {
+                self.inner.flushed.listen().await;
+            } else {
+                self.flush_once().await?;
+                if self.inner.st.borrow().durable_ready >= target
+                    && self.inner.st.borrow().appends.is_empty()
+                {
+                    return Ok(self.durable_ready());
+                }
+            }
+        }
+    }
+
+    fn poison(&self, e: &WalError) {
+        let mut st = self.inner.st.borrow_mut();
+        if st.poisoned.is_none() {
+            st.poisoned = Some(e.to_string());
+        }
+    }
+
+    /// One group commit: everything pending (up to `group_commit_bytes_max`) as one
+    /// write and one fdatasync. Precondition: no flush in flight.
+    async fn flush_once(&self) -> Result<(), WalError> {
+        let inner = &*self.inner;
+        assert!(!inner.flushing.get(), "wal: two flushes at once");
+        inner.flushing.set(true);
+        let r = self.flush_inner().await;
+        inner.flushing.set(false);
+        if let Err(e) = &r {
+            self.poison(e);
+        }
+        inner.flushed.notify();
+        r
+    }
+
+    async fn flush_inner(&self) -> Result<(), WalError> {
+        let inner = &*self.inner;
+        // 1. Take a group: whole appends, at most group_commit_bytes_max (at least one).
+        let (data, taken, total) = {
+            let mut st = inner.st.borrow_mut();
+            if st.appends.is_empty() {
+                return Ok(());
+            }
+            let base = st.pending_base;
+            let mut n = 0;
+            let mut end = base;
+            for a in &st.appends {
+                if n > 0 && a.end - base > inner.opts.group_commit_bytes_max {
+                    break;
+                }
+                end = a.end;
+                n += 1;
+            }
+            let taken: Vec<Pending> = st.appends.drain(..n).collect();
+            let cut = (end - base) as usize;
+            let data: Vec<u8> = st.pending.drain(..cut).collect();
+            st.pending_base = end;
+            let mut total = 0;
+            if !data.is_empty() {
+                total = align_up(data.len() as u64);
+                if total - (data.len() as u64) < REC_HEADER_LEN as u64 {
+                    total += BLOCK_BYTES;
+                }
+            }
+            (data, taken, total)
+        };
+        let mut loc = None;
+        if total > 0 {
+            // 2. Room in the active segment, else switch to a prepared spare.
+            let fits = {
+                let st = inner.st.borrow();
+                st.write_pos + total <= inner.opts.segment_bytes
+            };
+            if !fits {
+                self.switch_segment().await?;
+            }
+            let (file, pos, wsn, seq) = {
+                let st = inner.st.borrow();
+                let seg = &st.segments[&st.active];
+                (seg.file.clone(), st.write_pos, st.next_wsn, st.active)
+            };
+            assert!(pos % BLOCK_BYTES == 0 && pos + total <= inner.opts.segment_bytes);
+            // 3. Fill one aligned buffer: records (sealed with wsn + crc), then a Pad.
+            let mut buf = file.alloc_buf(total as usize);
+            let b = buf.as_mut_slice();
+            b[..data.len()].copy_from_slice(&data);
+            let base = taken[0].start;
+            for a in &taken {
+                if a.end > a.start {
+                    let s = (a.start - base) as usize;
+                    let e = (a.end - base) as usize;
+                    seal_record(&mut b[s..e], wsn);
+                    debug_assert!(check_record(&b[s..]).is_some());
+                }
+            }
+            b[data.len()..].fill(0);
+            write_pad(&mut b[data.len()..], wsn);
+            // 4. One write, one fdatasync.
+            let path = || inner.disk.describe(&segment_name(seq));
+            file.write_at(buf, pos)
+                .await
+                .map_err(|e| WalError::io("write", path(), pos, e))?;
+            file.sync()
+                .await
+                .map_err(|e| WalError::io("fdatasync", path(), pos, e))?;
+            loc = Some((seq, pos, base));
+        }
+        // 5. Publish.
+        let mut st = inner.st.borrow_mut();
+        let st = &mut *st;
+        if let Some((seq, pos, base)) = loc {
+            st.write_pos = pos + total;
+            st.next_wsn += 1;
+            st.stats.flushes += 1;
+            st.stats.bytes_written += total;
+            st.stats.pad_bytes += total - data.len() as u64;
+            for a in &taken {
+                match a.kind {
+                    PendingKind::Append { rec_id, last_index } => {
+                        let at = DiskLoc {
+                            seq,
+                            offset: pos + (a.start - base),
+                            len: (a.end - a.start) as u32,
+                        };
+                        st.log.locate(rec_id, at);
+                        if last_index > 0 {
+                            st.located_upto = last_index;
+                            let seg = st.segments.get_mut(&seq).expect("active segment");
+                            seg.max_index = seg.max_index.max(last_index);
+                        }
+                    }
+                    PendingKind::Snapshot => {
+                        st.snaps_durable += 1;
+                        st.snap_seq = Some(seq);
+                    }
+                    PendingKind::Empty => {}
+                }
+            }
+        }
+        let last = taken.last().expect("took at least one").ready;
+        let durable = match st.appends.front() {
+            Some(next) if next.ready == last => last.saturating_sub(1),
+            _ => last,
+        };
+        st.durable_ready = st.durable_ready.max(durable);
+        let located = st.located_upto;
+        st.log.evict(inner.opts.cache_bytes_max, located);
+        Ok(())
+    }
+
+    async fn switch_segment(&self) -> Result<(), WalError> {
+        let inner = &*self.inner;
+        loop {
+            if let Some((seq, file)) = inner.st.borrow_mut().spares.pop_front() {
+                let mut st = inner.st.borrow_mut();
+                assert!(seq > st.active);
+                st.segments.insert(seq, Segment { file, max_index: 0 });
+                st.active = seq;
+                st.write_pos = SEG_FIRST_RECORD;
+                drop(st);
+                inner.spare_event.notify();
+                return Ok(());
+            }
+            if inner.preparing.get() {
+                inner.spare_event.listen().await;
+            } else {
+                inner.st.borrow_mut().stats.inline_prepares += 1;
+                self.prepare_spare().await?;
+            }
+        }
+    }
+
+    /// Prepares one spare segment if none is ready (or waits for one being prepared).
+    /// Call it from a background task; a flush that finds no spare calls it inline.
+    pub async fn prepare_spare(&self) -> Result<(), WalError> {
+        let inner = &*self.inner;
+        loop {
+            {
+                let st = inner.st.borrow();
+                Self::check_poisoned(&st)?;
+                if !st.spares.is_empty() {
+                    return Ok(());
+                }
+            }
+            if !inner.preparing.get() {
+                break;
+            }
+            inner.spare_event.listen().await;
+        }
+        inner.preparing.set(true);
+        let seq = {
+            let mut st = inner.st.borrow_mut();
+            st.next_seq += 1;
+            st.next_seq - 1
+        };
+        let r = prepare_segment(&inner.disk, seq, &inner.opts).await;
+        inner.preparing.set(false);
+        let r = match r {
+            Ok(f) => {
+                let mut st = inner.st.borrow_mut();
+                st.spares.push_back((seq, Rc::new(f)));
+                st.stats.segments_prepared += 1;
+                Ok(())
+            }
+            Err(e) => {
+                // A half-made segment would break the contiguity of sequence numbers.
+                self.poison(&e);
+                Err(e)
+            }
+        };
+        inner.spare_event.notify();
+        r
+    }
+
+    /// Background upkeep for the shard's low-priority task queue: keeps one spare
+    /// segment ready. Returns only when the log is poisoned.
+    pub async fn run_background(&self) -> WalError {
+        loop {
+            if let Err(e) = self.prepare_spare().await {
+                return e;
+            }
+            // Wait until the spare is taken (or some prepare finished).
+            self.inner.spare_event.listen().await;
+        }
+    }
+
+    /// Records a snapshot and compacts the log: entries up to `meta.index` are dropped
+    /// (all entries, if the log does not hold `meta.index` with `meta.term`, as when a
+    /// snapshot from the leader is installed). Appends a Snapshot record, waits until it
+    /// is durable, then removes the segments wholly below it.
+    pub async fn compact(&self, meta: SnapshotMeta) -> Result<(), WalError> {
+        let inner = &*self.inner;
+        let my_snap = {
+            let mut st = inner.st.borrow_mut();
+            Self::check_poisoned(&st)?;
+            let hs = st.log.hard_state;
+            st.log
+                .apply_snapshot(hs, &meta)
+                .map_err(WalError::Invalid)?;
+            if st.log.last_index() == meta.index {
+                st.located_upto = st.located_upto.max(meta.index);
+            }
+            let start = st.pending_base + st.pending.len() as u64;
+            encode_snapshot(&mut st.pending, &hs, &meta);
+            let end = st.pending_base + st.pending.len() as u64;
+            let ready = st.last_ready;
+            st.appends.push_back(Pending {
+                ready,
+                start,
+                end,
+                kind: PendingKind::Snapshot,
+            });
+            st.snaps_appended += 1;
+            inner.fetched.borrow_mut().clear();
+            st.snaps_appended
+        };
+        loop {
+            {
+                let st = inner.st.borrow();
+                Self::check_poisoned(&st)?;
+                if st.snaps_durable >= my_snap {
+                    break;
+                }
+            }
+            if inner.flushing.get() {
+                inner.flushed.listen().await;
+            } else {
+                self.flush_once().await?;
+            }
+        }
+        self.remove_compacted().await
+    }
+
+    async fn remove_compacted(&self) -> Result<(), WalError> {
+        let inner = &*self.inner;
+        loop {
+            let victim = {
+                let st = inner.st.borrow();
+                let snap_seq = st.snap_seq.expect("snapshot record durable");
+                let snap_index = st.log.snapshot.index;
+                st.segments
+                    .iter()
+                    .next()
+                    .filter(|(&seq, s)| {
+                        seq < snap_seq && seq != st.active && s.max_index <= snap_index
+                    })
+                    .map(|(&seq, _)| seq)
+            };
+            let Some(seq) = victim else {
+                return Ok(());
+            };
+            inner.st.borrow_mut().segments.remove(&seq);
+            let name = segment_name(seq);
+            let r = async {
+                inner
+                    .disk
+                    .remove(&name)
+                    .await
+                    .map_err(|e| WalError::io("remove", inner.disk.describe(&name), 0, e))?;
+                inner
+                    .disk
+                    .sync_dir()
+                    .await
+                    .map_err(|e| WalError::io("fsync dir", inner.disk.describe(""), 0, e))
+            }
+            .await;
+            if let Err(e) = r {
+                self.poison(&e);
+                return Err(e);
+            }
+            inner.st.borrow_mut().stats.segments_removed += 1;
+        }
+    }
+
+    /// Loads the entries a `Storage::entries` call found missing from the cache (the
+    /// range it recorded), so that the call succeeds when repeated. No-op if none.
+    pub async fn fetch_pending(&self) -> Result<(), WalError> {
+        let inner = &*self.inner;
+        let Some((lo, hi)) = inner.fetch_want.borrow_mut().take() else {
+            return Ok(());
+        };
+        let mut out: VecDeque<Entry> = VecDeque::new();
+        let mut bytes = 0;
+        let mut idx = lo;
+        loop {
+            let (loc, file, first, count, stop) = {
+                let st = inner.st.borrow();
+                let stop = st.log.cache_first().min(hi);
+                if idx >= stop || idx < st.log.first_index() || bytes >= inner.opts.fetch_bytes_max
+                {
+                    break;
+                }
+                let r = st
+                    .log
+                    .rec_for(idx)
+                    .expect("retained entry without a record");
+                let at = r.at.expect("entry below the cache is not on disk");
+                let file = st.segments[&at.seq].file.clone();
+                (at, file, r.first, r.count, stop)
+            };
+            let path = inner.disk.describe(&segment_name(loc.seq));
+            let b = file
+                .read_at(loc.offset, loc.len as usize)
+                .await
+                .map_err(|e| WalError::io("read", path.clone(), loc.offset, e))?;
+            let rec = match check_record(&b) {
+                Some(h) if h.kind == KIND_APPEND => {
+                    decode_append(&b[REC_HEADER_LEN..]).map_err(|m| WalError::Corrupt {
+                        file: path.clone(),
+                        offset: loc.offset,
+                        reason: m,
+                    })?
+                }
+                _ => {
+                    return Err(WalError::Corrupt {
+                        file: path,
+                        offset: loc.offset,
+                        reason: "record changed on disk since it was written".into(),
+                    })
+                }
+            };
+            for e in rec.entries {
+                if e.index >= idx && e.index < (first + count).min(stop) {
+                    bytes += e.size_bytes();
+                    out.push_back(e);
+                    idx += 1;
+                }
+            }
+            if idx < (first + count).min(stop) {
+                return Err(WalError::Corrupt {
+                    file: path,
+                    offset: loc.offset,
+                    reason: format!("record lacks entry {idx}"),
+                });
+            }
+        }
+        *inner.fetched.borrow_mut() = out;
+        Ok(())
+    }
+}
+
+impl<D: Disk> Storage for Wal<D> {
+    fn initial_state(&self) -> Result<(HardState, ConfState), StorageError> {
+        let st = self.inner.st.borrow();
+        Ok((st.log.hard_state, st.log.snapshot.conf_state.clone()))
+    }
+
+    fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+        let st = self.inner.st.borrow();
+        let log = &st.log;
+        if lo < log.first_index() {
+            return Err(StorageError::Compacted);
+        }
+        if hi > log.last_index() + 1 || lo > hi {
+            return Err(StorageError::Unavailable);
+        }
+        let cache_first = log.cache_first();
+        let fetched = self.inner.fetched.borrow();
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for idx in lo..hi {
+            let e = if idx >= cache_first {
+                &log.cache[(idx - cache_first) as usize]
+            } else {
+                let f0 = fetched.front().map_or(u64::MAX, |e| e.index);
+                match fetched.get(idx.wrapping_sub(f0) as usize) {
+                    Some(e) if idx >= f0 && log.term(idx) == Some(e.term) => e,
+                    _ => {
+                        *self.inner.fetch_want.borrow_mut() = Some((idx, hi));
+                        return Err(StorageError::TemporarilyUnavailable);
+                    }
+                }
+            };
+            bytes += e.size_bytes();
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(e.clone());
+        }
+        Ok(out)
+    }
+
+    fn term(&self, index: u64) -> Result<u64, StorageError> {
+        let st = self.inner.st.borrow();
+        if index < st.log.snapshot.index {
+            return Err(StorageError::Compacted);
+        }
+        st.log.term(index).ok_or(StorageError::Unavailable)
+    }
+
+    fn first_index(&self) -> Result<u64, StorageError> {
+        Ok(self.inner.st.borrow().log.first_index())
+    }
+
+    fn last_index(&self) -> Result<u64, StorageError> {
+        Ok(self.inner.st.borrow().log.last_index())
+    }
+
+    fn snapshot_meta(&self) -> Result<SnapshotMeta, StorageError> {
+        Ok(self.inner.st.borrow().log.snapshot.clone())
+    }
+}

@@ -1,157 +1,273 @@
 //! Shared by the integration tests: a real `corekv` process on 127.0.0.1 with a temp
-//! data dir, killed (and its dir removed) when the guard drops, even on panic.
+//! data directory (killed when the guard drops, even on panic), and a raw blocking
+//! connection that speaks the wire protocol frame by frame.
 
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-/// Shards per node in these tests.
-pub const SHARDS: u16 = 2;
+use corekv::proto::{
+    deserialize, encode_frame, Decoder, DecoderConfig, Endpoint, Hello, HelloAck, Message,
+    ProtoError, Request, Response, Role, HELLO_ACK_LEN, PROTOCOL_VERSION,
+};
 
-/// A running server.
-pub struct Server {
-    child: Option<Child>,
-    pub dir: PathBuf,
-    pub client_port: u16,
-    pub peer_port: u16,
-    /// Keep the data dir when the guard drops (for a restart by a new guard).
-    keep_dir: bool,
-}
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+static NEXT_DIR: AtomicU16 = AtomicU16::new(0);
 
-/// `n` consecutive free ports on 127.0.0.1 (bound and released: another process could
-/// take them meanwhile, which only fails the test, never silently passes it).
-pub fn free_ports(n: u16) -> u16 {
-    for _ in 0..200 {
-        let first = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = first.local_addr().unwrap().port();
-        if base.checked_add(n).is_none() {
-            continue;
-        }
-        let rest: Vec<_> = (1..n)
-            .map_while(|i| TcpListener::bind(("127.0.0.1", base + i)).ok())
-            .collect();
-        if rest.len() == usize::from(n - 1) {
+/// A block of 16 ports no other test of this process uses: clients on base..base+8,
+/// peers on base+8..base+16 (so at most 8 shards).
+///
+/// Ports stay below 32768, outside Linux's ephemeral range: a connect to a port nobody
+/// listens on yet could otherwise "succeed" by connecting the socket to itself.
+pub fn port_base() -> u16 {
+    let pid_slot = (std::process::id() % 30) as u16;
+    loop {
+        let n = NEXT_PORT.fetch_add(1, Ordering::SeqCst) % 25;
+        let base = 20000 + pid_slot * 400 + n * 16;
+        // Skip blocks that something else on the machine holds right now.
+        if (base..base + 16).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return base;
         }
     }
-    panic!("no {n} consecutive free ports");
 }
 
-/// A fresh, unique temp dir.
-pub fn temp_dir(tag: &str) -> PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "corekv-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let base = std::env::var_os("COREKV_TEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+        let p = base.join(format!(
+            "{tag}-{}-{}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("COREKV_KEEP_TEST_DIRS").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running server process.
+pub struct Server {
+    pub child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub port: u16,
+    pub shards: u32,
+    pub log: PathBuf,
 }
 
 impl Server {
-    /// Starts a one-node server with [`SHARDS`] shards in a new temp dir.
-    pub fn start(tag: &str) -> Server {
-        let dir = temp_dir(tag);
-        let client_port = free_ports(SHARDS);
-        let peer_port = free_ports(SHARDS);
-        Server::start_in(dir, client_port, peer_port)
+    pub fn start(data_dir: &Path, port: u16, shards: u32) -> Server {
+        Server::start_with(data_dir, port, shards, &[])
     }
 
-    /// Starts a server on an existing data dir and ports (a restart).
-    pub fn start_in(dir: PathBuf, client_port: u16, peer_port: u16) -> Server {
-        let log = std::fs::File::create(dir.join("server.log")).unwrap();
-        // COREKV_BIN overrides the binary under test (e.g. a release build).
-        let bin = std::env::var("COREKV_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_corekv").to_string());
-        let child = Command::new(bin)
+    pub fn start_with(data_dir: &Path, port: u16, shards: u32, extra: &[&str]) -> Server {
+        let log = data_dir.with_extension("log");
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_corekv"))
             .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args(["--listen-client", &format!("127.0.0.1:{client_port}")])
-            .args(["--listen-peer", &format!("127.0.0.1:{peer_port}")])
-            .args(["--shards", &SHARDS.to_string()])
-            .args(["--cpu-pinning", "off"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .arg(data_dir.join("data"))
+            .args(["--listen-client", &format!("127.0.0.1:{port}")])
+            .args(["--listen-peer", &format!("127.0.0.1:{}", port + 8)])
+            .args(["--shards", &shards.to_string(), "--cpu-pinning", "off"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(logf)
             .spawn()
-            .expect("spawn corekv");
-        let mut s = Server {
+            .expect("starting corekv");
+        let s = Server {
             child: Some(child),
-            dir,
-            client_port,
-            peer_port,
-            keep_dir: false,
+            data_dir: data_dir.to_path_buf(),
+            port,
+            shards,
+            log,
         };
         s.wait_ready();
         s
     }
 
-    pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+    pub fn addr(&self, shard: u32) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port + shard as u16))
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
-    }
-
-    /// Waits (bounded) until every shard's client port accepts connections.
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for shard in 0..SHARDS {
-            loop {
-                if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                    panic!(
-                        "corekv exited with {status} before listening:\n{}",
-                        self.log()
-                    );
-                }
-                if TcpStream::connect(("127.0.0.1", self.client_port + shard)).is_ok() {
-                    break;
+    fn wait_ready(&self) {
+        // Handshake with every shard (a plain connect could reach the listening socket of
+        // a predecessor that was just killed), then wait until every group has a leader.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for s in 0..self.shards {
+            let mut c = loop {
+                if let Ok(c) = RawConn::try_connect(self.addr(s)) {
+                    break c;
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "corekv did not listen on port {} within 60 s:\n{}",
-                    self.client_port + shard,
-                    self.log()
+                    "corekv did not answer on {} in time; log:\n{}",
+                    self.addr(s),
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
                 );
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            loop {
+                let r = c.call(&Request {
+                    session: 0,
+                    seq: 0,
+                    op: corekv::proto::Op::Status,
+                });
+                if let Ok(resp) = r {
+                    if let corekv::proto::ResponseBody::Status(st) = resp.body {
+                        if st.groups.iter().all(|g| g.leader != 0) {
+                            break;
+                        }
+                    }
+                }
+                assert!(Instant::now() < deadline, "no leader in time");
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
     }
 
-    /// SIGKILLs the process and returns its dir and ports for a restart.
-    pub fn kill(mut self) -> (PathBuf, u16, u16) {
-        self.keep_dir = true;
-        self.stop();
-        (self.dir.clone(), self.client_port, self.peer_port)
+    /// SIGTERM, then wait; returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: signalling a child we spawned and still own.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("corekv did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
-    fn stop(&mut self) {
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    pub fn data_dir(&self) -> &Path {
-        &self.dir
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.stop();
-        if !self.keep_dir {
-            if std::thread::panicking() {
-                eprintln!("corekv log:\n{}", self.log());
+        self.kill();
+    }
+}
+
+/// A blocking connection that speaks the protocol frame by frame.
+pub struct RawConn {
+    pub stream: TcpStream,
+    dec: Decoder,
+    next_id: u64,
+}
+
+/// What came back for one request.
+pub type Answer = Result<Response, ProtoError>;
+
+impl RawConn {
+    pub fn connect(addr: SocketAddr) -> RawConn {
+        Self::try_connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"))
+    }
+
+    pub fn try_connect(addr: SocketAddr) -> std::io::Result<RawConn> {
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            role: Role::Client,
+            cluster_id: 0,
+            node_id: 0,
+        };
+        stream.write_all(&hello.encode())?;
+        let mut ack = [0u8; HELLO_ACK_LEN];
+        stream.read_exact(&mut ack)?;
+        HelloAck::decode(&ack).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(RawConn {
+            stream,
+            dec: Decoder::new(DecoderConfig::new(Endpoint::Client)),
+            next_id: 1,
+        })
+    }
+
+    pub fn encode(id: u64, req: &Request) -> Vec<u8> {
+        let mut buf = Vec::new();
+        encode_frame(&mut buf, id, req, usize::MAX >> 1).unwrap();
+        buf
+    }
+
+    pub fn send(&mut self, req: &Request) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.stream.write_all(&Self::encode(id, req)).unwrap();
+        id
+    }
+
+    /// Reads the next answer: (request id, answer). `None` when the server closed.
+    pub fn recv(&mut self) -> Option<(u64, Answer)> {
+        loop {
+            match self.dec.next_frame() {
+                Ok(Some(inb)) => {
+                    let id = inb.request_id;
+                    return Some(match inb.message {
+                        Message::Response(r) => (id, Ok(deserialize::<Response, _>(r).unwrap())),
+                        Message::Error(e) => (id, Err(deserialize::<ProtoError, _>(e).unwrap())),
+                        other => panic!("unexpected frame kind {:?}", other.kind()),
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => panic!("server sent a bad frame: {e:?}"),
             }
-            let _ = std::fs::remove_dir_all(&self.dir);
+            let buf = self.dec.read_buf();
+            match self.stream.read(buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.dec.advance(n),
+            }
         }
+    }
+
+    pub fn call(&mut self, req: &Request) -> Answer {
+        let id = self.send(req);
+        let (got, ans) = self.recv().expect("connection closed before an answer");
+        assert_eq!(got, id, "answer to another request");
+        ans
+    }
+
+    /// True when the server has closed the connection (reads EOF or a reset).
+    pub fn is_closed(&mut self) -> bool {
+        self.recv().is_none()
     }
 }

@@ -1,0 +1,860 @@
+//! One Raft group's replica on this shard: the Raft core, its WAL, its MVCC store, the
+//! wait table, and the driver loop that moves entries between them.
+//!
+//! The path of a write (DESIGN.md, "The path of a PUT"):
+//! 1. [`Group::write`] checks leadership, the apply gap and the quota, registers a fresh
+//!    request id in the wait table and queues the encoded [`ShardEntry`]; the driver
+//!    proposes everything queued in one batch per loop turn.
+//! 2. The driver takes each numbered `Ready`: its `messages` leave at once, its entries
+//!    and hard state are appended to the WAL, its `persisted_messages` wait for
+//!    durability, its committed entries are applied to the store (each one triggers its
+//!    wait-table slot), its read states release batched linearizable reads.
+//! 3. The flusher task group-commits the WAL (one O_DIRECT write + one fdatasync for
+//!    everything appended meanwhile) and reports the durable Ready number to Raft; only
+//!    then does the leader's own log count toward the quorum.
+//! 4. The B+tree is committed in batches (every `btree_commit_entries` entries or
+//!    `btree_commit_interval`); the applied index is inside that commit, and the WAL is
+//!    compacted behind it.
+//!
+//! Everything here runs on one executor: `RefCell`s are never borrowed across an
+//! `.await`, and the store is moved out of its cell while its commit is in flight
+//! (readers wait for `store_idle`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::timer::Timer;
+
+use super::entry::ShardEntry;
+use super::notify::{Broadcast, Notify};
+use super::wait::{IdGenerator, WaitTable};
+use crate::btree::{Db, Options as BtreeOptions};
+use crate::mvcc::{
+    self, ApplyError, ApplyOutcome, KvError, RangeRequest, Store, WriteRequest, WriteResponse,
+};
+use crate::proto::{
+    ErrorCode, GroupRevision, GroupStatus, ProtoError, RaftRole, RangeResult, Response,
+    ResponseBody, ResponseHeader,
+};
+use crate::raft::{
+    self, ConfState, Entry, EntryKind, HardState, Message, ProposeError, RawNode, Role,
+    SnapshotMeta,
+};
+use crate::wal::{Wal, WalOptions};
+
+/// How long a stopping group waits for in-flight writes to apply.
+const STOP_DRAIN_MAX: Duration = Duration::from_secs(5);
+
+/// What a waiting request gets back.
+pub type Reply = Result<Response, ProtoError>;
+
+/// Tunables of one group's replica.
+#[derive(Clone, Debug)]
+pub struct GroupOptions {
+    pub tick: Duration,
+    pub election_ticks: u64,
+    pub heartbeat_ticks: u64,
+    /// Committed − applied beyond this refuses new writes with `TooManyRequests`.
+    pub apply_gap_max: u64,
+    /// Most requests waiting for their entry to apply.
+    pub waits_max: usize,
+    /// Space quota of this group's store file.
+    pub quota_bytes: u64,
+    /// Commit the B+tree after this many applied entries...
+    pub btree_commit_entries: u64,
+    /// ...or this long after the first uncommitted apply.
+    pub btree_commit_interval: Duration,
+    /// Compact the WAL once this many entries are durable in the B+tree and in the log...
+    pub wal_compact_entries: u64,
+    /// ...keeping this many behind the applied index for slow followers.
+    pub wal_keep_entries: u64,
+    pub wal: WalOptions,
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        GroupOptions {
+            tick: Duration::from_millis(10),
+            election_ticks: 50,
+            heartbeat_ticks: 10,
+            apply_gap_max: 5000,
+            waits_max: 64 * 1024,
+            quota_bytes: 8 << 30,
+            btree_commit_entries: 20_000,
+            btree_commit_interval: Duration::from_millis(100),
+            wal_compact_entries: 200_000,
+            wal_keep_entries: 20_000,
+            wal: WalOptions::default(),
+        }
+    }
+}
+
+/// Linearizable reads, batched: every read that arrives while no ReadIndex round is
+/// being started joins the next round; one round serves them all.
+#[derive(Default)]
+struct Reads {
+    /// Read ids not yet handed to Raft.
+    new: Vec<u64>,
+    /// ReadIndex context → the read ids of that round.
+    inflight: HashMap<u64, Vec<u64>>,
+    /// Read index → the read ids that may be served once it is applied.
+    ready: BTreeMap<u64, Vec<u64>>,
+    next_ctx: u64,
+}
+
+/// One replica of one Raft group, owned by one shard.
+pub struct Group {
+    pub index: u32,
+    pub node_id: u64,
+    opts: GroupOptions,
+    raft: RefCell<RawNode<Wal>>,
+    wal: Wal,
+    /// `None` while a B+tree commit is in flight.
+    store: RefCell<Option<Store<Db>>>,
+    store_idle: Broadcast,
+    waits: WaitTable<Reply>,
+    read_waits: WaitTable<Result<(), ProtoError>>,
+    reads: RefCell<Reads>,
+    ids: RefCell<IdGenerator>,
+    proposals: RefCell<Vec<(u64, Vec<u8>)>>,
+    /// Messages that may leave only once their Ready is durable.
+    held: RefCell<Vec<(u64, Vec<Message>)>>,
+    outbox: RefCell<Vec<Message>>,
+    wake: Notify,
+    flush_wake: Notify,
+    role: Cell<Role>,
+    leader: Cell<u64>,
+    term: Cell<u64>,
+    commit: Cell<u64>,
+    applied: Cell<u64>,
+    /// The newest hard state Raft handed out, and one whose only change was the commit
+    /// index and that was therefore not written on its own (see `handle_readies`).
+    last_hard_state: Cell<HardState>,
+    lazy_hard_state: Cell<Option<HardState>>,
+    /// WAL Ready numbers continue across restarts; Raft numbers its Readies from 1 in
+    /// each run. WAL number = `ready_base` + Raft number.
+    ready_base: u64,
+    applied_since_commit: Cell<u64>,
+    first_uncommitted_apply: Cell<Option<Instant>>,
+    stopping: Cell<bool>,
+    fatal: RefCell<Option<String>>,
+    failed: Broadcast,
+    solo: bool,
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> ProtoError {
+    ProtoError::new(code, message)
+}
+
+impl Group {
+    /// Opens (or creates) the replica's WAL and store in `dir` and its Raft node.
+    /// `voters` is the initial membership, used only when the log is brand new.
+    pub async fn open(
+        dir: &Path,
+        index: u32,
+        node_id: u64,
+        voters: Vec<u64>,
+        opts: GroupOptions,
+    ) -> Result<Rc<Group>, String> {
+        let wal_dir = dir.join("wal");
+        let (wal, rec) = Wal::open(&wal_dir, opts.wal.clone()).await.map_err(|e| {
+            format!(
+                "group {index}: opening the WAL in {}: {e}",
+                wal_dir.display()
+            )
+        })?;
+        let fresh = rec.snapshot.index == 0
+            && rec.entries.is_empty()
+            && rec.snapshot.conf_state.voters.is_empty();
+        if fresh {
+            let meta = SnapshotMeta {
+                index: 0,
+                term: 0,
+                conf_state: ConfState {
+                    voters: voters.clone(),
+                    ..ConfState::default()
+                },
+            };
+            wal.compact(meta)
+                .await
+                .map_err(|e| format!("group {index}: writing the initial membership: {e}"))?;
+        }
+        let db_path = dir.join("store.btree");
+        let db = Db::open(
+            &db_path,
+            BtreeOptions {
+                max_file_bytes: opts.quota_bytes.max(64 << 20),
+                ..BtreeOptions::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("group {index}: opening {}: {e}", db_path.display()))?;
+        let store =
+            Store::open(db).map_err(|e| format!("group {index}: opening the store: {e}"))?;
+        let applied = store.applied_index();
+        if applied < rec.snapshot.index {
+            return Err(format!(
+                "group {index}: the store has applied up to {applied} but the WAL starts after \
+                 {}: the entries between are lost (a snapshot from a peer is needed)",
+                rec.snapshot.index
+            ));
+        }
+        let mut cfg = raft::Config::new(node_id);
+        cfg.election_ticks = opts.election_ticks;
+        cfg.heartbeat_ticks = opts.heartbeat_ticks;
+        cfg.applied = applied;
+        cfg.seed = node_id
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(u64::from(index))
+            ^ now_us();
+        let node = RawNode::new(cfg, wal.clone())
+            .map_err(|e| format!("group {index}: starting Raft: {e}"))?;
+        let solo = node.conf_state().voters == [node_id];
+        Ok(Rc::new(Group {
+            index,
+            node_id,
+            raft: RefCell::new(node),
+            wal,
+            store: RefCell::new(Some(store)),
+            store_idle: Broadcast::default(),
+            waits: WaitTable::new(opts.waits_max),
+            read_waits: WaitTable::new(opts.waits_max),
+            reads: RefCell::new(Reads::default()),
+            ids: RefCell::new(IdGenerator::new(
+                (node_id << 10) | u64::from(index),
+                now_us(),
+            )),
+            proposals: RefCell::new(Vec::new()),
+            held: RefCell::new(Vec::new()),
+            outbox: RefCell::new(Vec::new()),
+            wake: Notify::default(),
+            flush_wake: Notify::default(),
+            role: Cell::new(Role::Follower),
+            leader: Cell::new(0),
+            term: Cell::new(rec.hard_state.term),
+            commit: Cell::new(rec.hard_state.commit.max(applied)),
+            applied: Cell::new(applied),
+            ready_base: rec.last_ready,
+            last_hard_state: Cell::new(rec.hard_state),
+            lazy_hard_state: Cell::new(None),
+            applied_since_commit: Cell::new(0),
+            first_uncommitted_apply: Cell::new(None),
+            stopping: Cell::new(false),
+            fatal: RefCell::new(None),
+            failed: Broadcast::default(),
+            solo,
+            opts,
+        }))
+    }
+
+    /// Asks the driver loop to finish: it stops taking writes, flushes and commits.
+    pub fn stop(&self) {
+        self.stopping.set(true);
+        self.wake.notify();
+    }
+
+    /// Resolves once the group has failed (a storage error): the node must stop.
+    pub async fn failed(&self) {
+        while self.fatal.borrow().is_none() {
+            self.failed.listen().await;
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.role.get() == Role::Leader
+    }
+
+    fn not_leader(&self) -> ProtoError {
+        err(
+            ErrorCode::NotLeader {
+                leader: self.leader.get(),
+            },
+            format!(
+                "group {} is not led by this node (leader: {})",
+                self.index,
+                self.leader.get()
+            ),
+        )
+    }
+
+    fn check_serving(&self) -> Result<(), ProtoError> {
+        if let Some(f) = &*self.fatal.borrow() {
+            return Err(err(
+                ErrorCode::Unavailable,
+                format!("group {} stopped: {f}", self.index),
+            ));
+        }
+        if self.stopping.get() {
+            return Err(err(ErrorCode::Unavailable, "the server is shutting down"));
+        }
+        Ok(())
+    }
+
+    fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            group: self.index,
+            revision,
+            raft_term: self.term.get(),
+            node_id: self.node_id,
+        }
+    }
+
+    /// Runs `f` on the store, waiting while a B+tree commit has it.
+    async fn with_store<R>(&self, f: impl FnOnce(&Store<Db>) -> R) -> R {
+        loop {
+            if let Some(s) = self.store.borrow().as_ref() {
+                return f(s);
+            }
+            self.store_idle.listen().await;
+        }
+    }
+
+    /// Proposes one write and waits for it to be applied.
+    pub async fn write(&self, session: u64, seq: u64, write: WriteRequest) -> Reply {
+        self.check_serving()?;
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let gap = self.commit.get().saturating_sub(self.applied.get());
+        if gap > self.opts.apply_gap_max {
+            return Err(err(
+                ErrorCode::TooManyRequests,
+                format!(
+                    "group {}: {gap} committed entries wait to be applied",
+                    self.index
+                ),
+            ));
+        }
+        if !matches!(
+            write,
+            WriteRequest::DeleteRange(_) | WriteRequest::Compact(_)
+        ) {
+            let size = self.with_store(|s| s.backend().size_bytes()).await;
+            if size >= self.opts.quota_bytes {
+                return Err(err(
+                    ErrorCode::NoSpace,
+                    format!(
+                        "group {}: store is {size} bytes, quota {}: only deletes and compaction \
+                         are accepted",
+                        self.index, self.opts.quota_bytes
+                    ),
+                ));
+            }
+        }
+        let id = self.ids.borrow_mut().next_id();
+        let Some(waiter) = self.waits.register(id) else {
+            return Err(err(
+                ErrorCode::TooManyRequests,
+                format!(
+                    "group {}: {} writes in flight",
+                    self.index,
+                    self.waits.len()
+                ),
+            ));
+        };
+        let entry = ShardEntry {
+            request_id: id,
+            session,
+            seq,
+            write,
+        };
+        self.proposals.borrow_mut().push((id, entry.encode()));
+        self.wake.notify();
+        waiter.await.unwrap_or_else(|| {
+            Err(err(
+                ErrorCode::Unavailable,
+                format!(
+                    "group {}: leadership changed before the write was applied; its outcome is \
+                     unknown (retry with the same session and seq to find out)",
+                    self.index
+                ),
+            ))
+        })
+    }
+
+    /// Serves a range: linearizable (a batched ReadIndex round) unless `serializable`.
+    pub async fn range(&self, req: &RangeRequest) -> Reply {
+        self.check_serving()?;
+        mvcc::validate_range(req, &mvcc::Limits::default()).map_err(ProtoError::from)?;
+        if !req.serializable {
+            if !self.is_leader() {
+                return Err(self.not_leader());
+            }
+            let id = self.ids.borrow_mut().next_id();
+            let Some(waiter) = self.read_waits.register(id) else {
+                return Err(err(ErrorCode::TooManyRequests, "too many reads in flight"));
+            };
+            self.reads.borrow_mut().new.push(id);
+            self.wake.notify();
+            match waiter.await {
+                Some(r) => r?,
+                None => return Err(self.not_leader()),
+            }
+        }
+        let (rev, resp) = self
+            .with_store(|s| s.range(req))
+            .await
+            .map_err(ProtoError::from)?;
+        Ok(Response {
+            header: self.header(rev),
+            body: ResponseBody::Range(RangeResult {
+                range: resp,
+                groups: vec![GroupRevision {
+                    group: self.index,
+                    revision: rev,
+                }],
+            }),
+        })
+    }
+
+    /// This replica's state for `Status`.
+    pub async fn status(&self) -> GroupStatus {
+        let st = self.raft.borrow().status();
+        let (revision, compact_revision, db_size_bytes) = self
+            .with_store(|s| {
+                (
+                    s.revision(),
+                    s.compacted_revision(),
+                    s.backend().size_bytes(),
+                )
+            })
+            .await;
+        GroupStatus {
+            group: self.index,
+            role: match st.role {
+                Role::Leader => RaftRole::Leader,
+                Role::Candidate => RaftRole::Candidate,
+                Role::PreCandidate => RaftRole::PreCandidate,
+                Role::Follower if st.conf.learners.contains(&self.node_id) => RaftRole::Learner,
+                Role::Follower => RaftRole::Follower,
+            },
+            leader: st.leader,
+            term: st.term,
+            revision,
+            compact_revision,
+            committed_index: st.commit,
+            applied_index: st.applied,
+            db_size_bytes,
+            wal_size_bytes: self.wal.size_bytes(),
+        }
+    }
+
+    pub fn leader(&self) -> u64 {
+        self.leader.get()
+    }
+
+    /// Messages Raft wants sent (the peer transport drains this; a single node has none).
+    pub fn take_outbox(&self) -> Vec<Message> {
+        std::mem::take(&mut *self.outbox.borrow_mut())
+    }
+
+    fn fail(&self, what: String) -> String {
+        eprintln!("corekv: group {}: {what}", self.index);
+        *self.fatal.borrow_mut() = Some(what.clone());
+        self.failed.notify();
+        self.waits.cancel_all();
+        self.read_waits.cancel_all();
+        what
+    }
+
+    /// The driver loop: ticks, proposals, reads, Readies, B+tree commits. Returns when
+    /// stopped (after a final flush and commit) or on a storage failure.
+    pub async fn run(self: Rc<Self>) -> Result<(), String> {
+        let flusher = {
+            let g = self.clone();
+            glommio::spawn_local(async move { g.flush_loop().await })
+        };
+        if self.solo {
+            self.raft.borrow_mut().campaign();
+        }
+        let mut next_tick = Instant::now() + self.opts.tick;
+        let mut stop_since = None;
+        let result = loop {
+            if let Some(f) = self.fatal.borrow().clone() {
+                break Err(f);
+            }
+            if self.stopping.get() {
+                let since = *stop_since.get_or_insert_with(Instant::now);
+                let drained = self.waits.is_empty() && self.proposals.borrow().is_empty();
+                if drained || since.elapsed() >= STOP_DRAIN_MAX {
+                    break Ok(());
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raft.borrow_mut().tick();
+                next_tick = now + self.opts.tick;
+            }
+            self.propose_queued();
+            self.start_reads();
+            if let Err(e) = self.handle_readies() {
+                break Err(self.fail(e));
+            }
+            if self.btree_commit_due() {
+                if let Err(e) = self.commit_store().await {
+                    break Err(self.fail(e));
+                }
+            }
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            futures_lite::future::or(self.wake.wait(), async {
+                Timer::new(timeout).await;
+            })
+            .await;
+        };
+        // Final flush (with the newest commit index) and commit, so a restart replays
+        // little.
+        if let Some(hs) = self.lazy_hard_state.take() {
+            let n = self.wal.last_ready();
+            if let Err(e) = self.wal.append(n, Some(hs), &[]) {
+                eprintln!(
+                    "corekv: group {}: writing the final hard state: {e}",
+                    self.index
+                );
+            }
+        }
+        self.flush_wake.notify();
+        let flushed = self.wal.flush().await.map_err(|e| e.to_string());
+        let committed = if result.is_ok() && flushed.is_ok() {
+            self.commit_store().await
+        } else {
+            Ok(())
+        };
+        self.waits.cancel_all();
+        self.read_waits.cancel_all();
+        drop(flusher);
+        result.and(flushed.map(|_| ())).and(committed)
+    }
+
+    fn propose_queued(&self) {
+        let queued = std::mem::take(&mut *self.proposals.borrow_mut());
+        if queued.is_empty() {
+            return;
+        }
+        let (ids, batch): (Vec<u64>, Vec<Vec<u8>>) = queued.into_iter().unzip();
+        let result = self.raft.borrow_mut().propose(batch);
+        if let Err(e) = result {
+            let perr = match e {
+                ProposeError::NotLeader { leader } => err(
+                    ErrorCode::NotLeader { leader },
+                    format!("group {} is not led by this node", self.index),
+                ),
+                ProposeError::TooManyUncommitted { .. } => err(
+                    ErrorCode::TooManyRequests,
+                    format!("group {}: {e}", self.index),
+                ),
+                other => err(
+                    ErrorCode::Unavailable,
+                    format!("group {}: {other}", self.index),
+                ),
+            };
+            for id in ids {
+                self.waits.trigger(id, Err(perr.clone()));
+            }
+        }
+    }
+
+    fn start_reads(&self) {
+        let mut reads = self.reads.borrow_mut();
+        if reads.new.is_empty() {
+            return;
+        }
+        let ctx = reads.next_ctx;
+        reads.next_ctx += 1;
+        let batch = std::mem::take(&mut reads.new);
+        match self
+            .raft
+            .borrow_mut()
+            .read_index(ctx.to_le_bytes().to_vec())
+        {
+            Ok(()) => {
+                reads.inflight.insert(ctx, batch);
+            }
+            Err(e) => {
+                let perr = match e {
+                    ProposeError::NotLeader { leader } => err(
+                        ErrorCode::NotLeader { leader },
+                        format!("group {} is not led by this node", self.index),
+                    ),
+                    other => err(ErrorCode::Unavailable, other.to_string()),
+                };
+                for id in batch {
+                    self.read_waits.trigger(id, Err(perr.clone()));
+                }
+            }
+        }
+    }
+
+    fn handle_readies(&self) -> Result<(), String> {
+        loop {
+            let rd = {
+                let mut raft = self.raft.borrow_mut();
+                if !raft.has_ready() {
+                    return Ok(());
+                }
+                raft.ready()
+            };
+            if let Some(ss) = rd.soft_state {
+                let was_leader = self.is_leader();
+                self.role.set(ss.role);
+                self.leader.set(ss.leader);
+                if was_leader && ss.role != Role::Leader {
+                    self.lost_leadership();
+                }
+            }
+            if let Some(hs) = rd.hard_state {
+                self.term.set(hs.term);
+                self.commit.set(self.commit.get().max(hs.commit));
+            }
+            self.outbox.borrow_mut().extend(rd.messages);
+            if rd.snapshot.is_some() {
+                return Err("installing a snapshot from a peer is not supported yet".into());
+            }
+            let hard_state = self.hard_state_to_write(rd.hard_state, !rd.entries.is_empty());
+            self.wal
+                .append(self.ready_base + rd.number, hard_state, &rd.entries)
+                .map_err(|e| format!("WAL append: {e}"))?;
+            if !rd.persisted_messages.is_empty() {
+                self.held
+                    .borrow_mut()
+                    .push((rd.number, rd.persisted_messages));
+            }
+            self.flush_wake.notify();
+            if let Some(last) = rd.committed_entries.last() {
+                self.commit.set(self.commit.get().max(last.index));
+            }
+            self.apply(&rd.committed_entries)?;
+            {
+                let mut reads = self.reads.borrow_mut();
+                for rs in rd.read_states {
+                    let Ok(ctx) = <[u8; 8]>::try_from(rs.ctx.as_slice()) else {
+                        continue;
+                    };
+                    if let Some(ids) = reads.inflight.remove(&u64::from_le_bytes(ctx)) {
+                        reads.ready.entry(rs.index).or_default().extend(ids);
+                    }
+                }
+            }
+            self.serve_reads();
+        }
+    }
+
+    /// A hard state that differs from the last one only in its commit index is not worth
+    /// an fdatasync of its own: it rides along with the next append. Losing it in a crash
+    /// only makes the restarted node learn its commit index again, which Raft allows (the
+    /// commit index is volatile state in the paper's Figure 2). Term and vote changes are
+    /// always written before the Ready counts as durable.
+    fn hard_state_to_write(&self, hs: Option<HardState>, has_entries: bool) -> Option<HardState> {
+        let written = match hs {
+            Some(hs) => {
+                let last = self.last_hard_state.replace(hs);
+                if hs.term == last.term && hs.vote == last.vote && !has_entries {
+                    self.lazy_hard_state.set(Some(hs));
+                    return None;
+                }
+                Some(hs)
+            }
+            None if has_entries => self.lazy_hard_state.get(),
+            None => return None,
+        };
+        self.lazy_hard_state.set(None);
+        written
+    }
+
+    fn lost_leadership(&self) {
+        let reads = std::mem::take(&mut *self.reads.borrow_mut());
+        let next_ctx = reads.next_ctx;
+        self.reads.borrow_mut().next_ctx = next_ctx;
+        let ids: Vec<u64> = reads
+            .inflight
+            .into_values()
+            .flatten()
+            .chain(reads.ready.into_values().flatten())
+            .chain(reads.new)
+            .collect();
+        for id in ids {
+            self.read_waits.trigger(id, Err(self.not_leader()));
+        }
+        // Writes already proposed may still commit under the next leader: their
+        // outcome is unknown, which `write` reports.
+        self.waits.cancel_all();
+    }
+
+    fn serve_reads(&self) {
+        let applied = self.applied.get();
+        let mut reads = self.reads.borrow_mut();
+        let later = reads.ready.split_off(&(applied + 1));
+        let now = std::mem::replace(&mut reads.ready, later);
+        drop(reads);
+        for id in now.into_values().flatten() {
+            self.read_waits.trigger(id, Ok(()));
+        }
+    }
+
+    fn apply(&self, entries: &[Entry]) -> Result<(), String> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut slot = self.store.borrow_mut();
+        let store = slot
+            .as_mut()
+            .expect("the driver applies only while it holds the store");
+        for e in entries {
+            let decoded = match e.kind {
+                EntryKind::Normal if !e.data.is_empty() => Some(ShardEntry::decode(&e.data)),
+                _ => None,
+            };
+            match decoded {
+                Some(Ok(se)) => {
+                    let outcome = store.apply(e.index, &se.write, se.dedup());
+                    match outcome {
+                        Ok(o) => {
+                            let reply = self.write_reply(o);
+                            self.waits.trigger(se.request_id, reply);
+                        }
+                        Err(ApplyError::AlreadyApplied { .. }) => {}
+                        Err(ApplyError::Storage(m)) => {
+                            return Err(format!("applying entry {}: {m}", e.index))
+                        }
+                    }
+                }
+                Some(Err(m)) => {
+                    eprintln!(
+                        "corekv: group {}: entry {}: {m}; skipped",
+                        self.index, e.index
+                    );
+                    advance(store, e.index)?;
+                }
+                None => advance(store, e.index)?,
+            }
+        }
+        let last = entries.last().map_or(0, |e| e.index);
+        self.applied.set(self.applied.get().max(last));
+        self.applied_since_commit
+            .set(self.applied_since_commit.get() + entries.len() as u64);
+        if self.first_uncommitted_apply.get().is_none() {
+            self.first_uncommitted_apply.set(Some(Instant::now()));
+        }
+        drop(slot);
+        self.raft.borrow_mut().advance_apply(last);
+        Ok(())
+    }
+
+    fn write_reply(&self, o: ApplyOutcome) -> Reply {
+        let body = match o.response.map_err(ProtoError::from)? {
+            WriteResponse::Put(p) => ResponseBody::Put(p),
+            WriteResponse::DeleteRange(d) => ResponseBody::DeleteRange(d),
+            WriteResponse::Txn(t) => ResponseBody::Txn(t),
+            WriteResponse::Compact(_) => ResponseBody::Compact,
+        };
+        Ok(Response {
+            header: self.header(o.revision),
+            body,
+        })
+    }
+
+    fn btree_commit_due(&self) -> bool {
+        let n = self.applied_since_commit.get();
+        n >= self.opts.btree_commit_entries
+            || (n > 0
+                && self
+                    .first_uncommitted_apply
+                    .get()
+                    .is_some_and(|t| t.elapsed() >= self.opts.btree_commit_interval))
+    }
+
+    /// Commits the B+tree (the applied index goes with it), runs a step of background
+    /// compaction, and compacts the WAL behind the durable applied index.
+    async fn commit_store(&self) -> Result<(), String> {
+        let Some(mut store) = self.store.borrow_mut().take() else {
+            return Ok(());
+        };
+        self.applied_since_commit.set(0);
+        self.first_uncommitted_apply.set(None);
+        let result = store.commit().await;
+        let durable_applied = store.applied_index();
+        let more = result.is_ok() && store.compact_step(1000).unwrap_or(false);
+        *self.store.borrow_mut() = Some(store);
+        self.store_idle.notify();
+        result.map_err(|e| format!("committing the store: {e}"))?;
+        if more {
+            self.applied_since_commit.set(1);
+            self.first_uncommitted_apply.set(Some(Instant::now()));
+        }
+        self.compact_wal(durable_applied).await
+    }
+
+    async fn compact_wal(&self, durable_applied: u64) -> Result<(), String> {
+        use crate::raft::Storage;
+        let first = self.wal.first_index().map_err(|e| e.to_string())?;
+        if durable_applied < first + self.opts.wal_compact_entries + self.opts.wal_keep_entries {
+            return Ok(());
+        }
+        let upto = durable_applied - self.opts.wal_keep_entries;
+        let meta = {
+            let raft = self.raft.borrow();
+            let (Some(term), Some(conf_state)) = (raft.term_of(upto), raft.conf_state_at(upto))
+            else {
+                return Ok(());
+            };
+            SnapshotMeta {
+                index: upto,
+                term,
+                conf_state,
+            }
+        };
+        self.wal
+            .compact(meta)
+            .await
+            .map_err(|e| format!("compacting the WAL to {upto}: {e}"))
+    }
+
+    /// Group-commits the WAL whenever something was appended, and reports durability.
+    async fn flush_loop(self: Rc<Self>) {
+        loop {
+            let last = self.wal.last_ready();
+            if last <= self.wal.durable_ready() {
+                if self.fatal.borrow().is_some() {
+                    return;
+                }
+                self.flush_wake.wait().await;
+                continue;
+            }
+            if let Err(e) = self.wal.wait_durable(last).await {
+                self.fail(format!("WAL write: {e}"));
+                self.wake.notify();
+                return;
+            }
+            let durable = self.wal.durable_ready().saturating_sub(self.ready_base);
+            self.raft.borrow_mut().on_persisted(durable);
+            let mut held = self.held.borrow_mut();
+            let split = held.partition_point(|(n, _)| *n <= durable);
+            let ready: Vec<Message> = held.drain(..split).flat_map(|(_, m)| m).collect();
+            drop(held);
+            self.outbox.borrow_mut().extend(ready);
+            self.wake.notify();
+        }
+    }
+}
+
+fn advance(store: &mut Store<Db>, index: u64) -> Result<(), String> {
+    match store.advance_applied(index) {
+        Ok(()) | Err(ApplyError::AlreadyApplied { .. }) => Ok(()),
+        Err(ApplyError::Storage(m)) => Err(format!("recording applied index {index}: {m}")),
+    }
+}
+
+/// Microseconds since the Unix epoch (request ids, the Raft seed).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+impl From<KvError> for Reply {
+    fn from(e: KvError) -> Reply {
+        Err(ProtoError::from(e))
+    }
+}

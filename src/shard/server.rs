@@ -1,0 +1,368 @@
+//! The node: checks the data directory's identity, starts one glommio executor per shard
+//! (pinned to CPU s unless `--cpu-pinning off`), wires the cross-shard mesh, and turns
+//! SIGTERM/SIGINT into a clean shutdown (stop accepting, finish in-flight requests, flush
+//! the WAL, commit the B+tree, exit 0).
+//!
+//! Data directory layout:
+//! ```text
+//! <data-dir>/member            name, node id, cluster id, shard count (text, key=value)
+//! <data-dir>/shard-<s>/wal/    the WAL segments of group s
+//! <data-dir>/shard-<s>/store.btree   the B+tree of group s
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use super::config::ServerConfig;
+use super::group::{Group, GroupOptions};
+use super::mesh::{self, Mesh, MeshMsg};
+use super::node::{NodeInfo, Shard};
+use crate::proto::{fnv1a64, NodeAddr};
+
+/// The node's identity, persisted in `<data-dir>/member`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub node_id: u64,
+    pub cluster_id: u64,
+    pub shards: u32,
+}
+
+impl Identity {
+    fn encode(&self) -> String {
+        format!(
+            "name={}\nnode_id={}\ncluster_id={:016x}\nshards={}\n",
+            self.name, self.node_id, self.cluster_id, self.shards
+        )
+    }
+
+    fn decode(text: &str, path: &Path) -> Result<Identity, String> {
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+                .ok_or_else(|| format!("{}: no '{k}=' line", path.display()))
+        };
+        let bad = |k: &str| format!("{}: '{k}' is not a number", path.display());
+        Ok(Identity {
+            name: field("name")?.to_string(),
+            node_id: field("node_id")?.parse().map_err(|_| bad("node_id"))?,
+            cluster_id: u64::from_str_radix(field("cluster_id")?, 16)
+                .map_err(|_| bad("cluster_id"))?,
+            shards: field("shards")?.parse().map_err(|_| bad("shards"))?,
+        })
+    }
+}
+
+/// The identity `cfg` asks for: node ids are positions in `--initial-cluster` (from 1);
+/// the cluster id is a hash of the sorted member list.
+pub fn identity_for(cfg: &ServerConfig) -> Identity {
+    let mut members: Vec<String> = cfg
+        .initial_cluster
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer))
+        .collect();
+    if members.is_empty() {
+        members.push(format!("{}={}", cfg.name, cfg.listen_peer));
+    }
+    members.sort();
+    let node_id = cfg
+        .initial_cluster
+        .iter()
+        .position(|m| m.name == cfg.name)
+        .map_or(1, |p| p as u64 + 1);
+    Identity {
+        name: cfg.name.clone(),
+        node_id,
+        cluster_id: fnv1a64(members.join(",").as_bytes()),
+        shards: cfg.shards,
+    }
+}
+
+/// Creates the data directory and its identity file, or checks that an existing one
+/// belongs to this node, this cluster and this shard count.
+pub fn prepare_data_dir(cfg: &ServerConfig) -> Result<Identity, String> {
+    let want = identity_for(cfg);
+    let dir = &cfg.data_dir;
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let path = dir.join("member");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let have = Identity::decode(&text, &path)?;
+            if have.name != want.name {
+                return Err(format!(
+                    "{} belongs to member '{}', not '{}' (wrong --name or --data-dir)",
+                    dir.display(),
+                    have.name,
+                    want.name
+                ));
+            }
+            if have.cluster_id != want.cluster_id || have.node_id != want.node_id {
+                return Err(format!(
+                    "{} belongs to another cluster (cluster id {:016x}, node id {}; this \
+                     --initial-cluster gives {:016x}, {})",
+                    dir.display(),
+                    have.cluster_id,
+                    have.node_id,
+                    want.cluster_id,
+                    want.node_id
+                ));
+            }
+            if have.shards != want.shards {
+                return Err(format!(
+                    "{} was created with --shards {}; it cannot be opened with --shards {}",
+                    dir.display(),
+                    have.shards,
+                    want.shards
+                ));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = dir.join("member.tmp");
+            std::fs::write(&tmp, want.encode())
+                .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .and_then(|_| std::fs::File::open(dir)?.sync_all())
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    }
+    for s in 0..cfg.shards {
+        let d = shard_dir(dir, s);
+        std::fs::create_dir_all(d.join("wal"))
+            .map_err(|e| format!("creating {}: {e}", d.display()))?;
+    }
+    Ok(want)
+}
+
+fn shard_dir(data_dir: &Path, s: u32) -> PathBuf {
+    data_dir.join(format!("shard-{s}"))
+}
+
+/// Blocks SIGTERM and SIGINT in the calling thread (threads spawned later inherit the
+/// mask) and starts a thread that waits for them and calls `on_signal`.
+fn watch_signals(on_signal: impl FnOnce() + Send + 'static) {
+    // SAFETY: plain libc calls on a locally owned, initialised sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        std::thread::Builder::new()
+            .name("corekv-signals".into())
+            .spawn(move || {
+                let mut sig = 0;
+                libc::sigwait(&set, &mut sig);
+                eprintln!("corekv: signal {sig}: shutting down");
+                on_signal();
+            })
+            .expect("spawning the signal thread");
+    }
+}
+
+/// Binds a listening socket on this executor. Unlike `glommio::net::TcpListener::bind`,
+/// without SO_REUSEPORT: a second server started on the same port must fail to start,
+/// not silently take half of the first one's connections.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::unix::io::{FromRawFd, IntoRawFd};
+    let sk = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sk.set_reuse_address(true)?;
+    sk.bind(&addr.into())?;
+    sk.listen(1024)?;
+    // SAFETY: the fd is a bound, listening TCP socket that we own and hand over.
+    Ok(unsafe { TcpListener::from_raw_fd(sk.into_raw_fd()) })
+}
+
+/// How long a start waits for its port while a predecessor still holds it.
+const BIND_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`listen`], retrying while the address is in use: a process that was just killed may
+/// keep its listening socket for a moment (its io_uring is torn down asynchronously),
+/// and a restart right after a crash must not fail for that.
+async fn listen_retrying(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let start = std::time::Instant::now();
+    loop {
+        match listen(addr) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && start.elapsed() < BIND_RETRY_MAX =>
+            {
+                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Runs the node until a signal stops it or a shard fails. Blocks the calling thread.
+pub fn run(cfg: ServerConfig) -> Result<(), String> {
+    let id = prepare_data_dir(&cfg)?;
+    let members: Vec<NodeAddr> = if cfg.initial_cluster.is_empty() {
+        vec![NodeAddr {
+            node_id: id.node_id,
+            host: cfg.listen_client.ip().to_string(),
+            client_port_base: cfg.listen_client.port(),
+            peer_port_base: cfg.listen_peer.port(),
+        }]
+    } else {
+        return Err(
+            "--initial-cluster with other members: replication between nodes is not built yet \
+             (run a single node)"
+                .into(),
+        );
+    };
+    let voters: Vec<u64> = vec![id.node_id];
+    let node = NodeInfo {
+        node_id: id.node_id,
+        cluster_id: id.cluster_id,
+        shards: cfg.shards,
+        client_port_base: cfg.listen_client.port(),
+        members,
+    };
+    let chans = mesh::channels(cfg.shards);
+    let senders: Vec<flume::Sender<MeshMsg>> = chans.iter().map(|(s, _)| s.clone()).collect();
+    let (stop_tx, stop_rx) = flume::bounded::<()>(cfg.shards as usize);
+    watch_signals({
+        let n = cfg.shards;
+        move || {
+            for _ in 0..n {
+                let _ = stop_tx.send(());
+            }
+        }
+    });
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let io_memory = ((6usize << 20) / cfg.shards as usize).clamp(64 << 10, 1 << 20);
+    let mut handles = Vec::new();
+    for (s, (_, inbox)) in chans.into_iter().enumerate() {
+        let s = s as u32;
+        let placement = if cfg.cpu_pinning {
+            Placement::Fixed(s as usize % cpus)
+        } else {
+            Placement::Unbound
+        };
+        let (cfg, node, senders, stop_rx) =
+            (cfg.clone(), node.clone(), senders.clone(), stop_rx.clone());
+        let voters = voters.clone();
+        let h =
+            LocalExecutorBuilder::new(placement)
+                .name(&format!("shard-{s}"))
+                .io_memory(io_memory)
+                .spawn(move || async move {
+                    run_shard(cfg, s, node, voters, senders, inbox, stop_rx).await
+                })
+                .map_err(|e| format!("starting the executor of shard {s}: {e}"))?;
+        handles.push(h);
+    }
+    let mut first_err = None;
+    for (s, h) in handles.into_iter().enumerate() {
+        let r = h
+            .join()
+            .map_err(|e| format!("shard {s} panicked: {e:?}"))
+            .and_then(|r| r);
+        if let Err(e) = r {
+            eprintln!("corekv: shard {s}: {e}");
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+async fn run_shard(
+    cfg: ServerConfig,
+    s: u32,
+    node: NodeInfo,
+    voters: Vec<u64>,
+    senders: Vec<flume::Sender<MeshMsg>>,
+    inbox: flume::Receiver<MeshMsg>,
+    stop_rx: flume::Receiver<()>,
+) -> Result<(), String> {
+    let opts = GroupOptions {
+        quota_bytes: cfg.quota_bytes / u64::from(cfg.shards),
+        ..GroupOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let group = Group::open(&shard_dir(&cfg.data_dir, s), s, node.node_id, voters, opts).await?;
+    let opened = std::time::Instant::now();
+    let addr = cfg.client_addr(s);
+    let listener = listen_retrying(addr)
+        .await
+        .map_err(|e| format!("listening for clients on {addr}: {e}"))?;
+    let bound = std::time::Instant::now();
+    let shard = Rc::new(Shard {
+        index: s,
+        group: group.clone(),
+        mesh: Mesh::new(s, senders),
+        node,
+    });
+    let driver = glommio::spawn_local(group.clone().run());
+    // Calls and replies from the other shards.
+    let mesh_task = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Ok(msg) = inbox.recv_async().await {
+                match msg {
+                    MeshMsg::Reply { token, reply } => shard.mesh.deliver(token, reply),
+                    MeshMsg::Call { from, token, call } => {
+                        let shard = shard.clone();
+                        glommio::spawn_local(async move {
+                            let reply = match call {
+                                mesh::Call::Execute(req) => shard.execute_local(req).await,
+                                mesh::Call::Status => {
+                                    shard
+                                        .execute_local(crate::proto::Request {
+                                            session: 0,
+                                            seq: 0,
+                                            op: crate::proto::Op::Status,
+                                        })
+                                        .await
+                                }
+                            };
+                            shard.mesh.reply(from, token, reply).await;
+                        })
+                        .detach();
+                    }
+                }
+            }
+        })
+    };
+    eprintln!(
+        "corekv: shard {s} serving clients on {addr} (node {}, data in {}; opened in {:?}, \
+         port bound after {:?})",
+        shard.node.node_id,
+        cfg.data_dir.display(),
+        opened - started,
+        bound - started,
+    );
+    let accept = {
+        let shard = shard.clone();
+        async move {
+            loop {
+                match listener.accept().await {
+                    Ok(stream) => {
+                        glommio::spawn_local(super::conn::serve_client(shard.clone(), stream))
+                            .detach();
+                    }
+                    Err(e) => eprintln!("corekv: shard {s}: accept: {e}"),
+                }
+            }
+        }
+    };
+    // Serve until stopped (signal) or the group fails (storage failure).
+    futures_lite::future::or(
+        futures_lite::future::or(accept, async {
+            let _ = stop_rx.recv_async().await;
+        }),
+        group.failed(),
+    )
+    .await;
+    // The listener is closed now; the driver finishes in-flight writes, flushes the WAL
+    // and commits the store.
+    group.stop();
+    let result = driver.await;
+    drop(mesh_task);
+    result
+}

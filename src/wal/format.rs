@@ -1,0 +1,479 @@
+//! On-disk format of the WAL: segment header, record header, record payloads.
+//!
+//! See the module docs of [`crate::wal`] and `docs/wal.md` for the byte diagrams and
+//! the crash argument. Everything is little-endian. This file only encodes and decodes
+//! bytes; it knows nothing about files or Raft semantics.
+
+use crate::raft::types::{ConfState, Entry, EntryKind, HardState, SnapshotMeta};
+
+/// Every group-commit write starts and ends on a multiple of this many bytes, and every
+/// O_DIRECT offset and length is a multiple of it (it is a multiple of 512 and of the
+/// usual 4 KiB logical block size).
+pub const BLOCK_BYTES: u64 = 4096;
+/// Media assumption: a sector write is atomic (all or nothing). Used by the test disk.
+pub const SECTOR_BYTES: u64 = 512;
+const _: () = assert!(BLOCK_BYTES % SECTOR_BYTES == 0);
+
+// ---- segment header (block 0 of every segment file) ----
+pub const SEGMENT_MAGIC: [u8; 8] = *b"COREKVWL";
+pub const FORMAT_VERSION: u32 = 1;
+pub const SEG_MAGIC_OFF: usize = 0;
+pub const SEG_VERSION_OFF: usize = SEG_MAGIC_OFF + 8;
+pub const SEG_BLOCK_OFF: usize = SEG_VERSION_OFF + 4;
+pub const SEG_SEQ_OFF: usize = SEG_BLOCK_OFF + 4;
+pub const SEG_BYTES_OFF: usize = SEG_SEQ_OFF + 8;
+pub const SEG_CRC_OFF: usize = SEG_BYTES_OFF + 8;
+pub const SEG_HEADER_LEN: usize = SEG_CRC_OFF + 4;
+/// Records start here: the header owns the whole first block.
+pub const SEG_FIRST_RECORD: u64 = BLOCK_BYTES;
+const _: () = assert!(SEG_HEADER_LEN == 36);
+const _: () = assert!(SEG_HEADER_LEN as u64 <= SECTOR_BYTES);
+
+// ---- record header ----
+pub const REC_LEN_OFF: usize = 0;
+pub const REC_CRC_OFF: usize = REC_LEN_OFF + 4;
+pub const REC_KIND_OFF: usize = REC_CRC_OFF + 4;
+pub const REC_RESERVED_OFF: usize = REC_KIND_OFF + 1;
+pub const REC_WSN_OFF: usize = REC_RESERVED_OFF + 7;
+pub const REC_HEADER_LEN: usize = REC_WSN_OFF + 8;
+/// The crc covers the header from here (kind, reserved, wsn) plus the payload.
+pub const REC_CRC_FROM: usize = REC_KIND_OFF;
+const _: () = assert!(REC_HEADER_LEN == 24);
+// A pad record (header only) always fits in what is left of a block, or in one more.
+const _: () = assert!(BLOCK_BYTES as usize >= 2 * REC_HEADER_LEN);
+
+/// Record kinds. 0 is never valid, so a zeroed sector never parses as a record.
+pub const KIND_APPEND: u8 = 1;
+pub const KIND_SNAPSHOT: u8 = 2;
+pub const KIND_PAD: u8 = 3;
+
+// ---- Append payload ----
+pub const APP_READY_OFF: usize = 0;
+pub const APP_FLAGS_OFF: usize = APP_READY_OFF + 8;
+pub const APP_HS_OFF: usize = APP_FLAGS_OFF + 8;
+pub const HS_LEN: usize = 24;
+pub const APP_COUNT_OFF: usize = APP_HS_OFF + HS_LEN;
+pub const APP_ENTRIES_OFF: usize = APP_COUNT_OFF + 8;
+pub const APP_FLAG_HAS_HS: u8 = 1;
+// entry header inside an Append payload
+pub const ENT_TERM_OFF: usize = 0;
+pub const ENT_INDEX_OFF: usize = ENT_TERM_OFF + 8;
+pub const ENT_KIND_OFF: usize = ENT_INDEX_OFF + 8;
+pub const ENT_DATA_LEN_OFF: usize = ENT_KIND_OFF + 4;
+pub const ENT_HEADER_LEN: usize = ENT_DATA_LEN_OFF + 4;
+const _: () = assert!(APP_ENTRIES_OFF == 48);
+const _: () = assert!(ENT_HEADER_LEN == 24);
+
+// ---- Snapshot payload ----
+pub const SNAP_HS_OFF: usize = 0;
+pub const SNAP_INDEX_OFF: usize = SNAP_HS_OFF + HS_LEN;
+pub const SNAP_TERM_OFF: usize = SNAP_INDEX_OFF + 8;
+pub const SNAP_COUNTS_OFF: usize = SNAP_TERM_OFF + 8;
+pub const SNAP_IDS_OFF: usize = SNAP_COUNTS_OFF + 16;
+const _: () = assert!(SNAP_IDS_OFF == 56);
+
+/// Bytes one append of `entries` takes as a record (header included).
+pub fn append_record_len(entries: &[Entry]) -> usize {
+    REC_HEADER_LEN
+        + APP_ENTRIES_OFF
+        + entries
+            .iter()
+            .map(|e| ENT_HEADER_LEN + e.data.len())
+            .sum::<usize>()
+}
+
+fn put_u32(b: &mut Vec<u8>, v: u32) {
+    b.extend_from_slice(&v.to_le_bytes());
+}
+fn put_u64(b: &mut Vec<u8>, v: u64) {
+    b.extend_from_slice(&v.to_le_bytes());
+}
+pub fn get_u32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+}
+pub fn get_u64(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+}
+
+/// Writes a record header with wsn 0 and crc 0; [`seal_record`] fills both at flush.
+fn begin_record(out: &mut Vec<u8>, kind: u8, payload_len: usize) {
+    put_u32(
+        out,
+        u32::try_from(payload_len).expect("record payload over 4 GiB"),
+    );
+    put_u32(out, 0);
+    out.push(kind);
+    out.extend_from_slice(&[0; 7]);
+    put_u64(out, 0);
+}
+
+fn put_hs(out: &mut Vec<u8>, hs: &HardState) {
+    put_u64(out, hs.term);
+    put_u64(out, hs.vote);
+    put_u64(out, hs.commit);
+}
+
+/// Appends an Append record (unsealed) to `out`.
+pub fn encode_append(out: &mut Vec<u8>, ready: u64, hs: Option<&HardState>, entries: &[Entry]) {
+    let start = out.len();
+    let total = append_record_len(entries);
+    begin_record(out, KIND_APPEND, total - REC_HEADER_LEN);
+    put_u64(out, ready);
+    out.push(if hs.is_some() { APP_FLAG_HAS_HS } else { 0 });
+    out.extend_from_slice(&[0; 7]);
+    put_hs(out, &hs.copied().unwrap_or_default());
+    put_u32(out, entries.len() as u32);
+    put_u32(out, 0);
+    for e in entries {
+        put_u64(out, e.term);
+        put_u64(out, e.index);
+        out.push(match e.kind {
+            EntryKind::Normal => 0,
+            EntryKind::ConfChange => 1,
+        });
+        out.extend_from_slice(&[0; 3]);
+        put_u32(out, u32::try_from(e.data.len()).expect("entry over 4 GiB"));
+        out.extend_from_slice(&e.data);
+    }
+    assert_eq!(out.len() - start, total, "append record length mismatch");
+}
+
+/// Appends a Snapshot record (unsealed) to `out`.
+pub fn encode_snapshot(out: &mut Vec<u8>, hs: &HardState, meta: &SnapshotMeta) {
+    let cs = &meta.conf_state;
+    let ids = cs.voters.len() + cs.learners.len() + cs.voters_outgoing.len();
+    let start = out.len();
+    begin_record(out, KIND_SNAPSHOT, SNAP_IDS_OFF + 8 * ids);
+    put_hs(out, hs);
+    put_u64(out, meta.index);
+    put_u64(out, meta.term);
+    put_u32(out, cs.voters.len() as u32);
+    put_u32(out, cs.learners.len() as u32);
+    put_u32(out, cs.voters_outgoing.len() as u32);
+    put_u32(out, 0);
+    for id in cs
+        .voters
+        .iter()
+        .chain(&cs.learners)
+        .chain(&cs.voters_outgoing)
+    {
+        put_u64(out, *id);
+    }
+    assert_eq!(out.len() - start, REC_HEADER_LEN + SNAP_IDS_OFF + 8 * ids);
+}
+
+/// Writes a Pad record header covering `rec[..]` (the slice is the whole record, header
+/// included, its payload already zero) and seals it.
+pub fn write_pad(rec: &mut [u8], wsn: u64) {
+    assert!(
+        rec.len() >= REC_HEADER_LEN,
+        "pad record too short: {}",
+        rec.len()
+    );
+    let payload = rec.len() - REC_HEADER_LEN;
+    rec[..REC_HEADER_LEN].fill(0);
+    rec[REC_LEN_OFF..REC_LEN_OFF + 4].copy_from_slice(&(payload as u32).to_le_bytes());
+    rec[REC_KIND_OFF] = KIND_PAD;
+    seal_record(rec, wsn);
+}
+
+/// Stamps the write sequence number and the crc into an encoded record.
+pub fn seal_record(rec: &mut [u8], wsn: u64) {
+    let len = get_u32(rec, REC_LEN_OFF) as usize;
+    assert_eq!(
+        rec.len(),
+        REC_HEADER_LEN + len,
+        "seal: record length mismatch"
+    );
+    rec[REC_WSN_OFF..REC_WSN_OFF + 8].copy_from_slice(&wsn.to_le_bytes());
+    let crc = crc32fast::hash(&rec[REC_CRC_FROM..]);
+    rec[REC_CRC_OFF..REC_CRC_OFF + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A record header that passed its checks, as found at some offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub kind: u8,
+    pub wsn: u64,
+    pub payload_len: usize,
+}
+
+/// Checks the record at the start of `buf` (the rest of the segment): known kind,
+/// zero reserved bytes, length within `buf`, crc. `None` means "not a record here"
+/// (torn, zeroed, corrupted or stale); never panics on any input.
+pub fn check_record(buf: &[u8]) -> Option<RecordHeader> {
+    if buf.len() < REC_HEADER_LEN {
+        return None;
+    }
+    let kind = buf[REC_KIND_OFF];
+    if !matches!(kind, KIND_APPEND | KIND_SNAPSHOT | KIND_PAD) {
+        return None;
+    }
+    if buf[REC_RESERVED_OFF..REC_WSN_OFF].iter().any(|&b| b != 0) {
+        return None;
+    }
+    let payload_len = get_u32(buf, REC_LEN_OFF) as usize;
+    if payload_len > buf.len() - REC_HEADER_LEN {
+        return None;
+    }
+    let crc = get_u32(buf, REC_CRC_OFF);
+    if crc32fast::hash(&buf[REC_CRC_FROM..REC_HEADER_LEN + payload_len]) != crc {
+        return None;
+    }
+    Some(RecordHeader {
+        kind,
+        wsn: get_u64(buf, REC_WSN_OFF),
+        payload_len,
+    })
+}
+
+/// A decoded Append record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendRecord {
+    pub ready: u64,
+    pub hard_state: Option<HardState>,
+    pub entries: Vec<Entry>,
+}
+
+fn get_hs(p: &[u8], off: usize) -> HardState {
+    HardState {
+        term: get_u64(p, off),
+        vote: get_u64(p, off + 8),
+        commit: get_u64(p, off + 16),
+    }
+}
+
+/// Decodes an Append payload whose crc already matched. A structural error here means
+/// a writer bug or a crc collision; it is reported, never a panic.
+pub fn decode_append(p: &[u8]) -> Result<AppendRecord, String> {
+    if p.len() < APP_ENTRIES_OFF {
+        return Err(format!("append payload of {} bytes is too short", p.len()));
+    }
+    let flags = p[APP_FLAGS_OFF];
+    if flags & !APP_FLAG_HAS_HS != 0 {
+        return Err(format!("unknown append flags {flags:#x}"));
+    }
+    let hard_state = (flags & APP_FLAG_HAS_HS != 0).then(|| get_hs(p, APP_HS_OFF));
+    let count = get_u32(p, APP_COUNT_OFF) as usize;
+    let mut entries = Vec::with_capacity(count.min(p.len() / ENT_HEADER_LEN));
+    let mut off = APP_ENTRIES_OFF;
+    for i in 0..count {
+        if p.len() - off < ENT_HEADER_LEN {
+            return Err(format!("entry {i} header runs past the record"));
+        }
+        let kind = match p[off + ENT_KIND_OFF] {
+            0 => EntryKind::Normal,
+            1 => EntryKind::ConfChange,
+            k => return Err(format!("entry {i} has unknown kind {k}")),
+        };
+        let len = get_u32(p, off + ENT_DATA_LEN_OFF) as usize;
+        let data_at = off + ENT_HEADER_LEN;
+        if p.len() - data_at < len {
+            return Err(format!("entry {i} data ({len} bytes) runs past the record"));
+        }
+        let e = Entry {
+            term: get_u64(p, off + ENT_TERM_OFF),
+            index: get_u64(p, off + ENT_INDEX_OFF),
+            kind,
+            data: p[data_at..data_at + len].to_vec(),
+        };
+        if let Some(prev) = entries.last() {
+            let prev: &Entry = prev;
+            if e.index != prev.index + 1 || e.term < prev.term {
+                return Err(format!(
+                    "entry {i} (index {}, term {}) does not follow index {} term {}",
+                    e.index, e.term, prev.index, prev.term
+                ));
+            }
+        }
+        entries.push(e);
+        off = data_at + len;
+    }
+    if off != p.len() {
+        return Err(format!(
+            "{} trailing bytes after the entries",
+            p.len() - off
+        ));
+    }
+    Ok(AppendRecord {
+        ready: get_u64(p, APP_READY_OFF),
+        hard_state,
+        entries,
+    })
+}
+
+/// Decodes a Snapshot payload: (hard state, snapshot metadata).
+pub fn decode_snapshot(p: &[u8]) -> Result<(HardState, SnapshotMeta), String> {
+    if p.len() < SNAP_IDS_OFF {
+        return Err(format!(
+            "snapshot payload of {} bytes is too short",
+            p.len()
+        ));
+    }
+    let counts = [
+        get_u32(p, SNAP_COUNTS_OFF) as usize,
+        get_u32(p, SNAP_COUNTS_OFF + 4) as usize,
+        get_u32(p, SNAP_COUNTS_OFF + 8) as usize,
+    ];
+    let ids: usize = counts.iter().sum();
+    if p.len() != SNAP_IDS_OFF + 8 * ids {
+        return Err(format!(
+            "snapshot payload is {} bytes, expected {} for {ids} ids",
+            p.len(),
+            SNAP_IDS_OFF + 8 * ids
+        ));
+    }
+    let mut at = SNAP_IDS_OFF;
+    let mut take = |n: usize| {
+        let v: Vec<u64> = (0..n).map(|i| get_u64(p, at + 8 * i)).collect();
+        at += 8 * n;
+        v
+    };
+    let conf_state = ConfState {
+        voters: take(counts[0]),
+        learners: take(counts[1]),
+        voters_outgoing: take(counts[2]),
+    };
+    Ok((
+        get_hs(p, SNAP_HS_OFF),
+        SnapshotMeta {
+            index: get_u64(p, SNAP_INDEX_OFF),
+            term: get_u64(p, SNAP_TERM_OFF),
+            conf_state,
+        },
+    ))
+}
+
+/// The segment header block (only the first [`SEG_HEADER_LEN`] bytes are non-zero).
+pub fn encode_segment_header(seq: u64, segment_bytes: u64) -> [u8; SEG_HEADER_LEN] {
+    let mut h = [0u8; SEG_HEADER_LEN];
+    h[SEG_MAGIC_OFF..SEG_MAGIC_OFF + 8].copy_from_slice(&SEGMENT_MAGIC);
+    h[SEG_VERSION_OFF..SEG_VERSION_OFF + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[SEG_BLOCK_OFF..SEG_BLOCK_OFF + 4].copy_from_slice(&(BLOCK_BYTES as u32).to_le_bytes());
+    h[SEG_SEQ_OFF..SEG_SEQ_OFF + 8].copy_from_slice(&seq.to_le_bytes());
+    h[SEG_BYTES_OFF..SEG_BYTES_OFF + 8].copy_from_slice(&segment_bytes.to_le_bytes());
+    let crc = crc32fast::hash(&h[..SEG_CRC_OFF]);
+    h[SEG_CRC_OFF..SEG_CRC_OFF + 4].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Checks a segment header; returns its sequence number.
+pub fn check_segment_header(b: &[u8]) -> Result<u64, String> {
+    if b.len() < SEG_HEADER_LEN {
+        return Err(format!("file is {} bytes, shorter than a header", b.len()));
+    }
+    if b[SEG_MAGIC_OFF..SEG_MAGIC_OFF + 8] != SEGMENT_MAGIC {
+        return Err("bad magic".into());
+    }
+    if crc32fast::hash(&b[..SEG_CRC_OFF]) != get_u32(b, SEG_CRC_OFF) {
+        return Err("segment header crc mismatch".into());
+    }
+    let version = get_u32(b, SEG_VERSION_OFF);
+    if version != FORMAT_VERSION {
+        return Err(format!("unsupported format version {version}"));
+    }
+    let block = get_u32(b, SEG_BLOCK_OFF) as u64;
+    if block != BLOCK_BYTES {
+        return Err(format!("block size {block}, expected {BLOCK_BYTES}"));
+    }
+    Ok(get_u64(b, SEG_SEQ_OFF))
+}
+
+/// File name of segment `seq`.
+pub fn segment_name(seq: u64) -> String {
+    format!("{seq:016x}.wal")
+}
+
+/// Parses a segment file name back into its sequence number.
+pub fn parse_segment_name(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".wal")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_round_trip() {
+        let entries: Vec<Entry> = (5..9)
+            .map(|i| Entry {
+                term: 2,
+                index: i,
+                kind: if i == 6 {
+                    EntryKind::ConfChange
+                } else {
+                    EntryKind::Normal
+                },
+                data: vec![i as u8; i as usize],
+            })
+            .collect();
+        let hs = HardState {
+            term: 2,
+            vote: 3,
+            commit: 4,
+        };
+        let mut buf = Vec::new();
+        encode_append(&mut buf, 77, Some(&hs), &entries);
+        assert_eq!(buf.len(), append_record_len(&entries));
+        seal_record(&mut buf, 9);
+        let h = check_record(&buf).expect("valid");
+        assert_eq!((h.kind, h.wsn), (KIND_APPEND, 9));
+        let rec = decode_append(&buf[REC_HEADER_LEN..]).unwrap();
+        assert_eq!(rec.ready, 77);
+        assert_eq!(rec.hard_state, Some(hs));
+        assert_eq!(rec.entries, entries);
+        // any single bit flip is caught by the crc or the header checks
+        for bit in 0..buf.len() * 8 {
+            let mut b = buf.clone();
+            b[bit / 8] ^= 1 << (bit % 8);
+            if let Some(h2) = check_record(&b) {
+                panic!("bit {bit} flipped yet record checks: {h2:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn snapshot_and_header_round_trip() {
+        let meta = SnapshotMeta {
+            index: 10,
+            term: 3,
+            conf_state: ConfState {
+                voters: vec![1, 2, 3],
+                learners: vec![4],
+                voters_outgoing: vec![],
+            },
+        };
+        let hs = HardState {
+            term: 3,
+            vote: 1,
+            commit: 10,
+        };
+        let mut buf = Vec::new();
+        encode_snapshot(&mut buf, &hs, &meta);
+        seal_record(&mut buf, 1);
+        assert!(check_record(&buf).is_some());
+        assert_eq!(decode_snapshot(&buf[REC_HEADER_LEN..]).unwrap(), (hs, meta));
+        let h = encode_segment_header(42, 1 << 20);
+        assert_eq!(check_segment_header(&h), Ok(42));
+        let mut bad = h;
+        bad[SEG_SEQ_OFF] ^= 1;
+        assert!(check_segment_header(&bad).is_err());
+        assert_eq!(parse_segment_name(&segment_name(42)), Some(42));
+        assert_eq!(parse_segment_name("x.wal"), None);
+    }
+
+    #[test]
+    fn oversized_length_is_not_a_record() {
+        let mut buf = Vec::new();
+        encode_append(&mut buf, 1, None, &[]);
+        seal_record(&mut buf, 1);
+        buf[REC_LEN_OFF..REC_LEN_OFF + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(check_record(&buf), None);
+        assert_eq!(check_record(&[0u8; 100]), None);
+        assert_eq!(check_record(&[0u8; 3]), None);
+    }
+}

@@ -1,0 +1,242 @@
+//! The in-memory index of the Raft log the WAL holds: snapshot metadata, hard state,
+//! the term of every retained entry, where each entry's record lies on disk, and a
+//! cache of the most recent entries. The same rules apply when appending live and when
+//! replaying at recovery, so the WAL never writes what it would refuse to read.
+
+use std::collections::VecDeque;
+
+use crate::raft::types::{Entry, HardState, SnapshotMeta};
+
+/// Where the record holding some entries lies: segment, offset, record length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskLoc {
+    pub seq: u64,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// A run of live entries `first..first+count` that one Append record holds.
+#[derive(Clone, Debug)]
+pub struct RecLoc {
+    pub id: u64,
+    pub first: u64,
+    pub count: u64,
+    /// None until the record has been written (it is still pending).
+    pub at: Option<DiskLoc>,
+}
+
+#[derive(Debug, Default)]
+pub struct LogIndex {
+    pub snapshot: SnapshotMeta,
+    pub hard_state: HardState,
+    /// False while replaying a log whose first segments were deleted and no snapshot
+    /// record has been seen yet: `snapshot.index` is then only the first entry - 1.
+    pub base_known: bool,
+    /// Term of entry `snapshot.index + 1 + i`.
+    pub terms: VecDeque<u64>,
+    pub recs: VecDeque<RecLoc>,
+    next_rec_id: u64,
+    /// The most recent entries, always a suffix of the log.
+    pub cache: VecDeque<Entry>,
+    pub cache_bytes: u64,
+}
+
+impl LogIndex {
+    pub fn new() -> LogIndex {
+        LogIndex {
+            base_known: true,
+            ..LogIndex::default()
+        }
+    }
+
+    pub fn first_index(&self) -> u64 {
+        self.snapshot.index + 1
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.snapshot.index + self.terms.len() as u64
+    }
+
+    pub fn cache_first(&self) -> u64 {
+        self.last_index() + 1 - self.cache.len() as u64
+    }
+
+    pub fn term(&self, index: u64) -> Option<u64> {
+        if index == self.snapshot.index {
+            return Some(self.snapshot.term);
+        }
+        if index < self.snapshot.index || index > self.last_index() {
+            return None;
+        }
+        Some(self.terms[(index - self.snapshot.index - 1) as usize])
+    }
+
+    /// Checks that `entries` may be appended (contiguous, no gap, no truncation of
+    /// committed or compacted entries, terms non-decreasing). Err says why.
+    pub fn check_append(&self, entries: &[Entry]) -> Result<(), String> {
+        let Some(e0) = entries.first() else {
+            return Ok(());
+        };
+        for w in entries.windows(2) {
+            if w[1].index != w[0].index + 1 || w[1].term < w[0].term {
+                return Err(format!(
+                    "entries not contiguous: index {} term {} after index {} term {}",
+                    w[1].index, w[1].term, w[0].index, w[0].term
+                ));
+            }
+        }
+        if !self.base_known && self.terms.is_empty() {
+            return Ok(()); // the first entries seen set the base
+        }
+        let last = self.last_index();
+        if e0.index > last + 1 {
+            return Err(format!(
+                "index gap: entry {} after last index {last}",
+                e0.index
+            ));
+        }
+        let floor = self.hard_state.commit.max(self.snapshot.index);
+        if e0.index <= floor {
+            return Err(format!(
+                "index regression: entry {} would replace committed or compacted index {floor}",
+                e0.index
+            ));
+        }
+        match self.term(e0.index - 1) {
+            Some(prev) if e0.term < prev => {
+                return Err(format!(
+                    "term regression: entry {} term {} after term {prev}",
+                    e0.index, e0.term
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Appends (after `check_append` passed), truncating any conflicting suffix.
+    /// Returns the record id the entries were filed under.
+    pub fn append(&mut self, entries: &[Entry], at: Option<DiskLoc>) -> u64 {
+        let id = self.next_rec_id;
+        self.next_rec_id += 1;
+        let Some(e0) = entries.first() else {
+            return id;
+        };
+        if !self.base_known && self.terms.is_empty() {
+            self.snapshot.index = e0.index - 1;
+        }
+        assert!(e0.index > self.snapshot.index && e0.index <= self.last_index() + 1);
+        self.truncate_from(e0.index);
+        for e in entries {
+            self.terms.push_back(e.term);
+            self.cache_bytes += e.size_bytes();
+            self.cache.push_back(e.clone());
+        }
+        self.recs.push_back(RecLoc {
+            id,
+            first: e0.index,
+            count: entries.len() as u64,
+            at,
+        });
+        id
+    }
+
+    /// Drops entries `index..` (a conflicting suffix).
+    fn truncate_from(&mut self, index: u64) {
+        let last = self.last_index();
+        if index > last {
+            return;
+        }
+        let keep = (index - self.snapshot.index - 1) as usize;
+        self.terms.truncate(keep);
+        let drop_cache = (last + 1 - index).min(self.cache.len() as u64) as usize;
+        for _ in 0..drop_cache {
+            let e = self.cache.pop_back().expect("cache shorter than counted");
+            self.cache_bytes -= e.size_bytes();
+        }
+        while let Some(r) = self.recs.back_mut() {
+            if r.first >= index {
+                self.recs.pop_back();
+            } else {
+                r.count = r.count.min(index - r.first);
+                break;
+            }
+        }
+    }
+
+    /// Applies a snapshot (compaction or installed snapshot): entries up to
+    /// `meta.index` go; if the log does not hold `meta.index` with `meta.term`, all go.
+    pub fn apply_snapshot(&mut self, hs: HardState, meta: &SnapshotMeta) -> Result<(), String> {
+        if meta.index < self.snapshot.index {
+            return Err(format!(
+                "snapshot index {} is below the current snapshot/first index {}",
+                meta.index, self.snapshot.index
+            ));
+        }
+        let matches = self.term(meta.index) == Some(meta.term)
+            || (!self.base_known && meta.index <= self.last_index());
+        if matches {
+            let cache_first = self.cache_first();
+            let n = (meta.index - self.snapshot.index) as usize;
+            self.terms.drain(..n);
+            if meta.index >= cache_first {
+                for _ in 0..(meta.index + 1 - cache_first) {
+                    let e = self.cache.pop_front().expect("cache");
+                    self.cache_bytes -= e.size_bytes();
+                }
+            }
+            while let Some(r) = self.recs.front_mut() {
+                if r.first + r.count <= meta.index + 1 {
+                    self.recs.pop_front();
+                } else {
+                    if r.first <= meta.index {
+                        r.count -= meta.index + 1 - r.first;
+                        r.first = meta.index + 1;
+                    }
+                    break;
+                }
+            }
+        } else {
+            self.terms.clear();
+            self.recs.clear();
+            self.cache.clear();
+            self.cache_bytes = 0;
+        }
+        self.snapshot = meta.clone();
+        self.hard_state = hs;
+        self.base_known = true;
+        Ok(())
+    }
+
+    /// Evicts cached entries from the front while over `max_bytes`, never entries
+    /// above `located_upto` (their records are not yet on disk).
+    pub fn evict(&mut self, max_bytes: u64, located_upto: u64) {
+        while self.cache_bytes > max_bytes {
+            match self.cache.front() {
+                Some(e) if e.index <= located_upto => {
+                    self.cache_bytes -= e.size_bytes();
+                    self.cache.pop_front();
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// The record that holds `index`, if retained.
+    pub fn rec_for(&self, index: u64) -> Option<&RecLoc> {
+        let i = self.recs.partition_point(|r| r.first + r.count <= index);
+        self.recs
+            .get(i)
+            .filter(|r| r.first <= index && index < r.first + r.count)
+    }
+
+    /// Sets the disk location of record `id` once it has been written.
+    pub fn locate(&mut self, id: u64, at: DiskLoc) {
+        let i = self.recs.partition_point(|r| r.id < id);
+        if let Some(r) = self.recs.get_mut(i) {
+            if r.id == id {
+                r.at = Some(at);
+            }
+        }
+    }
+}
