@@ -47,7 +47,7 @@ pub trait DiskFile {
     /// fallocate(0, len): reserve blocks and set the size to at least `len`.
     async fn allocate(&self, len: u64) -> io::Result<()>;
     /// Current file size in bytes.
-    async fn len(&self) -> io::Result<u64>;
+    async fn size(&self) -> io::Result<u64>;
 }
 
 /// One WAL directory.
@@ -92,6 +92,7 @@ impl DmaDisk {
         // absolute one (std::path::absolute is pure string work plus getcwd).
         let dir = std::path::absolute(dir.as_ref())?;
         let handle = Directory::create(&dir).await.map_err(io::Error::from)?;
+        probe_iopoll(&dir).await?;
         Ok(DmaDisk { dir, handle, mode })
     }
 
@@ -103,6 +104,27 @@ impl DmaDisk {
         }
         o
     }
+}
+
+/// glommio decides once per block device whether to use its IOPOLL ring, by reading
+/// the first block of the first `DmaFile` opened there. When that file is new and empty
+/// the read hits EOF, "succeeds", and IOPOLL is wrongly enabled; on a device without
+/// poll queues every later read then fails with EOPNOTSUPP. So open a file that has
+/// data first: written through the page cache, then opened as a `DmaFile`.
+async fn probe_iopoll(dir: &Path) -> io::Result<()> {
+    let path = dir.join(".iopoll-probe");
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(&path)
+        .await?;
+    f.write_at(vec![0u8; 4096], 0).await?;
+    f.close().await?;
+    let d = DmaFile::open(&path).await?;
+    d.close().await?;
+    glommio::io::remove(&path).await?;
+    Ok(())
 }
 
 /// A segment file on a [`DmaDisk`].
@@ -120,7 +142,11 @@ impl DiskFile for DmaDiskFile {
 
     async fn write_at(&self, buf: DmaBuffer, off: u64) -> io::Result<()> {
         let len = buf.len();
-        let n = self.file.write_at(buf, off).await.map_err(io::Error::from)?;
+        let n = self
+            .file
+            .write_at(buf, off)
+            .await
+            .map_err(io::Error::from)?;
         if n != len {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
@@ -149,7 +175,7 @@ impl DiskFile for DmaDiskFile {
             .map_err(io::Error::from)
     }
 
-    async fn len(&self) -> io::Result<u64> {
+    async fn size(&self) -> io::Result<u64> {
         self.file.file_size().await.map_err(io::Error::from)
     }
 }

@@ -97,7 +97,10 @@ pub fn get_u64(b: &[u8], off: usize) -> u64 {
 
 /// Writes a record header with wsn 0 and crc 0; [`seal_record`] fills both at flush.
 fn begin_record(out: &mut Vec<u8>, kind: u8, payload_len: usize) {
-    put_u32(out, u32::try_from(payload_len).expect("record payload over 4 GiB"));
+    put_u32(
+        out,
+        u32::try_from(payload_len).expect("record payload over 4 GiB"),
+    );
     put_u32(out, 0);
     out.push(kind);
     out.extend_from_slice(&[0; 7]);
@@ -148,7 +151,12 @@ pub fn encode_snapshot(out: &mut Vec<u8>, hs: &HardState, meta: &SnapshotMeta) {
     put_u32(out, cs.learners.len() as u32);
     put_u32(out, cs.voters_outgoing.len() as u32);
     put_u32(out, 0);
-    for id in cs.voters.iter().chain(&cs.learners).chain(&cs.voters_outgoing) {
+    for id in cs
+        .voters
+        .iter()
+        .chain(&cs.learners)
+        .chain(&cs.voters_outgoing)
+    {
         put_u64(out, *id);
     }
     assert_eq!(out.len() - start, REC_HEADER_LEN + SNAP_IDS_OFF + 8 * ids);
@@ -157,7 +165,11 @@ pub fn encode_snapshot(out: &mut Vec<u8>, hs: &HardState, meta: &SnapshotMeta) {
 /// Writes a Pad record header covering `rec[..]` (the slice is the whole record, header
 /// included, its payload already zero) and seals it.
 pub fn write_pad(rec: &mut [u8], wsn: u64) {
-    assert!(rec.len() >= REC_HEADER_LEN, "pad record too short: {}", rec.len());
+    assert!(
+        rec.len() >= REC_HEADER_LEN,
+        "pad record too short: {}",
+        rec.len()
+    );
     let payload = rec.len() - REC_HEADER_LEN;
     rec[..REC_HEADER_LEN].fill(0);
     rec[REC_LEN_OFF..REC_LEN_OFF + 4].copy_from_slice(&(payload as u32).to_le_bytes());
@@ -168,7 +180,11 @@ pub fn write_pad(rec: &mut [u8], wsn: u64) {
 /// Stamps the write sequence number and the crc into an encoded record.
 pub fn seal_record(rec: &mut [u8], wsn: u64) {
     let len = get_u32(rec, REC_LEN_OFF) as usize;
-    assert_eq!(rec.len(), REC_HEADER_LEN + len, "seal: record length mismatch");
+    assert_eq!(
+        rec.len(),
+        REC_HEADER_LEN + len,
+        "seal: record length mismatch"
+    );
     rec[REC_WSN_OFF..REC_WSN_OFF + 8].copy_from_slice(&wsn.to_le_bytes());
     let crc = crc32fast::hash(&rec[REC_CRC_FROM..]);
     rec[REC_CRC_OFF..REC_CRC_OFF + 4].copy_from_slice(&crc.to_le_bytes());
@@ -274,7 +290,10 @@ pub fn decode_append(p: &[u8]) -> Result<AppendRecord, String> {
         off = data_at + len;
     }
     if off != p.len() {
-        return Err(format!("{} trailing bytes after the entries", p.len() - off));
+        return Err(format!(
+            "{} trailing bytes after the entries",
+            p.len() - off
+        ));
     }
     Ok(AppendRecord {
         ready: get_u64(p, APP_READY_OFF),
@@ -286,7 +305,10 @@ pub fn decode_append(p: &[u8]) -> Result<AppendRecord, String> {
 /// Decodes a Snapshot payload: (hard state, snapshot metadata).
 pub fn decode_snapshot(p: &[u8]) -> Result<(HardState, SnapshotMeta), String> {
     if p.len() < SNAP_IDS_OFF {
-        return Err(format!("snapshot payload of {} bytes is too short", p.len()));
+        return Err(format!(
+            "snapshot payload of {} bytes is too short",
+            p.len()
+        ));
     }
     let counts = [
         get_u32(p, SNAP_COUNTS_OFF) as usize,

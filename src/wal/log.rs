@@ -85,14 +85,23 @@ impl LogIndex {
                 ));
             }
         }
-        if !self.base_known && self.terms.is_empty() {
-            return Ok(()); // the first entries seen set the base
+        if !self.base_known && (self.terms.is_empty() || e0.index <= self.snapshot.index) {
+            // Replaying a compacted log: entries at or before the first one seen were in
+            // removed segments; these restart the (provisional) log.
+            return Ok(());
         }
         let last = self.last_index();
         if e0.index > last + 1 {
-            return Err(format!("index gap: entry {} after last index {last}", e0.index));
+            return Err(format!(
+                "index gap: entry {} after last index {last}",
+                e0.index
+            ));
         }
-        let floor = self.hard_state.commit.max(self.snapshot.index);
+        let floor = if self.base_known {
+            self.hard_state.commit.max(self.snapshot.index)
+        } else {
+            self.hard_state.commit
+        };
         if e0.index <= floor {
             return Err(format!(
                 "index regression: entry {} would replace committed or compacted index {floor}",
@@ -119,7 +128,11 @@ impl LogIndex {
         let Some(e0) = entries.first() else {
             return id;
         };
-        if !self.base_known && self.terms.is_empty() {
+        if !self.base_known && (self.terms.is_empty() || e0.index <= self.snapshot.index) {
+            self.terms.clear();
+            self.recs.clear();
+            self.cache.clear();
+            self.cache_bytes = 0;
             self.snapshot.index = e0.index - 1;
         }
         assert!(e0.index > self.snapshot.index && e0.index <= self.last_index() + 1);
@@ -164,6 +177,13 @@ impl LogIndex {
     /// Applies a snapshot (compaction or installed snapshot): entries up to
     /// `meta.index` go; if the log does not hold `meta.index` with `meta.term`, all go.
     pub fn apply_snapshot(&mut self, hs: HardState, meta: &SnapshotMeta) -> Result<(), String> {
+        if !self.base_known && meta.index < self.snapshot.index {
+            // Replay of a compacted log: the entries this snapshot covers were in
+            // segments removed because a later snapshot record (still ahead) covers
+            // them. Only its hard state is news.
+            self.hard_state = hs;
+            return Ok(());
+        }
         if meta.index < self.snapshot.index {
             return Err(format!(
                 "snapshot index {} is below the current snapshot/first index {}",

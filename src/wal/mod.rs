@@ -181,7 +181,10 @@ impl std::fmt::Display for WalError {
             } => write!(f, "wal: corrupt {file} at offset {offset}: {reason}"),
             WalError::Poisoned(m) => write!(f, "wal: poisoned by an earlier failure: {m}"),
             WalError::TooLarge { bytes, max } => {
-                write!(f, "wal: append of {bytes} bytes exceeds the {max}-byte limit")
+                write!(
+                    f,
+                    "wal: append of {bytes} bytes exceeds the {max}-byte limit"
+                )
             }
             WalError::Invalid(m) => write!(f, "wal: {m}"),
         }
@@ -436,7 +439,10 @@ impl<D: Disk> Wal<D> {
                     // Nothing was ever written: use a spare or make a segment.
                     let (seq, file) = match spares.pop_front() {
                         Some(s) => s,
-                        None => (r.next_seq, Rc::new(prepare_segment(&disk, r.next_seq, &opts).await?)),
+                        None => (
+                            r.next_seq,
+                            Rc::new(prepare_segment(&disk, r.next_seq, &opts).await?),
+                        ),
                     };
                     seg_list.push(recover::SegInfo {
                         seq,
@@ -805,16 +811,11 @@ impl<D: Disk> Wal<D> {
     async fn switch_segment(&self) -> Result<(), WalError> {
         let inner = &*self.inner;
         loop {
-            if let Some((seq, file)) = inner.st.borrow_mut().spares.pop_front() {
+            let spare = inner.st.borrow_mut().spares.pop_front();
+            if let Some((seq, file)) = spare {
                 let mut st = inner.st.borrow_mut();
                 assert!(seq > st.active);
-                st.segments.insert(
-                    seq,
-                    Segment {
-                        file,
-                        max_index: 0,
-                    },
-                );
+                st.segments.insert(seq, Segment { file, max_index: 0 });
                 st.active = seq;
                 st.write_pos = SEG_FIRST_RECORD;
                 drop(st);
@@ -990,7 +991,10 @@ impl<D: Disk> Wal<D> {
                 {
                     break;
                 }
-                let r = st.log.rec_for(idx).expect("retained entry without a record");
+                let r = st
+                    .log
+                    .rec_for(idx)
+                    .expect("retained entry without a record");
                 let at = r.at.expect("entry below the cache is not on disk");
                 let file = st.segments[&at.seq].file.clone();
                 (at, file, r.first, r.count, stop)
@@ -1001,12 +1005,13 @@ impl<D: Disk> Wal<D> {
                 .await
                 .map_err(|e| WalError::io("read", path.clone(), loc.offset, e))?;
             let rec = match check_record(&b) {
-                Some(h) if h.kind == KIND_APPEND => decode_append(&b[REC_HEADER_LEN..])
-                    .map_err(|m| WalError::Corrupt {
+                Some(h) if h.kind == KIND_APPEND => {
+                    decode_append(&b[REC_HEADER_LEN..]).map_err(|m| WalError::Corrupt {
                         file: path.clone(),
                         offset: loc.offset,
                         reason: m,
-                    })?,
+                    })?
+                }
                 _ => {
                     return Err(WalError::Corrupt {
                         file: path,
@@ -1062,8 +1067,12 @@ impl<D: Disk> Storage for Wal<D> {
                 match fetched.get(idx.wrapping_sub(f0) as usize) {
                     Some(e) if idx >= f0 && log.term(idx) == Some(e.term) => e,
                     _ => {
+                        // Start loading the rest; serve the prefix we have, if any.
                         *self.inner.fetch_want.borrow_mut() = Some((idx, hi));
-                        return Err(StorageError::TemporarilyUnavailable);
+                        if out.is_empty() {
+                            return Err(StorageError::TemporarilyUnavailable);
+                        }
+                        return Ok(out);
                     }
                 }
             };

@@ -49,9 +49,9 @@ fn align_up(v: u64) -> u64 {
 }
 
 async fn read_all<F: DiskFile>(f: &F, what: &str) -> Result<Vec<u8>, WalError> {
-    const CHUNK: usize = 8 << 20;
+    const CHUNK: usize = 128 << 10;
     let len = f
-        .len()
+        .size()
         .await
         .map_err(|e| WalError::io("stat", what.to_string(), 0, e))?;
     let mut out = Vec::with_capacity(len as usize);
@@ -321,7 +321,8 @@ pub(super) async fn recover<D: Disk>(disk: &D) -> Result<Option<Recovery<D::File
                     r.last_ready = r.last_ready.max(a.ready);
                 }
                 KIND_SNAPSHOT => {
-                    let (hs, meta) = decode_snapshot(payload).map_err(|m| corrupt(&path, pos, m))?;
+                    let (hs, meta) =
+                        decode_snapshot(payload).map_err(|m| corrupt(&path, pos, m))?;
                     r.log
                         .apply_snapshot(hs, &meta)
                         .map_err(|m| corrupt(&path, pos, m))?;

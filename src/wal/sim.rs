@@ -7,8 +7,8 @@
 //! the order among them is not), unsynced directory changes are lost. Faults: a
 //! countdown after which `sync` (or `write_at`) fails with EIO.
 //!
-//! Futures of this disk never return Pending, so tests may drive the WAL with
-//! `futures_lite::future::block_on`.
+//! `sync` yields once (so appends can arrive while it is "in flight"); nothing else
+//! waits, so tests may drive the WAL with `futures_lite::future::block_on`.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -73,6 +73,24 @@ pub struct SimDisk {
 pub struct SimFile {
     st: Rc<RefCell<SimState>>,
     ino: usize,
+}
+
+/// Returns Pending once (waking itself at once), then Ready.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
 }
 
 fn eio(what: &str) -> io::Error {
@@ -147,7 +165,10 @@ impl SimDisk {
         let mut st = self.st.borrow_mut();
         let i = st.live_dir[name];
         let ino = &mut st.inodes[i];
-        assert!(ino.unsynced.is_empty(), "corrupt() on a file with unsynced writes");
+        assert!(
+            ino.unsynced.is_empty(),
+            "corrupt() on a file with unsynced writes"
+        );
         f(&mut ino.live[off..]);
         ino.durable = ino.live.clone();
     }
@@ -173,7 +194,11 @@ impl DiskFile for SimFile {
             }
             st.writes_left = Some(n - 1);
         }
-        assert_eq!(off % SECTOR_BYTES, 0, "unaligned O_DIRECT write offset {off}");
+        assert_eq!(
+            off % SECTOR_BYTES,
+            0,
+            "unaligned O_DIRECT write offset {off}"
+        );
         assert_eq!(buf.len() as u64 % SECTOR_BYTES, 0, "unaligned write length");
         let ino = &mut st.inodes[self.ino];
         let end = off as usize + buf.len();
@@ -194,6 +219,8 @@ impl DiskFile for SimFile {
     }
 
     async fn sync(&self) -> io::Result<()> {
+        // A real fdatasync takes time: let other tasks run (and append) meanwhile.
+        YieldOnce(false).await;
         let mut st = self.st.borrow_mut();
         if let Some(n) = st.syncs_left {
             if n == 0 {
@@ -205,8 +232,14 @@ impl DiskFile for SimFile {
         }
         st.syncs += 1;
         let ino = &mut st.inodes[self.ino];
-        ino.durable = ino.live.clone();
-        ino.unsynced.clear();
+        for (off, data) in std::mem::take(&mut ino.unsynced) {
+            let end = off as usize + data.len();
+            if ino.durable.len() < end {
+                ino.durable.resize(end, 0);
+            }
+            ino.durable[off as usize..end].copy_from_slice(&data);
+        }
+        debug_assert_eq!(ino.durable.len(), ino.live.len());
         Ok(())
     }
 
@@ -222,7 +255,7 @@ impl DiskFile for SimFile {
         Ok(())
     }
 
-    async fn len(&self) -> io::Result<u64> {
+    async fn size(&self) -> io::Result<u64> {
         Ok(self.st.borrow().inodes[self.ino].live.len() as u64)
     }
 }
@@ -233,7 +266,10 @@ impl Disk for SimDisk {
     async fn create(&self, name: &str) -> io::Result<SimFile> {
         let mut st = self.st.borrow_mut();
         if st.live_dir.contains_key(name) {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, name.to_string()));
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                name.to_string(),
+            ));
         }
         st.inodes.push(SimInode::default());
         let ino = st.inodes.len() - 1;
