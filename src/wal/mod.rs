@@ -395,7 +395,7 @@ impl<D: Disk> Wal<D> {
     /// an empty log.
     pub async fn open_on(disk: D, opts: WalOptions) -> Result<(Wal<D>, Recovered), WalError> {
         assert!(
-            opts.segment_bytes % BLOCK_BYTES == 0 && opts.segment_bytes >= 4 * BLOCK_BYTES,
+            opts.segment_bytes.is_multiple_of(BLOCK_BYTES) && opts.segment_bytes >= 4 * BLOCK_BYTES,
             "segment_bytes {} must be a multiple of {BLOCK_BYTES}, at least 4 blocks",
             opts.segment_bytes
         );

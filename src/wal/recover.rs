@@ -329,7 +329,7 @@ pub(super) async fn recover<D: Disk>(disk: &D) -> Result<Option<Recovery<D::File
                     r.snap_seq = Some(seq);
                 }
                 KIND_PAD => {
-                    if (pos + rec_len as u64) % BLOCK_BYTES != 0 {
+                    if !(pos + rec_len as u64).is_multiple_of(BLOCK_BYTES) {
                         return Err(corrupt(&path, pos, "pad record does not end on a block"));
                     }
                     let w = in_write.take().expect("pad outside a write");
@@ -342,12 +342,15 @@ pub(super) async fn recover<D: Disk>(disk: &D) -> Result<Option<Recovery<D::File
         r.segments.push(seg);
     }
 
-    if let (false, Some(first)) = (r.log.base_known, r.segments.first()) {
-        return Err(corrupt(
-            &disk.describe(&segment_name(first.seq)),
-            SEG_FIRST_RECORD,
-            "earlier segments are gone but no snapshot record covers them",
-        ));
+    match r.segments.first() {
+        Some(first) => r.log.finish_replay().map_err(|m| {
+            corrupt(
+                &disk.describe(&segment_name(first.seq)),
+                SEG_FIRST_RECORD,
+                m,
+            )
+        })?,
+        None => r.log.base_known = true, // nothing was ever written
     }
     Ok(Some(r))
 }

@@ -14,6 +14,14 @@ use super::sim::{Rng, SimDisk};
 use super::*;
 use crate::raft::types::{ConfState, EntryKind};
 
+/// `COREKV_WAL_SEEDS=n` runs the randomized tests n times longer (soak runs).
+fn seed_factor() -> u64 {
+    std::env::var("COREKV_WAL_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
 fn small_opts() -> WalOptions {
     WalOptions {
         segment_bytes: 16 * BLOCK_BYTES,
@@ -176,10 +184,17 @@ fn run_random(
     (history, durable, None)
 }
 
+thread_local! {
+    /// How often recovery returned more than what was reported durable (a test that
+    /// never sees this does not exercise torn writes).
+    static RECOVERED_BEYOND_DURABLE: Cell<u64> = const { Cell::new(0) };
+}
+
 /// The recovered state must be one of history[durable..].
 fn check_recovered(r: &Recovered, history: &[Model], durable: usize, ctx: &str) -> Model {
     let got = Model::of(r);
-    if history[durable..].contains(&got) {
+    if let Some(k) = history[durable..].iter().rposition(|h| *h == got) {
+        RECOVERED_BEYOND_DURABLE.with(|c| c.set(c.get() + (k > 0) as u64));
         return got;
     }
     let best = history
@@ -223,17 +238,31 @@ fn check_storage(wal: &Wal<SimDisk>, m: &Model) {
 
 #[test]
 fn crash_images_at_random_points_match_model() {
-    for seed in 0..40u64 {
+    let mut torn = 0;
+    for seed in 0..400 * seed_factor() {
         let mut rng = Rng::new(seed);
         let mut disk = SimDisk::new();
         let (mut wal, r) = block_on(Wal::open_on(disk.clone(), small_opts())).unwrap();
         let mut model = Model::of(&r);
         for generation in 0..4 {
             let steps = 20 + rng.below(80) as usize;
-            let (history, durable, err) = run_random(&wal, &mut rng, &model, steps);
+            let (mut history, durable, err) = run_random(&wal, &mut rng, &model, steps);
             assert!(err.is_none(), "seed {seed}: {err:?}");
             if generation == 0 {
                 check_storage(&wal, history.last().unwrap());
+            }
+            if rng.chance(80) {
+                // Crash with a group-commit write issued but its fdatasync not done.
+                let mut m = history.last().unwrap().clone();
+                for _ in 0..1 + rng.below(12) {
+                    if let Op::Append(hs, ents) = random_op(&mut rng, &m) {
+                        wal.append(wal.last_ready() + 1, hs, &ents).unwrap();
+                        m.append(hs, &ents);
+                        history.push(m.clone());
+                    }
+                }
+                let mut flush = Box::pin(wal.flush());
+                let _ = block_on(futures_lite::future::poll_once(&mut flush));
             }
             drop(wal);
             disk = disk.crash(&mut rng, 50);
@@ -246,14 +275,18 @@ fn crash_images_at_random_points_match_model() {
                 &format!("seed {seed} gen {generation}"),
             );
             check_storage(&w, &model);
+            torn += r.torn_tail.is_some() as u64;
             wal = w;
         }
     }
+    // The crashes really tore writes and kept some undurable appends.
+    assert!(torn > 10, "only {torn} torn tails");
+    assert!(RECOVERED_BEYOND_DURABLE.with(|c| c.get()) > 10);
 }
 
 #[test]
 fn crash_at_every_sync_boundary() {
-    for seed in 100..106u64 {
+    for seed in 100..100 + 40 * seed_factor() {
         // Count the syncs of a fault-free run.
         let total = {
             let disk = SimDisk::new();
@@ -278,8 +311,8 @@ fn crash_at_every_sync_boundary() {
             };
             let mut crng = Rng::new(seed * 1000 + s);
             let image = disk.crash(&mut crng, 50);
-            let (_, r) = block_on(Wal::open_on(image, small_opts()))
-                .unwrap_or_else(|e| panic!("seed {seed} crash at sync {s}: {e}"));
+            let (_, r) = block_on(Wal::open_on(image.clone(), small_opts()))
+                .unwrap_or_else(|e| panic!("seed {seed} crash at sync {s}: {e}\n{}", dump(&image)));
             check_recovered(&r, &history, durable, &format!("seed {seed} sync {s}"));
         }
     }
@@ -397,7 +430,8 @@ fn bad_records_mid_log_are_named_errors() {
     let first = SEG_FIRST_RECORD as usize;
     let second =
         first + get_u32(&disk.file_bytes(&name).unwrap()[first..], 0) as usize + REC_HEADER_LEN;
-    let cases: Vec<(&str, Box<dyn Fn(&SimDisk)>)> = vec![
+    type Damage<'a> = Box<dyn Fn(&SimDisk) + 'a>;
+    let cases: Vec<(&str, Damage)> = vec![
         (
             "oversized length",
             Box::new(|img: &SimDisk| {
@@ -844,4 +878,50 @@ fn sigkill_under_load_keeps_every_ack() {
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Debug aid: every record of every segment, one line each.
+#[allow(dead_code)]
+fn dump(disk: &SimDisk) -> String {
+    let mut out = String::new();
+    for name in disk.names() {
+        let b = disk.file_bytes(&name).unwrap();
+        out += &format!(
+            "{name}: {} bytes, header {:?}\n",
+            b.len(),
+            check_segment_header(&b)
+        );
+        let mut pos = SEG_FIRST_RECORD as usize;
+        while pos + REC_HEADER_LEN <= b.len() {
+            match check_record(&b[pos..]) {
+                None => {
+                    out += &format!("  {pos}: invalid\n");
+                    pos = (pos / 4096 + 1) * 4096;
+                    continue;
+                }
+                Some(h) => {
+                    let p = &b[pos + REC_HEADER_LEN..pos + REC_HEADER_LEN + h.payload_len];
+                    let what = match h.kind {
+                        KIND_APPEND => {
+                            let a = decode_append(p).unwrap();
+                            format!(
+                                "append ready {} hs {:?} entries {:?}",
+                                a.ready,
+                                a.hard_state.map(|h| h.commit),
+                                a.entries.first().map(|e| (e.index, a.entries.len()))
+                            )
+                        }
+                        KIND_SNAPSHOT => {
+                            let (hs, m) = decode_snapshot(p).unwrap();
+                            format!("snapshot {} term {} commit {}", m.index, m.term, hs.commit)
+                        }
+                        _ => "pad".into(),
+                    };
+                    out += &format!("  {pos}: wsn {} {what}\n", h.wsn);
+                    pos += REC_HEADER_LEN + h.payload_len;
+                }
+            }
+        }
+    }
+    out
 }
