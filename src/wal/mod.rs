@@ -258,6 +258,24 @@ impl Future for Listen<'_> {
     }
 }
 
+/// Returns Pending once (waking itself at once), then Ready.
+pub(crate) struct YieldOnce(pub(crate) bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
 struct Segment<F> {
     file: Rc<F>,
     max_index: u64,
@@ -641,7 +659,12 @@ impl<D: Disk> Wal<D> {
             if self.inner.flushing.get() {
                 self.inner.flushed.listen().await;
             } else {
-                self.flush_once().await?;
+                // Let the other runnable tasks append first, so that they join this
+                // group instead of waiting for the next one.
+                YieldOnce(false).await;
+                if !self.inner.flushing.get() && self.inner.st.borrow().durable_ready < ready {
+                    self.flush_once().await?;
+                }
             }
         }
     }

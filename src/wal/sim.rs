@@ -17,6 +17,7 @@ use std::rc::Rc;
 
 use super::disk::{Disk, DiskFile};
 use super::format::SECTOR_BYTES;
+use super::YieldOnce;
 
 /// A small seeded PRNG (splitmix64) so crash images are reproducible from a seed.
 #[derive(Clone, Debug)]
@@ -73,24 +74,6 @@ pub struct SimDisk {
 pub struct SimFile {
     st: Rc<RefCell<SimState>>,
     ino: usize,
-}
-
-/// Returns Pending once (waking itself at once), then Ready.
-struct YieldOnce(bool);
-
-impl std::future::Future for YieldOnce {
-    type Output = ();
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        if self.0 {
-            return std::task::Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    }
 }
 
 fn eio(what: &str) -> io::Error {
