@@ -34,6 +34,10 @@ fn secs() -> Duration {
     Duration::from_secs_f64(s)
 }
 
+/// Unmeasured time at the start of each measurement (the device is still flushing what
+/// preparing the files wrote).
+const WARMUP: Duration = Duration::from_millis(300);
+
 fn pct(lat: &mut [u32], p: f64) -> u32 {
     if lat.is_empty() {
         return 0;
@@ -93,8 +97,13 @@ async fn raw(base: &Path, mode: SyncMode, bytes: u64, appends: usize) -> Res {
     zero_fill(&f, SEG).await;
     let mut lat = Vec::new();
     let (mut pos, mut n) = (0u64, 0u64);
-    let t0 = Instant::now();
+    let mut t0 = Instant::now();
+    let mut warm = true;
     while t0.elapsed() < secs() {
+        if warm && t0.elapsed() >= WARMUP {
+            (warm, n, t0) = (false, 0, Instant::now());
+            lat.clear();
+        }
         if pos + bytes > SEG {
             pos = 0;
         }
@@ -187,8 +196,13 @@ async fn wal_batches(base: &Path, mode: SyncMode, batch: usize) -> Res {
     let (wal, dir) = open_wal(base, mode).await;
     let mut lat = Vec::new();
     let (mut next, mut ready, mut n) = (1u64, 0u64, 0u64);
-    let t0 = Instant::now();
+    let mut t0 = Instant::now();
+    let mut warm = true;
     while t0.elapsed() < secs() {
+        if warm && t0.elapsed() >= WARMUP {
+            (warm, n, t0) = (false, 0, Instant::now());
+            lat.clear();
+        }
         let e = entries(next, batch);
         next += batch as u64;
         ready += 1;
@@ -216,8 +230,6 @@ async fn wal_concurrent(base: &Path, mode: SyncMode, tasks: usize) -> (Res, u64)
     let next = Rc::new(Cell::new(1u64));
     let lat = Rc::new(RefCell::new(Vec::new()));
     let stop = Rc::new(Cell::new(false));
-    let before = wal.stats();
-    let t0 = Instant::now();
     let mut hs = Vec::new();
     for _ in 0..tasks {
         let (wal, next, lat, stop) = (wal.clone(), next.clone(), lat.clone(), stop.clone());
@@ -236,16 +248,25 @@ async fn wal_concurrent(base: &Path, mode: SyncMode, tasks: usize) -> (Res, u64)
             done
         }));
     }
+    glommio::timer::sleep(WARMUP).await;
+    let (before, first) = (wal.stats(), next.get());
+    lat.borrow_mut().clear();
+    let t0 = Instant::now();
     glommio::timer::sleep(secs()).await;
-    stop.set(true);
-    let mut n = 0;
-    for h in hs {
-        n += h.await;
-    }
+    let n = next.get() - first;
     let el = t0.elapsed().as_secs_f64();
     let s = wal.stats();
+    stop.set(true);
+    for h in hs {
+        h.await;
+    }
     let flushes = (s.flushes - before.flushes).max(1);
     let per_flush = (s.bytes_written - before.bytes_written) / flushes;
+    println!(
+        "    {flushes} writes, mean cycle {:.0} us, of which write+fdatasync {:.0} us",
+        el * 1e6 / flushes as f64,
+        (s.io_ns - before.io_ns) as f64 / 1e3 / flushes as f64
+    );
     drop(wal);
     let _ = std::fs::remove_dir_all(&dir);
     let mut lat = lat.take();
@@ -278,33 +299,46 @@ fn main() {
     );
     std::fs::create_dir_all(&base).unwrap();
     let fs = fs_type(&base);
-    assert!(fs != "tmpfs", "{} is tmpfs: O_DIRECT numbers would be meaningless", base.display());
-    println!("wal-bench in {} ({fs}), {:?} per measurement, {RECORD}-byte records", base.display(), secs());
+    assert!(
+        fs != "tmpfs",
+        "{} is tmpfs: O_DIRECT numbers would be meaningless",
+        base.display()
+    );
+    println!(
+        "wal-bench in {} ({fs}), {:?} per measurement, {RECORD}-byte records",
+        base.display(),
+        secs()
+    );
     LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(4 << 20)
         .spawn(move || async move {
-            println!("-- segment preparation (64 MiB), then 4 KiB write+fdatasync into it");
-            for how in [Prepare::ZeroFill, Prepare::Fallocate] {
-                let (ms, rate) = prepare_cmp(&base, how).await;
-                println!("{how:?}: prepare {ms:.1} ms, then {rate:.0} syncs/s");
-            }
-            println!("-- batches: one appender, N records per append, raw = same bytes per write");
-            let mut worst: f64 = f64::MAX;
-            for batch in [1usize, 16, 128, 1024] {
-                let bytes = wal_write_bytes(1, batch);
-                for mode in [SyncMode::Fdatasync, SyncMode::Dsync] {
-                    let r = raw(&base, mode, bytes, batch).await;
-                    show(&format!("raw {mode:?} batch {batch} ({bytes} B/write)"), &r);
-                    let w = wal_batches(&base, mode, batch).await;
-                    show(&format!("wal {mode:?} batch {batch}"), &w);
-                    let ratio = w.appends_s / r.appends_s;
-                    println!("    ratio {ratio:.2}");
-                    if mode == SyncMode::Fdatasync {
-                        worst = worst.min(ratio);
+            let only_concurrent = std::env::var("WAL_BENCH_ONLY").is_ok_and(|v| v == "concurrent");
+            if !only_concurrent {
+                println!("-- segment preparation (64 MiB), then 4 KiB write+fdatasync into it");
+                for how in [Prepare::ZeroFill, Prepare::Fallocate] {
+                    let (ms, rate) = prepare_cmp(&base, how).await;
+                    println!("{how:?}: prepare {ms:.1} ms, then {rate:.0} syncs/s");
+                }
+                println!(
+                    "-- batches: one appender, N records per append, raw = same bytes per write"
+                );
+                let mut worst: f64 = f64::MAX;
+                for batch in [1usize, 16, 128, 1024] {
+                    let bytes = wal_write_bytes(1, batch);
+                    for mode in [SyncMode::Fdatasync, SyncMode::Dsync] {
+                        let r = raw(&base, mode, bytes, batch).await;
+                        show(&format!("raw {mode:?} batch {batch} ({bytes} B/write)"), &r);
+                        let w = wal_batches(&base, mode, batch).await;
+                        show(&format!("wal {mode:?} batch {batch}"), &w);
+                        let ratio = w.appends_s / r.appends_s;
+                        println!("    ratio {ratio:.2}");
+                        if mode == SyncMode::Fdatasync {
+                            worst = worst.min(ratio);
+                        }
                     }
                 }
+                println!("worst WAL/raw ratio over batch sizes (fdatasync): {worst:.2}");
             }
-            println!("worst WAL/raw ratio over batch sizes (fdatasync): {worst:.2}");
             println!("-- concurrent appenders, one record each");
             let mut last = (0.0, 0.0);
             for tasks in [1usize, 4, 16, 64, 256, 1024] {

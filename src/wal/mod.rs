@@ -30,7 +30,8 @@
 //! # Write path and crash argument
 //!
 //! Appends are encoded into a pending buffer and return at once. A flush (the first
-//! waiter in [`Wal::wait_durable`], or [`Wal::flush`]) takes everything pending, up to
+//! waiter in [`Wal::wait_durable`] that finds no write in flight, after yielding once so
+//! the runnable appenders join its group; or [`Wal::flush`]) takes everything pending, up to
 //! `group_commit_bytes_max`, stamps wsn and crc, pads to a block and issues ONE
 //! O_DIRECT write at the next free block of the active segment and ONE fdatasync. Only
 //! one write is in flight at a time; appends arriving meanwhile form the next group.
@@ -59,12 +60,19 @@
 //!   data and will not report it again (fsyncgate), so every later operation fails
 //!   until the log is reopened and recovered from what is really on disk.
 //!
+//! # Choices (measured by `scripts/wal-bench.sh`, numbers in `docs/wal.md`)
+//!
+//! Segments are zero-filled, not fallocated ([`Prepare`]): fallocate leaves unwritten
+//! extents whose conversion turns each later fdatasync into a journal commit. Durability
+//! uses write + fdatasync by default ([`SyncMode`]); O_DSYNC is available and measured.
+//!
 //! # Reads
 //!
 //! [`Wal`] implements [`Storage`] from memory: terms of all retained entries and a cache
-//! of the most recent entries (`cache_bytes_max`). A read below the cache returns
-//! `TemporarilyUnavailable` and records the range; [`Wal::fetch_pending`] loads it from
-//! disk asynchronously so the next call succeeds. The Storage view includes entries
+//! of the most recent entries (`cache_bytes_max`). A read starting below the cache
+//! returns `TemporarilyUnavailable` (or the prefix it could serve) and records the
+//! missing range; [`Wal::fetch_pending`] loads it from disk asynchronously so the next
+//! call succeeds. The Storage view includes entries
 //! appended but not yet durable; durability is reported by [`Wal::durable_ready`].
 
 pub mod disk;
@@ -217,6 +225,8 @@ pub struct WalStats {
     pub inline_prepares: u64,
     pub segments_prepared: u64,
     pub segments_removed: u64,
+    /// Nanoseconds spent from issuing group-commit writes to their fdatasync returning.
+    pub io_ns: u64,
 }
 
 /// A one-shot-per-generation notification (single-threaded).
@@ -780,6 +790,7 @@ impl<D: Disk> Wal<D> {
             write_pad(&mut b[data.len()..], wsn);
             // 4. One write, one fdatasync.
             let path = || inner.disk.describe(&segment_name(seq));
+            let t0 = std::time::Instant::now();
             file.write_at(buf, pos)
                 .await
                 .map_err(|e| WalError::io("write", path(), pos, e))?;
@@ -787,6 +798,7 @@ impl<D: Disk> Wal<D> {
                 .await
                 .map_err(|e| WalError::io("fdatasync", path(), pos, e))?;
             loc = Some((seq, pos, base));
+            inner.st.borrow_mut().stats.io_ns += t0.elapsed().as_nanos() as u64;
         }
         // 5. Publish.
         let mut st = inner.st.borrow_mut();
