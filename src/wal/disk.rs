@@ -2,8 +2,8 @@
 //! on glommio's `DmaFile` (O_DIRECT, io_uring).
 //!
 //! The WAL only ever: creates a new file, opens an existing one, writes a whole number
-//! of aligned blocks at an aligned offset, reads, fdatasyncs, preallocates, removes a
-//! file, lists the directory and syncs the directory. [`super::sim::SimDisk`] implements
+//! of aligned blocks at an aligned offset, reads, fdatasyncs, preallocates, renames and
+//! removes a file, lists the directory and syncs the directory. [`super::sim::SimDisk`] implements
 //! the same traits in memory with crash and fault injection, so the same WAL code runs
 //! on both. Every operation of [`DmaDisk`] goes through glommio (io_uring or glommio's
 //! blocking-thread pool for `readdir`), never a blocking call on the executor.
@@ -60,6 +60,8 @@ pub trait Disk {
     async fn open(&self, name: &str) -> io::Result<Self::File>;
     /// Removes a file. Durable only after `sync_dir`.
     async fn remove(&self, name: &str) -> io::Result<()>;
+    /// Renames a file (replacing nothing: `to` must not exist). Durable after `sync_dir`.
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Names of the files in the directory.
     async fn list(&self) -> io::Result<Vec<String>>;
     /// fsync of the directory: creations and removals so far are durable.
@@ -203,6 +205,12 @@ impl Disk for DmaDisk {
 
     async fn remove(&self, name: &str) -> io::Result<()> {
         glommio::io::remove(self.dir.join(name))
+            .await
+            .map_err(io::Error::from)
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        glommio::io::rename(self.dir.join(from), self.dir.join(to))
             .await
             .map_err(io::Error::from)
     }

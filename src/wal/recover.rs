@@ -342,6 +342,21 @@ pub(super) async fn recover<D: Disk>(disk: &D) -> Result<Option<Recovery<D::File
         r.segments.push(seg);
     }
 
+    // Removed incomplete spares are the highest numbers; reuse theirs so the sequence
+    // stays gapless.
+    if let Some(low) = r.remove.iter().filter_map(|n| parse_segment_name(n)).min() {
+        if let Some(s) = r.spares.iter().find(|s| s.seq > low) {
+            return Err(corrupt(
+                &disk.describe(&segment_name(low)),
+                0,
+                format!(
+                    "incomplete segment {low} followed by prepared segment {}",
+                    s.seq
+                ),
+            ));
+        }
+        r.next_seq = low;
+    }
     match r.segments.first() {
         Some(first) => r.log.finish_replay().map_err(|m| {
             corrupt(

@@ -281,6 +281,20 @@ impl Disk for SimDisk {
         }
     }
 
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut st = self.st.borrow_mut();
+        if st.live_dir.contains_key(to) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, to.to_string()));
+        }
+        match st.live_dir.remove(from) {
+            Some(ino) => {
+                st.live_dir.insert(to.to_string(), ino);
+                Ok(())
+            }
+            None => Err(io::Error::new(io::ErrorKind::NotFound, from.to_string())),
+        }
+    }
+
     async fn list(&self) -> io::Result<Vec<String>> {
         Ok(self.names())
     }
