@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use corekv::raft::types::{Entry, EntryKind};
+use corekv::raft::types::{ConfState, Entry, EntryKind, SnapshotMeta, Storage};
 use corekv::wal::format::{append_record_len, BLOCK_BYTES, REC_HEADER_LEN};
 use corekv::wal::{Disk, DiskFile, DmaDisk, IoBuf, Prepare, SyncMode, Wal, WalOptions};
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
@@ -88,41 +88,80 @@ async fn fresh_dir(base: &Path, name: &str) -> PathBuf {
     d
 }
 
-/// Raw limit: write `bytes` (aligned) + sync in a loop into a prepared file; each write
-/// counts for `appends` appends.
-async fn raw(base: &Path, mode: SyncMode, bytes: u64, appends: usize) -> Res {
-    let dir = fresh_dir(base, "raw").await;
-    let disk = DmaDisk::open(&dir, mode).await.unwrap();
-    let f = disk.create("raw").await.unwrap();
-    zero_fill(&f, SEG).await;
-    let mut lat = Vec::new();
-    let (mut pos, mut n) = (0u64, 0u64);
-    let mut t0 = Instant::now();
-    let mut warm = true;
-    while t0.elapsed() < secs() {
-        if warm && t0.elapsed() >= WARMUP {
-            (warm, n, t0) = (false, 0, Instant::now());
-            lat.clear();
+/// The raw limit: `bytes` (aligned) written + synced in a loop into a prepared file,
+/// each write counting for `appends` appends. Measured in slices interleaved with the
+/// WAL's, so that the (noisy, shared) disk treats both alike.
+struct Raw {
+    f: corekv::wal::disk::DmaDiskFile,
+    dir: PathBuf,
+    bytes: u64,
+    appends: usize,
+    pos: u64,
+    acc: Acc,
+}
+
+#[derive(Default)]
+struct Acc {
+    appends: u64,
+    secs: f64,
+    lat: Vec<u32>,
+}
+
+impl Acc {
+    fn res(&mut self) -> Res {
+        Res {
+            appends_s: self.appends as f64 / self.secs,
+            mb_s: (self.appends * RECORD as u64) as f64 / self.secs / 1e6,
+            p50: pct(&mut self.lat, 0.5),
+            p99: pct(&mut self.lat, 0.99),
         }
-        if pos + bytes > SEG {
-            pos = 0;
-        }
-        let mut buf = f.alloc_buf(bytes as usize);
-        buf.as_mut_slice().fill(7);
-        let t = Instant::now();
-        f.write_at(buf, pos).await.unwrap();
-        f.sync().await.unwrap();
-        lat.push(t.elapsed().as_micros() as u32);
-        pos += bytes;
-        n += 1;
     }
-    let el = t0.elapsed().as_secs_f64();
-    let _ = std::fs::remove_dir_all(&dir);
-    Res {
-        appends_s: (n as f64 * appends as f64) / el,
-        mb_s: n as f64 * (appends * RECORD) as f64 / el / 1e6,
-        p50: pct(&mut lat, 0.5),
-        p99: pct(&mut lat, 0.99),
+}
+
+impl Raw {
+    async fn new(base: &Path, mode: SyncMode, bytes: u64, appends: usize) -> Raw {
+        let dir = fresh_dir(base, "raw").await;
+        let disk = DmaDisk::open(&dir, mode).await.unwrap();
+        let f = disk.create("raw").await.unwrap();
+        zero_fill(&f, SEG).await;
+        Raw {
+            f,
+            dir,
+            bytes,
+            appends,
+            pos: 0,
+            acc: Acc::default(),
+        }
+    }
+
+    async fn slice(&mut self, d: Duration, measure: bool) {
+        let t0 = Instant::now();
+        let mut n = 0;
+        while t0.elapsed() < d {
+            if self.pos + self.bytes > SEG {
+                self.pos = 0;
+            }
+            let mut buf = self.f.alloc_buf(self.bytes as usize);
+            buf.as_mut_slice().fill(7);
+            let t = Instant::now();
+            self.f.write_at(buf, self.pos).await.unwrap();
+            self.f.sync().await.unwrap();
+            if measure {
+                self.acc.lat.push(t.elapsed().as_micros() as u32);
+            }
+            self.pos += self.bytes;
+            n += 1;
+        }
+        if measure {
+            self.acc.appends += n * self.appends as u64;
+            self.acc.secs += t0.elapsed().as_secs_f64();
+        }
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -175,110 +214,165 @@ fn wal_opts(mode: SyncMode) -> WalOptions {
     }
 }
 
-async fn open_wal(base: &Path, mode: SyncMode) -> (Wal, PathBuf) {
-    let dir = fresh_dir(base, "wal").await;
-    let (wal, _) = Wal::open(&dir, wal_opts(mode)).await.unwrap();
-    let bg = glommio::executor().create_task_queue(
-        Shares::Static(50),
-        Latency::NotImportant,
-        "wal-background",
-    );
-    let w = wal.clone();
-    glommio::spawn_local_into(async move { w.run_background().await }, bg)
-        .unwrap()
-        .detach();
-    wal.prepare_spare().await.unwrap();
-    (wal, dir)
-}
-
-/// One appender, batches of `batch` records per append, waiting for each.
-async fn wal_batches(base: &Path, mode: SyncMode, batch: usize) -> Res {
-    let (wal, dir) = open_wal(base, mode).await;
-    let mut lat = Vec::new();
-    let (mut next, mut ready, mut n) = (1u64, 0u64, 0u64);
-    let mut t0 = Instant::now();
-    let mut warm = true;
-    while t0.elapsed() < secs() {
-        if warm && t0.elapsed() >= WARMUP {
-            (warm, n, t0) = (false, 0, Instant::now());
-            lat.clear();
-        }
-        let e = entries(next, batch);
-        next += batch as u64;
-        ready += 1;
-        let t = Instant::now();
-        wal.append(ready, None, &e).unwrap();
-        wal.wait_durable(ready).await.unwrap();
-        lat.push(t.elapsed().as_micros() as u32);
-        n += batch as u64;
-    }
-    let el = t0.elapsed().as_secs_f64();
-    drop(wal);
-    let _ = std::fs::remove_dir_all(&dir);
-    Res {
-        appends_s: n as f64 / el,
-        mb_s: (n * RECORD as u64) as f64 / el / 1e6,
-        p50: pct(&mut lat, 0.5),
-        p99: pct(&mut lat, 0.99),
-    }
-}
-
-/// `tasks` concurrent appenders of one record each. Returns the result and the mean
-/// bytes per group-commit write.
-async fn wal_concurrent(base: &Path, mode: SyncMode, tasks: usize) -> (Res, u64) {
-    let (wal, dir) = open_wal(base, mode).await;
-    let next = Rc::new(Cell::new(1u64));
-    let lat = Rc::new(RefCell::new(Vec::new()));
-    let stop = Rc::new(Cell::new(false));
-    let mut hs = Vec::new();
-    for _ in 0..tasks {
-        let (wal, next, lat, stop) = (wal.clone(), next.clone(), lat.clone(), stop.clone());
-        hs.push(glommio::spawn_local(async move {
-            let mut done = 0u64;
-            while !stop.get() {
-                let i = next.get();
-                next.set(i + 1);
-                let e = entries(i, 1);
-                let t = Instant::now();
-                wal.append(i, None, &e).unwrap();
-                wal.wait_durable(i).await.unwrap();
-                lat.borrow_mut().push(t.elapsed().as_micros() as u32);
-                done += 1;
+/// Compacts the log every 50 ms to 50,000 entries behind its end, as a state machine
+/// taking snapshots would, so that segments are recycled. Stops when `stop` is set.
+fn spawn_compactor(wal: &Wal, stop: Rc<Cell<bool>>) {
+    let wal = wal.clone();
+    glommio::spawn_local(async move {
+        while !stop.get() {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            let (first, last) = (wal.first_index().unwrap(), wal.last_index().unwrap());
+            if last > first + 200_000 {
+                let meta = SnapshotMeta {
+                    index: last - 50_000,
+                    term: 1,
+                    conf_state: ConfState::default(),
+                };
+                wal.compact(meta).await.unwrap();
             }
-            done
-        }));
+        }
+    })
+    .detach();
+}
+
+/// An open WAL under load: `tasks` appenders of `batch` records each.
+struct WalRun {
+    wal: Wal,
+    dir: PathBuf,
+    stop: Rc<Cell<bool>>,
+    next: Rc<Cell<u64>>,
+    tasks: usize,
+    batch: usize,
+    acc: Acc,
+    flushes: u64,
+    bytes: u64,
+    io_ns: u64,
+}
+
+impl WalRun {
+    async fn new(base: &Path, mode: SyncMode, tasks: usize, batch: usize) -> WalRun {
+        let dir = fresh_dir(base, "wal").await;
+        let (wal, _) = Wal::open(&dir, wal_opts(mode)).await.unwrap();
+        let bg = glommio::executor().create_task_queue(
+            Shares::Static(50),
+            Latency::NotImportant,
+            "wal-background",
+        );
+        let w = wal.clone();
+        glommio::spawn_local_into(async move { w.run_background().await }, bg)
+            .unwrap()
+            .detach();
+        wal.prepare_spare().await.unwrap();
+        let stop = Rc::new(Cell::new(false));
+        spawn_compactor(&wal, stop.clone());
+        WalRun {
+            wal,
+            dir,
+            stop,
+            next: Rc::new(Cell::new(1)),
+            tasks,
+            batch,
+            acc: Acc::default(),
+            flushes: 0,
+            bytes: 0,
+            io_ns: 0,
+        }
     }
-    glommio::timer::sleep(WARMUP).await;
-    let (before, first) = (wal.stats(), next.get());
-    lat.borrow_mut().clear();
-    let t0 = Instant::now();
-    glommio::timer::sleep(secs()).await;
-    let n = next.get() - first;
-    let el = t0.elapsed().as_secs_f64();
-    let s = wal.stats();
-    stop.set(true);
-    for h in hs {
-        h.await;
+
+    /// Runs the appenders for `d`.
+    async fn slice(&mut self, d: Duration, measure: bool) {
+        let lat = Rc::new(RefCell::new(Vec::new()));
+        let run = Rc::new(Cell::new(true));
+        let before = self.wal.stats();
+        let first = self.next.get();
+        let t0 = Instant::now();
+        let mut hs = Vec::new();
+        for _ in 0..self.tasks {
+            let (wal, next, lat, run) = (
+                self.wal.clone(),
+                self.next.clone(),
+                lat.clone(),
+                run.clone(),
+            );
+            let batch = self.batch;
+            hs.push(glommio::spawn_local(async move {
+                while run.get() {
+                    let i = next.get();
+                    next.set(i + batch as u64);
+                    let e = entries(i, batch);
+                    let t = Instant::now();
+                    wal.append(i, None, &e).unwrap();
+                    wal.wait_durable(i).await.unwrap();
+                    lat.borrow_mut().push(t.elapsed().as_micros() as u32);
+                }
+            }));
+        }
+        glommio::timer::sleep(d).await;
+        let n = self.next.get() - first;
+        let el = t0.elapsed().as_secs_f64();
+        let s = self.wal.stats();
+        run.set(false);
+        for h in hs {
+            h.await;
+        }
+        if measure {
+            self.acc.appends += n;
+            self.acc.secs += el;
+            self.acc.lat.extend(lat.take());
+            self.flushes += s.flushes - before.flushes;
+            self.bytes += s.bytes_written - before.bytes_written;
+            self.io_ns += s.io_ns - before.io_ns;
+        }
     }
-    let flushes = (s.flushes - before.flushes).max(1);
-    let per_flush = (s.bytes_written - before.bytes_written) / flushes;
-    println!(
-        "    {flushes} writes, mean cycle {:.0} us, of which write+fdatasync {:.0} us",
-        el * 1e6 / flushes as f64,
-        (s.io_ns - before.io_ns) as f64 / 1e3 / flushes as f64
-    );
-    drop(wal);
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut lat = lat.take();
-    (
-        Res {
-            appends_s: n as f64 / el,
-            mb_s: (n * RECORD as u64) as f64 / el / 1e6,
-            p50: pct(&mut lat, 0.5),
-            p99: pct(&mut lat, 0.99),
-        },
-        per_flush,
-    )
+
+    /// Warms up until compacted segments are being recycled (at most 3 s), as in a
+    /// long-running server: the first segments of a new log must be zero-filled.
+    async fn warm(&mut self) {
+        let t0 = Instant::now();
+        while self.wal.stats().segments_recycled < 2 && t0.elapsed() < Duration::from_secs(3) {
+            self.slice(Duration::from_millis(100), false).await;
+        }
+        self.slice(WARMUP, false).await;
+    }
+
+    fn bytes_per_write(&self) -> u64 {
+        self.bytes / self.flushes.max(1)
+    }
+
+    fn report(&self) {
+        let s = self.wal.stats();
+        println!(
+            "    {} writes of {} B, mean write+fdatasync {:.0} us, mean cycle {:.0} us; \
+             segments: {} zero-filled, {} recycled, {} inline",
+            self.flushes,
+            self.bytes_per_write(),
+            self.io_ns as f64 / 1e3 / self.flushes.max(1) as f64,
+            self.acc.secs * 1e6 / self.flushes.max(1) as f64,
+            s.segments_prepared,
+            s.segments_recycled,
+            s.inline_prepares
+        );
+    }
+}
+
+impl Drop for WalRun {
+    fn drop(&mut self) {
+        self.stop.set(true);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Interleaves raw and WAL slices; returns (raw, wal).
+async fn compare(raw: &mut Raw, wal: &mut WalRun) -> (Res, Res) {
+    wal.warm().await;
+    raw.slice(WARMUP, false).await;
+    let slices = 6;
+    let d = secs() / slices;
+    for _ in 0..slices {
+        raw.slice(d, true).await;
+        wal.slice(d, true).await;
+    }
+    (raw.acc.res(), wal.acc.res())
 }
 
 fn fs_type(p: &Path) -> String {
@@ -326,10 +420,12 @@ fn main() {
                 for batch in [1usize, 16, 128, 1024] {
                     let bytes = wal_write_bytes(1, batch);
                     for mode in [SyncMode::Fdatasync, SyncMode::Dsync] {
-                        let r = raw(&base, mode, bytes, batch).await;
+                        let mut raw = Raw::new(&base, mode, bytes, batch).await;
+                        let mut wal = WalRun::new(&base, mode, 1, batch).await;
+                        let (r, w) = compare(&mut raw, &mut wal).await;
                         show(&format!("raw {mode:?} batch {batch} ({bytes} B/write)"), &r);
-                        let w = wal_batches(&base, mode, batch).await;
                         show(&format!("wal {mode:?} batch {batch}"), &w);
+                        wal.report();
                         let ratio = w.appends_s / r.appends_s;
                         println!("    ratio {ratio:.2}");
                         if mode == SyncMode::Fdatasync {
@@ -339,18 +435,25 @@ fn main() {
                 }
                 println!("worst WAL/raw ratio over batch sizes (fdatasync): {worst:.2}");
             }
-            println!("-- concurrent appenders, one record each");
+            println!("-- concurrent appenders, one record each; raw = WAL's mean bytes per write");
             let mut last = (0.0, 0.0);
             for tasks in [1usize, 4, 16, 64, 256, 1024] {
-                let (r, per_flush) = wal_concurrent(&base, SyncMode::Fdatasync, tasks).await;
-                show(&format!("wal {tasks} appenders ({per_flush} B/write)"), &r);
+                // Find the WAL's write size first, then compare with raw at that size.
+                let mut wal = WalRun::new(&base, SyncMode::Fdatasync, tasks, 1).await;
+                wal.warm().await;
+                wal.slice(Duration::from_millis(300), true).await;
+                let per_write = wal.bytes_per_write().div_ceil(BLOCK_BYTES).max(1) * BLOCK_BYTES;
+                let per = (wal.acc.appends / wal.flushes.max(1)).max(1) as usize;
+                wal.acc = Acc::default();
+                (wal.flushes, wal.bytes, wal.io_ns) = (0, 0, 0);
+                let mut raw = Raw::new(&base, SyncMode::Fdatasync, per_write, per).await;
+                let (r, w) = compare(&mut raw, &mut wal).await;
+                show(&format!("raw {per_write} B/write = {per} appends"), &r);
+                show(&format!("wal {tasks} appenders"), &w);
+                wal.report();
+                println!("    ratio {:.2}", w.appends_s / r.appends_s);
                 if tasks == 1024 {
-                    // Raw limit at the same mean write size (whole blocks).
-                    let per = (per_flush as usize / append_record_len(&entries(0, 1))).max(1);
-                    let bytes = per_flush.div_ceil(BLOCK_BYTES).max(1) * BLOCK_BYTES;
-                    let rr = raw(&base, SyncMode::Fdatasync, bytes, per).await;
-                    show(&format!("raw same bytes/write ({per} appends)"), &rr);
-                    last = (r.appends_s, r.appends_s / rr.appends_s);
+                    last = (w.appends_s, w.appends_s / r.appends_s);
                 }
             }
             println!(

@@ -138,7 +138,7 @@ impl Default for WalOptions {
             cache_bytes_max: 64 << 20,
             fetch_bytes_max: 4 << 20,
             prepare: Prepare::ZeroFill,
-            recycle_segments: 2,
+            recycle_segments: 4,
             sync_mode: SyncMode::Fdatasync,
         }
     }
@@ -820,6 +820,10 @@ impl<D: Disk> Wal<D> {
         let st = &mut *st;
         if let Some((seq, pos, base)) = loc {
             st.write_pos = pos + total;
+            let half = inner.opts.segment_bytes / 2;
+            if pos < half && st.write_pos >= half {
+                inner.spare_event.notify();
+            }
             st.next_wsn += 1;
             st.stats.flushes += 1;
             st.stats.bytes_written += total;
@@ -929,14 +933,29 @@ impl<D: Disk> Wal<D> {
     }
 
     /// Background upkeep for the shard's low-priority task queue: keeps one spare
-    /// segment ready. Returns only when the log is poisoned.
+    /// segment ready. A compacted segment is recycled as soon as there is one; a new
+    /// segment is zero-filled only once the active one is half full (giving compaction a
+    /// chance to free one first). Returns only when the log is poisoned.
     pub async fn run_background(&self) -> WalError {
         loop {
-            if let Err(e) = self.prepare_spare().await {
-                return e;
+            let need = {
+                let st = self.inner.st.borrow();
+                if let Some(m) = &st.poisoned {
+                    return WalError::Poisoned(m.clone());
+                }
+                st.spares.is_empty()
+                    && (!st.recyclable.is_empty()
+                        || st.write_pos >= self.inner.opts.segment_bytes / 2)
+            };
+            let listen = self.inner.spare_event.listen();
+            if need {
+                if let Err(e) = self.prepare_spare().await {
+                    return e;
+                }
+                continue;
             }
-            // Wait until the spare is taken (or some prepare finished).
-            self.inner.spare_event.listen().await;
+            // A spare taken, a segment compacted, or the active one half full.
+            listen.await;
         }
     }
 
