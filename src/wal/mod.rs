@@ -416,6 +416,12 @@ async fn prepare_segment<D: Disk>(
         f.write_at(buf, off)
             .await
             .map_err(|e| WalError::io("write", path.clone(), off, e))?;
+        // Sync each chunk: on a device with a volatile write cache, every fdatasync of
+        // the WAL flushes the whole cache, so 64 MiB of zeros left there would be paid
+        // for by the next group commit.
+        f.sync()
+            .await
+            .map_err(|e| WalError::io("fdatasync", path.clone(), off, e))?;
         off = end;
         if opts.prepare == Prepare::ZeroFill {
             end = (end + CHUNK).min(opts.segment_bytes);
