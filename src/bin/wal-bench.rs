@@ -214,17 +214,17 @@ fn wal_opts(mode: SyncMode) -> WalOptions {
     }
 }
 
-/// Compacts the log every 50 ms to 50,000 entries behind its end, as a state machine
+/// Compacts the log every 20 ms (once 100,000 entries are retained) to 20,000 entries behind its end, as a state machine
 /// taking snapshots would, so that segments are recycled. Stops when `stop` is set.
 fn spawn_compactor(wal: &Wal, stop: Rc<Cell<bool>>) {
     let wal = wal.clone();
     glommio::spawn_local(async move {
         while !stop.get() {
-            glommio::timer::sleep(Duration::from_millis(50)).await;
+            glommio::timer::sleep(Duration::from_millis(20)).await;
             let (first, last) = (wal.first_index().unwrap(), wal.last_index().unwrap());
-            if last > first + 200_000 {
+            if last > first + 100_000 {
                 let meta = SnapshotMeta {
-                    index: last - 50_000,
+                    index: last - 20_000,
                     term: 1,
                     conf_state: ConfState::default(),
                 };

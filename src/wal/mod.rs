@@ -54,8 +54,12 @@
 //!   file size or extent metadata. A crash while preparing leaves a file with a bad
 //!   header and no records: recovery removes it.
 //! * Compaction appends a Snapshot record (snapshot metadata + current hard state),
-//!   waits until it is durable, then removes whole segments below it, oldest first, with
-//!   a directory fsync after each, so the surviving segments are always contiguous.
+//!   waits until it is durable, then takes whole segments below it out of the log,
+//!   oldest first, one directory change (and fsync) at a time, so the segment files on
+//!   disk are always contiguous: up to `recycle_segments` are kept and later recycled
+//!   as spares (rename to the next number + fsync dir, then rewrite the header +
+//!   fdatasync; a crash in between leaves a trailing file with a foreign header and
+//!   only older-wsn records, removed at recovery), the rest are removed.
 //! * A failed write or fdatasync poisons the log: the kernel may have dropped the dirty
 //!   data and will not report it again (fsyncgate), so every later operation fails
 //!   until the log is reopened and recovered from what is really on disk.
