@@ -183,14 +183,24 @@ impl Group {
                 .map_err(|e| format!("group {index}: writing the initial membership: {e}"))?;
         }
         let db_path = dir.join("store.btree");
-        let db = Db::open(
-            &db_path,
-            BtreeOptions {
-                max_file_bytes: opts.quota_bytes.max(64 << 20),
-                ..BtreeOptions::default()
-            },
-        )
-        .await
+        let db_opts = BtreeOptions {
+            max_file_bytes: opts.quota_bytes.max(64 << 20),
+            ..BtreeOptions::default()
+        };
+        // A predecessor killed a moment ago may still hold the file's lock while the
+        // kernel tears down its io_uring: wait for it, a bounded time.
+        let started = Instant::now();
+        let db = loop {
+            match Db::open(&db_path, db_opts.clone()).await {
+                Err(e)
+                    if e.to_string().contains("is it open elsewhere")
+                        && started.elapsed() < Duration::from_secs(10) =>
+                {
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                }
+                r => break r,
+            }
+        }
         .map_err(|e| format!("group {index}: opening {}: {e}", db_path.display()))?;
         let store =
             Store::open(db).map_err(|e| format!("group {index}: opening the store: {e}"))?;
@@ -467,6 +477,25 @@ impl Group {
             let g = self.clone();
             glommio::spawn_local(async move { g.flush_loop().await })
         };
+        // Spare WAL segments are prepared (zero-filled or recycled) in a low-priority
+        // queue, so a group commit never waits for a new segment.
+        let background = glommio::executor().create_task_queue(
+            glommio::Shares::Static(50),
+            glommio::Latency::NotImportant,
+            &format!("group-{}-background", self.index),
+        );
+        let spare = {
+            let g = self.clone();
+            glommio::spawn_local_into(
+                async move {
+                    let e = g.wal.run_background().await;
+                    g.fail(format!("preparing WAL segments: {e}"));
+                    g.wake.notify();
+                },
+                background,
+            )
+            .map_err(|e| format!("starting the WAL's background task: {e}"))?
+        };
         if self.solo {
             self.raft.borrow_mut().campaign();
         }
@@ -492,6 +521,11 @@ impl Group {
             self.start_reads();
             if let Err(e) = self.handle_readies() {
                 break Err(self.fail(e));
+            }
+            // Entries a follower needs that fell out of the WAL's cache: load them, so
+            // the next replication attempt finds them.
+            if let Err(e) = self.wal.fetch_pending().await {
+                break Err(self.fail(format!("reading the WAL: {e}")));
             }
             if self.btree_commit_due() {
                 if let Err(e) = self.commit_store().await {
@@ -525,6 +559,7 @@ impl Group {
         self.waits.cancel_all();
         self.read_waits.cancel_all();
         drop(flusher);
+        drop(spare);
         result.and(flushed.map(|_| ())).and(committed)
     }
 

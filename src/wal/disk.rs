@@ -2,8 +2,8 @@
 //! on glommio's `DmaFile` (O_DIRECT, io_uring).
 //!
 //! The WAL only ever: creates a new file, opens an existing one, writes a whole number
-//! of aligned blocks at an aligned offset, reads, fdatasyncs, preallocates, removes a
-//! file, lists the directory and syncs the directory. [`super::sim::SimDisk`] implements
+//! of aligned blocks at an aligned offset, reads, fdatasyncs, preallocates, renames and
+//! removes a file, lists the directory and syncs the directory. [`super::sim::SimDisk`] implements
 //! the same traits in memory with crash and fault injection, so the same WAL code runs
 //! on both. Every operation of [`DmaDisk`] goes through glommio (io_uring or glommio's
 //! blocking-thread pool for `readdir`), never a blocking call on the executor.
@@ -47,7 +47,7 @@ pub trait DiskFile {
     /// fallocate(0, len): reserve blocks and set the size to at least `len`.
     async fn allocate(&self, len: u64) -> io::Result<()>;
     /// Current file size in bytes.
-    async fn len(&self) -> io::Result<u64>;
+    async fn size(&self) -> io::Result<u64>;
 }
 
 /// One WAL directory.
@@ -60,6 +60,8 @@ pub trait Disk {
     async fn open(&self, name: &str) -> io::Result<Self::File>;
     /// Removes a file. Durable only after `sync_dir`.
     async fn remove(&self, name: &str) -> io::Result<()>;
+    /// Renames a file (replacing nothing: `to` must not exist). Durable after `sync_dir`.
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Names of the files in the directory.
     async fn list(&self) -> io::Result<Vec<String>>;
     /// fsync of the directory: creations and removals so far are durable.
@@ -92,6 +94,7 @@ impl DmaDisk {
         // absolute one (std::path::absolute is pure string work plus getcwd).
         let dir = std::path::absolute(dir.as_ref())?;
         let handle = Directory::create(&dir).await.map_err(io::Error::from)?;
+        probe_iopoll(&dir).await?;
         Ok(DmaDisk { dir, handle, mode })
     }
 
@@ -103,6 +106,27 @@ impl DmaDisk {
         }
         o
     }
+}
+
+/// glommio decides once per block device whether to use its IOPOLL ring, by reading
+/// the first block of the first `DmaFile` opened there. When that file is new and empty
+/// the read hits EOF, "succeeds", and IOPOLL is wrongly enabled; on a device without
+/// poll queues every later read then fails with EOPNOTSUPP. So open a file that has
+/// data first: written through the page cache, then opened as a `DmaFile`.
+async fn probe_iopoll(dir: &Path) -> io::Result<()> {
+    let path = dir.join(".iopoll-probe");
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(&path)
+        .await?;
+    f.write_at(vec![0u8; 4096], 0).await?;
+    f.close().await?;
+    let d = DmaFile::open(&path).await?;
+    d.close().await?;
+    glommio::io::remove(&path).await?;
+    Ok(())
 }
 
 /// A segment file on a [`DmaDisk`].
@@ -153,7 +177,7 @@ impl DiskFile for DmaDiskFile {
             .map_err(io::Error::from)
     }
 
-    async fn len(&self) -> io::Result<u64> {
+    async fn size(&self) -> io::Result<u64> {
         self.file.file_size().await.map_err(io::Error::from)
     }
 }
@@ -181,6 +205,12 @@ impl Disk for DmaDisk {
 
     async fn remove(&self, name: &str) -> io::Result<()> {
         glommio::io::remove(self.dir.join(name))
+            .await
+            .map_err(io::Error::from)
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        glommio::io::rename(self.dir.join(from), self.dir.join(to))
             .await
             .map_err(io::Error::from)
     }

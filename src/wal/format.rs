@@ -12,7 +12,7 @@ use crate::raft::types::{ConfState, Entry, EntryKind, HardState, SnapshotMeta};
 pub const BLOCK_BYTES: u64 = 4096;
 /// Media assumption: a sector write is atomic (all or nothing). Used by the test disk.
 pub const SECTOR_BYTES: u64 = 512;
-const _: () = assert!(BLOCK_BYTES % SECTOR_BYTES == 0);
+const _: () = assert!(BLOCK_BYTES.is_multiple_of(SECTOR_BYTES));
 
 // ---- segment header (block 0 of every segment file) ----
 pub const SEGMENT_MAGIC: [u8; 8] = *b"COREKVWL";

@@ -29,9 +29,13 @@ pub struct RecLoc {
 pub struct LogIndex {
     pub snapshot: SnapshotMeta,
     pub hard_state: HardState,
-    /// False while replaying a log whose first segments were deleted and no snapshot
-    /// record has been seen yet: `snapshot.index` is then only the first entry - 1.
+    /// False while replaying a log whose first segments were removed, until the end of
+    /// replay (see [`LogIndex::finish_replay`]): the entries then form a provisional run
+    /// `snapshot.index + 1 ..` whose start is only known once the last snapshot record
+    /// (the one that justified removing those segments) has been seen.
     pub base_known: bool,
+    /// The last snapshot record seen in provisional mode.
+    pub last_snap: Option<SnapshotMeta>,
     /// Term of entry `snapshot.index + 1 + i`.
     pub terms: VecDeque<u64>,
     pub recs: VecDeque<RecLoc>,
@@ -85,8 +89,16 @@ impl LogIndex {
                 ));
             }
         }
-        if !self.base_known && self.terms.is_empty() {
-            return Ok(()); // the first entries seen set the base
+        if !self.base_known {
+            // Provisional replay: a gap or a step back restarts the run (the entries in
+            // between were in removed segments); only the commit rule can be checked.
+            if e0.index <= self.hard_state.commit {
+                return Err(format!(
+                    "index regression: entry {} would replace committed index {}",
+                    e0.index, self.hard_state.commit
+                ));
+            }
+            return Ok(());
         }
         let last = self.last_index();
         if e0.index > last + 1 {
@@ -122,7 +134,15 @@ impl LogIndex {
         let Some(e0) = entries.first() else {
             return id;
         };
-        if !self.base_known && self.terms.is_empty() {
+        if !self.base_known
+            && (self.terms.is_empty()
+                || e0.index <= self.snapshot.index
+                || e0.index > self.last_index() + 1)
+        {
+            self.terms.clear();
+            self.recs.clear();
+            self.cache.clear();
+            self.cache_bytes = 0;
             self.snapshot.index = e0.index - 1;
         }
         assert!(e0.index > self.snapshot.index && e0.index <= self.last_index() + 1);
@@ -167,35 +187,31 @@ impl LogIndex {
     /// Applies a snapshot (compaction or installed snapshot): entries up to
     /// `meta.index` go; if the log does not hold `meta.index` with `meta.term`, all go.
     pub fn apply_snapshot(&mut self, hs: HardState, meta: &SnapshotMeta) -> Result<(), String> {
+        if !self.base_known {
+            self.hard_state = hs;
+            self.last_snap = Some(meta.clone());
+            if meta.index < self.snapshot.index {
+                return Ok(()); // the run starts after it
+            }
+            let keep = self.terms.is_empty()
+                || meta.index == self.snapshot.index
+                || self.term(meta.index) == Some(meta.term);
+            let to = if keep { meta.index } else { self.last_index() };
+            self.drop_through(to.min(self.last_index()));
+            if self.terms.is_empty() {
+                self.snapshot.index = meta.index;
+            }
+            self.snapshot.term = meta.term;
+            return Ok(());
+        }
         if meta.index < self.snapshot.index {
             return Err(format!(
                 "snapshot index {} is below the current snapshot/first index {}",
                 meta.index, self.snapshot.index
             ));
         }
-        let matches = self.term(meta.index) == Some(meta.term)
-            || (!self.base_known && meta.index <= self.last_index());
-        if matches {
-            let cache_first = self.cache_first();
-            let n = (meta.index - self.snapshot.index) as usize;
-            self.terms.drain(..n);
-            if meta.index >= cache_first {
-                for _ in 0..(meta.index + 1 - cache_first) {
-                    let e = self.cache.pop_front().expect("cache");
-                    self.cache_bytes -= e.size_bytes();
-                }
-            }
-            while let Some(r) = self.recs.front_mut() {
-                if r.first + r.count <= meta.index + 1 {
-                    self.recs.pop_front();
-                } else {
-                    if r.first <= meta.index {
-                        r.count -= meta.index + 1 - r.first;
-                        r.first = meta.index + 1;
-                    }
-                    break;
-                }
-            }
+        if self.term(meta.index) == Some(meta.term) {
+            self.drop_through(meta.index);
         } else {
             self.terms.clear();
             self.recs.clear();
@@ -204,6 +220,54 @@ impl LogIndex {
         }
         self.snapshot = meta.clone();
         self.hard_state = hs;
+        Ok(())
+    }
+
+    /// Drops entries up to and including `index` from the front (`index` is the
+    /// snapshot index or one the log holds); the snapshot index becomes `index`.
+    fn drop_through(&mut self, index: u64) {
+        assert!(index >= self.snapshot.index && index <= self.last_index());
+        let cache_first = self.cache_first();
+        let n = (index - self.snapshot.index) as usize;
+        self.terms.drain(..n);
+        if index >= cache_first {
+            for _ in 0..(index + 1 - cache_first) {
+                let e = self.cache.pop_front().expect("cache shorter than counted");
+                self.cache_bytes -= e.size_bytes();
+            }
+        }
+        while let Some(r) = self.recs.front_mut() {
+            if r.first + r.count <= index + 1 {
+                self.recs.pop_front();
+            } else {
+                if r.first <= index {
+                    r.count -= index + 1 - r.first;
+                    r.first = index + 1;
+                }
+                break;
+            }
+        }
+        self.snapshot.index = index;
+    }
+
+    /// Ends a replay: a provisional log (first segments removed) must have met a
+    /// snapshot record, and its entries must start right after the last one.
+    pub fn finish_replay(&mut self) -> Result<(), String> {
+        if self.base_known {
+            return Ok(());
+        }
+        let Some(meta) = self.last_snap.take() else {
+            return Err("earlier segments are gone but no snapshot record covers them".into());
+        };
+        if self.snapshot.index != meta.index {
+            return Err(format!(
+                "entries {}..={} are missing after the snapshot at {}",
+                meta.index + 1,
+                self.snapshot.index,
+                meta.index
+            ));
+        }
+        self.snapshot = meta;
         self.base_known = true;
         Ok(())
     }

@@ -30,7 +30,8 @@
 //! # Write path and crash argument
 //!
 //! Appends are encoded into a pending buffer and return at once. A flush (the first
-//! waiter in [`Wal::wait_durable`], or [`Wal::flush`]) takes everything pending, up to
+//! waiter in [`Wal::wait_durable`] that finds no write in flight, after yielding once so
+//! the runnable appenders join its group; or [`Wal::flush`]) takes everything pending, up to
 //! `group_commit_bytes_max`, stamps wsn and crc, pads to a block and issues ONE
 //! O_DIRECT write at the next free block of the active segment and ONE fdatasync. Only
 //! one write is in flight at a time; appends arriving meanwhile form the next group.
@@ -53,18 +54,29 @@
 //!   file size or extent metadata. A crash while preparing leaves a file with a bad
 //!   header and no records: recovery removes it.
 //! * Compaction appends a Snapshot record (snapshot metadata + current hard state),
-//!   waits until it is durable, then removes whole segments below it, oldest first, with
-//!   a directory fsync after each, so the surviving segments are always contiguous.
+//!   waits until it is durable, then takes whole segments below it out of the log,
+//!   oldest first, one directory change (and fsync) at a time, so the segment files on
+//!   disk are always contiguous: up to `recycle_segments` are kept and later recycled
+//!   as spares (rename to the next number + fsync dir, then rewrite the header +
+//!   fdatasync; a crash in between leaves a trailing file with a foreign header and
+//!   only older-wsn records, removed at recovery), the rest are removed.
 //! * A failed write or fdatasync poisons the log: the kernel may have dropped the dirty
 //!   data and will not report it again (fsyncgate), so every later operation fails
 //!   until the log is reopened and recovered from what is really on disk.
 //!
+//! # Choices (measured by `scripts/wal-bench.sh`, numbers in `docs/wal.md`)
+//!
+//! Segments are zero-filled, not fallocated ([`Prepare`]): fallocate leaves unwritten
+//! extents whose conversion turns each later fdatasync into a journal commit. Durability
+//! uses write + fdatasync by default ([`SyncMode`]); O_DSYNC is available and measured.
+//!
 //! # Reads
 //!
 //! [`Wal`] implements [`Storage`] from memory: terms of all retained entries and a cache
-//! of the most recent entries (`cache_bytes_max`). A read below the cache returns
-//! `TemporarilyUnavailable` and records the range; [`Wal::fetch_pending`] loads it from
-//! disk asynchronously so the next call succeeds. The Storage view includes entries
+//! of the most recent entries (`cache_bytes_max`). A read starting below the cache
+//! returns `TemporarilyUnavailable` (or the prefix it could serve) and records the
+//! missing range; [`Wal::fetch_pending`] loads it from disk asynchronously so the next
+//! call succeeds. The Storage view includes entries
 //! appended but not yet durable; durability is reported by [`Wal::durable_ready`].
 
 pub mod disk;
@@ -114,6 +126,10 @@ pub struct WalOptions {
     /// Most bytes of entries one `fetch_pending` loads.
     pub fetch_bytes_max: u64,
     pub prepare: Prepare,
+    /// Compacted segments kept (at the front of the log) for reuse as spares instead of
+    /// being removed: a recycled segment is already written, so it needs neither a
+    /// zero-fill nor extent allocation.
+    pub recycle_segments: usize,
     /// Only used by [`Wal::open`] (the DmaDisk).
     pub sync_mode: SyncMode,
 }
@@ -126,6 +142,7 @@ impl Default for WalOptions {
             cache_bytes_max: 64 << 20,
             fetch_bytes_max: 4 << 20,
             prepare: Prepare::ZeroFill,
+            recycle_segments: 4,
             sync_mode: SyncMode::Fdatasync,
         }
     }
@@ -217,6 +234,9 @@ pub struct WalStats {
     pub inline_prepares: u64,
     pub segments_prepared: u64,
     pub segments_removed: u64,
+    pub segments_recycled: u64,
+    /// Nanoseconds spent from issuing group-commit writes to their fdatasync returning.
+    pub io_ns: u64,
 }
 
 /// A one-shot-per-generation notification (single-threaded).
@@ -258,6 +278,24 @@ impl Future for Listen<'_> {
     }
 }
 
+/// Returns Pending once (waking itself at once), then Ready.
+pub(crate) struct YieldOnce(pub(crate) bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
 struct Segment<F> {
     file: Rc<F>,
     max_index: u64,
@@ -283,6 +321,8 @@ struct State<F> {
     active: u64,
     write_pos: u64,
     spares: VecDeque<(u64, Rc<F>)>,
+    /// Compacted segments (the lowest sequence numbers on disk, in order) to recycle.
+    recyclable: VecDeque<(u64, Rc<F>)>,
     next_seq: u64,
     next_wsn: u64,
     pending: Vec<u8>,
@@ -306,6 +346,10 @@ struct Inner<D: Disk> {
     st: RefCell<State<D::File>>,
     flushing: Cell<bool>,
     preparing: Cell<bool>,
+    /// Held while renaming or removing segments, so that the segment files on disk stay
+    /// contiguous at every crash point.
+    dir_busy: Cell<bool>,
+    dir_event: Event,
     flushed: Event,
     spare_event: Event,
     fetch_want: RefCell<Option<(u64, u64)>>,
@@ -376,6 +420,12 @@ async fn prepare_segment<D: Disk>(
         f.write_at(buf, off)
             .await
             .map_err(|e| WalError::io("write", path.clone(), off, e))?;
+        // Sync each chunk: on a device with a volatile write cache, every fdatasync of
+        // the WAL flushes the whole cache, so 64 MiB of zeros left there would be paid
+        // for by the next group commit.
+        f.sync()
+            .await
+            .map_err(|e| WalError::io("fdatasync", path.clone(), off, e))?;
         off = end;
         if opts.prepare == Prepare::ZeroFill {
             end = (end + CHUNK).min(opts.segment_bytes);
@@ -395,7 +445,7 @@ impl<D: Disk> Wal<D> {
     /// an empty log.
     pub async fn open_on(disk: D, opts: WalOptions) -> Result<(Wal<D>, Recovered), WalError> {
         assert!(
-            opts.segment_bytes % BLOCK_BYTES == 0 && opts.segment_bytes >= 4 * BLOCK_BYTES,
+            opts.segment_bytes.is_multiple_of(BLOCK_BYTES) && opts.segment_bytes >= 4 * BLOCK_BYTES,
             "segment_bytes {} must be a multiple of {BLOCK_BYTES}, at least 4 blocks",
             opts.segment_bytes
         );
@@ -500,6 +550,7 @@ impl<D: Disk> Wal<D> {
             active,
             write_pos,
             spares,
+            recyclable: VecDeque::new(),
             next_seq,
             next_wsn,
             pending: Vec::new(),
@@ -522,6 +573,8 @@ impl<D: Disk> Wal<D> {
                 st: RefCell::new(st),
                 flushing: Cell::new(false),
                 preparing: Cell::new(false),
+                dir_busy: Cell::new(false),
+                dir_event: Event::default(),
                 flushed: Event::default(),
                 spare_event: Event::default(),
                 fetch_want: RefCell::new(None),
@@ -647,7 +700,12 @@ impl<D: Disk> Wal<D> {
             if self.inner.flushing.get() {
                 self.inner.flushed.listen().await;
             } else {
-                self.flush_once().await?;
+                // Let the other runnable tasks append first, so that they join this
+                // group instead of waiting for the next one.
+                YieldOnce(false).await;
+                if !self.inner.flushing.get() && self.inner.st.borrow().durable_ready < ready {
+                    self.flush_once().await?;
+                }
             }
         }
     }
@@ -763,6 +821,7 @@ impl<D: Disk> Wal<D> {
             write_pad(&mut b[data.len()..], wsn);
             // 4. One write, one fdatasync.
             let path = || inner.disk.describe(&segment_name(seq));
+            let t0 = std::time::Instant::now();
             file.write_at(buf, pos)
                 .await
                 .map_err(|e| WalError::io("write", path(), pos, e))?;
@@ -770,12 +829,17 @@ impl<D: Disk> Wal<D> {
                 .await
                 .map_err(|e| WalError::io("fdatasync", path(), pos, e))?;
             loc = Some((seq, pos, base));
+            inner.st.borrow_mut().stats.io_ns += t0.elapsed().as_nanos() as u64;
         }
         // 5. Publish.
         let mut st = inner.st.borrow_mut();
         let st = &mut *st;
         if let Some((seq, pos, base)) = loc {
             st.write_pos = pos + total;
+            let half = inner.opts.segment_bytes / 2;
+            if pos < half && st.write_pos >= half {
+                inner.spare_event.notify();
+            }
             st.next_wsn += 1;
             st.stats.flushes += 1;
             st.stats.bytes_written += total;
@@ -817,7 +881,8 @@ impl<D: Disk> Wal<D> {
     async fn switch_segment(&self) -> Result<(), WalError> {
         let inner = &*self.inner;
         loop {
-            if let Some((seq, file)) = inner.st.borrow_mut().spares.pop_front() {
+            let spare = inner.st.borrow_mut().spares.pop_front();
+            if let Some((seq, file)) = spare {
                 let mut st = inner.st.borrow_mut();
                 assert!(seq > st.active);
                 st.segments.insert(seq, Segment { file, max_index: 0 });
@@ -854,17 +919,22 @@ impl<D: Disk> Wal<D> {
             inner.spare_event.listen().await;
         }
         inner.preparing.set(true);
-        let seq = {
+        let (seq, old) = {
             let mut st = inner.st.borrow_mut();
             st.next_seq += 1;
-            st.next_seq - 1
+            (st.next_seq - 1, st.recyclable.pop_front())
         };
-        let r = prepare_segment(&inner.disk, seq, &inner.opts).await;
+        let r = match old {
+            Some((old_seq, file)) => self.recycle_segment(old_seq, file, seq).await,
+            None => prepare_segment(&inner.disk, seq, &inner.opts)
+                .await
+                .map(Rc::new),
+        };
         inner.preparing.set(false);
         let r = match r {
             Ok(f) => {
                 let mut st = inner.st.borrow_mut();
-                st.spares.push_back((seq, Rc::new(f)));
+                st.spares.push_back((seq, f));
                 st.stats.segments_prepared += 1;
                 Ok(())
             }
@@ -879,14 +949,29 @@ impl<D: Disk> Wal<D> {
     }
 
     /// Background upkeep for the shard's low-priority task queue: keeps one spare
-    /// segment ready. Returns only when the log is poisoned.
+    /// segment ready. A compacted segment is recycled as soon as there is one; a new
+    /// segment is zero-filled only once the active one is half full (giving compaction a
+    /// chance to free one first). Returns only when the log is poisoned.
     pub async fn run_background(&self) -> WalError {
         loop {
-            if let Err(e) = self.prepare_spare().await {
-                return e;
+            let need = {
+                let st = self.inner.st.borrow();
+                if let Some(m) = &st.poisoned {
+                    return WalError::Poisoned(m.clone());
+                }
+                st.spares.is_empty()
+                    && (!st.recyclable.is_empty()
+                        || st.write_pos >= self.inner.opts.segment_bytes / 2)
+            };
+            let listen = self.inner.spare_event.listen();
+            if need {
+                if let Err(e) = self.prepare_spare().await {
+                    return e;
+                }
+                continue;
             }
-            // Wait until the spare is taken (or some prepare finished).
-            self.inner.spare_event.listen().await;
+            // A spare taken, a segment compacted, or the active one half full.
+            listen.await;
         }
     }
 
@@ -937,6 +1022,63 @@ impl<D: Disk> Wal<D> {
         self.remove_compacted().await
     }
 
+    async fn lock_dir(&self) {
+        while self.inner.dir_busy.get() {
+            self.inner.dir_event.listen().await;
+        }
+        self.inner.dir_busy.set(true);
+    }
+
+    fn unlock_dir(&self) {
+        self.inner.dir_busy.set(false);
+        self.inner.dir_event.notify();
+    }
+
+    /// Turns compacted segment `old` (the lowest on disk) into spare `seq` (above all).
+    /// Crash argument: the rename first (made durable), so the front of the log stays
+    /// contiguous; until the new header is durable the file is a trailing segment whose
+    /// header names another sequence number and which holds only records of older
+    /// writes (lower wsn), which recovery removes as an incomplete spare. Stale records
+    /// left in a recycled segment never match the wsn a replay expects.
+    async fn recycle_segment(
+        &self,
+        old: u64,
+        file: Rc<D::File>,
+        seq: u64,
+    ) -> Result<Rc<D::File>, WalError> {
+        let inner = &*self.inner;
+        let (from, to) = (segment_name(old), segment_name(seq));
+        let path = inner.disk.describe(&to);
+        self.lock_dir().await;
+        let r = async {
+            inner
+                .disk
+                .rename(&from, &to)
+                .await
+                .map_err(|e| WalError::io("rename", inner.disk.describe(&from), 0, e))?;
+            inner
+                .disk
+                .sync_dir()
+                .await
+                .map_err(|e| WalError::io("fsync dir", inner.disk.describe(""), 0, e))
+        }
+        .await;
+        self.unlock_dir();
+        r?;
+        let mut buf = file.alloc_buf(BLOCK_BYTES as usize);
+        let b = buf.as_mut_slice();
+        b.fill(0);
+        b[..SEG_HEADER_LEN].copy_from_slice(&encode_segment_header(seq, inner.opts.segment_bytes));
+        file.write_at(buf, 0)
+            .await
+            .map_err(|e| WalError::io("write", path.clone(), 0, e))?;
+        file.sync()
+            .await
+            .map_err(|e| WalError::io("fdatasync", path, 0, e))?;
+        inner.st.borrow_mut().stats.segments_recycled += 1;
+        Ok(file)
+    }
+
     async fn remove_compacted(&self) -> Result<(), WalError> {
         let inner = &*self.inner;
         loop {
@@ -955,8 +1097,24 @@ impl<D: Disk> Wal<D> {
             let Some(seq) = victim else {
                 return Ok(());
             };
-            inner.st.borrow_mut().segments.remove(&seq);
+            // Keep it for recycling; past the limit remove the lowest kept one, so the
+            // segments on disk stay contiguous.
+            let remove = {
+                let mut st = inner.st.borrow_mut();
+                let seg = st.segments.remove(&seq).expect("victim");
+                st.recyclable.push_back((seq, seg.file));
+                if st.recyclable.len() > inner.opts.recycle_segments {
+                    st.recyclable.pop_front().map(|(s, _)| s)
+                } else {
+                    None
+                }
+            };
+            let Some(seq) = remove else {
+                inner.spare_event.notify();
+                continue;
+            };
             let name = segment_name(seq);
+            self.lock_dir().await;
             let r = async {
                 inner
                     .disk
@@ -970,6 +1128,7 @@ impl<D: Disk> Wal<D> {
                     .map_err(|e| WalError::io("fsync dir", inner.disk.describe(""), 0, e))
             }
             .await;
+            self.unlock_dir();
             if let Err(e) = r {
                 self.poison(&e);
                 return Err(e);
@@ -1072,8 +1231,12 @@ impl<D: Disk> Storage for Wal<D> {
                 match fetched.get(idx.wrapping_sub(f0) as usize) {
                     Some(e) if idx >= f0 && log.term(idx) == Some(e.term) => e,
                     _ => {
+                        // Start loading the rest; serve the prefix we have, if any.
                         *self.inner.fetch_want.borrow_mut() = Some((idx, hi));
-                        return Err(StorageError::TemporarilyUnavailable);
+                        if out.is_empty() {
+                            return Err(StorageError::TemporarilyUnavailable);
+                        }
+                        return Ok(out);
                     }
                 }
             };

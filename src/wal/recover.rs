@@ -49,9 +49,9 @@ fn align_up(v: u64) -> u64 {
 }
 
 async fn read_all<F: DiskFile>(f: &F, what: &str) -> Result<Vec<u8>, WalError> {
-    const CHUNK: usize = 8 << 20;
+    const CHUNK: usize = 128 << 10;
     let len = f
-        .len()
+        .size()
         .await
         .map_err(|e| WalError::io("stat", what.to_string(), 0, e))?;
     let mut out = Vec::with_capacity(len as usize);
@@ -329,7 +329,7 @@ pub(super) async fn recover<D: Disk>(disk: &D) -> Result<Option<Recovery<D::File
                     r.snap_seq = Some(seq);
                 }
                 KIND_PAD => {
-                    if (pos + rec_len as u64) % BLOCK_BYTES != 0 {
+                    if !(pos + rec_len as u64).is_multiple_of(BLOCK_BYTES) {
                         return Err(corrupt(&path, pos, "pad record does not end on a block"));
                     }
                     let w = in_write.take().expect("pad outside a write");
@@ -342,12 +342,30 @@ pub(super) async fn recover<D: Disk>(disk: &D) -> Result<Option<Recovery<D::File
         r.segments.push(seg);
     }
 
-    if let (false, Some(first)) = (r.log.base_known, r.segments.first()) {
-        return Err(corrupt(
-            &disk.describe(&segment_name(first.seq)),
-            SEG_FIRST_RECORD,
-            "earlier segments are gone but no snapshot record covers them",
-        ));
+    // Removed incomplete spares are the highest numbers; reuse theirs so the sequence
+    // stays gapless.
+    if let Some(low) = r.remove.iter().filter_map(|n| parse_segment_name(n)).min() {
+        if let Some(s) = r.spares.iter().find(|s| s.seq > low) {
+            return Err(corrupt(
+                &disk.describe(&segment_name(low)),
+                0,
+                format!(
+                    "incomplete segment {low} followed by prepared segment {}",
+                    s.seq
+                ),
+            ));
+        }
+        r.next_seq = low;
+    }
+    match r.segments.first() {
+        Some(first) => r.log.finish_replay().map_err(|m| {
+            corrupt(
+                &disk.describe(&segment_name(first.seq)),
+                SEG_FIRST_RECORD,
+                m,
+            )
+        })?,
+        None => r.log.base_known = true, // nothing was ever written
     }
     Ok(Some(r))
 }

@@ -7,8 +7,8 @@
 //! the order among them is not), unsynced directory changes are lost. Faults: a
 //! countdown after which `sync` (or `write_at`) fails with EIO.
 //!
-//! Futures of this disk never return Pending, so tests may drive the WAL with
-//! `futures_lite::future::block_on`.
+//! `sync` yields once (so appends can arrive while it is "in flight"); nothing else
+//! waits, so tests may drive the WAL with `futures_lite::future::block_on`.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -17,6 +17,7 @@ use std::rc::Rc;
 
 use super::disk::{Disk, DiskFile};
 use super::format::SECTOR_BYTES;
+use super::YieldOnce;
 
 /// A small seeded PRNG (splitmix64) so crash images are reproducible from a seed.
 #[derive(Clone, Debug)]
@@ -201,6 +202,8 @@ impl DiskFile for SimFile {
     }
 
     async fn sync(&self) -> io::Result<()> {
+        // A real fdatasync takes time: let other tasks run (and append) meanwhile.
+        YieldOnce(false).await;
         let mut st = self.st.borrow_mut();
         if let Some(n) = st.syncs_left {
             if n == 0 {
@@ -212,8 +215,14 @@ impl DiskFile for SimFile {
         }
         st.syncs += 1;
         let ino = &mut st.inodes[self.ino];
-        ino.durable = ino.live.clone();
-        ino.unsynced.clear();
+        for (off, data) in std::mem::take(&mut ino.unsynced) {
+            let end = off as usize + data.len();
+            if ino.durable.len() < end {
+                ino.durable.resize(end, 0);
+            }
+            ino.durable[off as usize..end].copy_from_slice(&data);
+        }
+        debug_assert_eq!(ino.durable.len(), ino.live.len());
         Ok(())
     }
 
@@ -229,7 +238,7 @@ impl DiskFile for SimFile {
         Ok(())
     }
 
-    async fn len(&self) -> io::Result<u64> {
+    async fn size(&self) -> io::Result<u64> {
         Ok(self.st.borrow().inodes[self.ino].live.len() as u64)
     }
 }
@@ -269,6 +278,20 @@ impl Disk for SimDisk {
         match self.st.borrow_mut().live_dir.remove(name) {
             Some(_) => Ok(()),
             None => Err(io::Error::new(io::ErrorKind::NotFound, name.to_string())),
+        }
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut st = self.st.borrow_mut();
+        if st.live_dir.contains_key(to) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, to.to_string()));
+        }
+        match st.live_dir.remove(from) {
+            Some(ino) => {
+                st.live_dir.insert(to.to_string(), ino);
+                Ok(())
+            }
+            None => Err(io::Error::new(io::ErrorKind::NotFound, from.to_string())),
         }
     }
 
