@@ -370,7 +370,7 @@ fn threaded_client_on_tokio() {
 }
 
 /// Not a test: prints throughput at several depths, native and threaded. Run with
-/// `COREKV_BIN=... cargo test --release --test client throughput -- --ignored --nocapture`.
+/// `cargo test --release --test client throughput -- --ignored --nocapture`.
 #[test]
 #[ignore = "a measurement, run by hand"]
 fn throughput_report() {
