@@ -212,6 +212,25 @@ impl Group {
                 rec.snapshot.index
             ));
         }
+        // The commit index in the WAL's hard state may lag the store's applied index
+        // (a hard state that only moves the commit index is written lazily, see
+        // `hard_state_to_write`), but everything applied was committed: record that
+        // before Raft starts, which requires applied <= commit.
+        let mut hard_state = rec.hard_state;
+        if applied > hard_state.commit {
+            let last = rec.entries.last().map_or(rec.snapshot.index, |e| e.index);
+            if applied > last {
+                return Err(format!(
+                    "group {index}: the store has applied up to {applied} but the WAL ends at                      {last}: acknowledged log entries are missing"
+                ));
+            }
+            hard_state.commit = applied;
+            wal.append(rec.last_ready, Some(hard_state), &[])
+                .map_err(|e| format!("group {index}: recording the commit index: {e}"))?;
+            wal.flush()
+                .await
+                .map_err(|e| format!("group {index}: recording the commit index: {e}"))?;
+        }
         let mut cfg = raft::Config::new(node_id);
         cfg.election_ticks = opts.election_ticks;
         cfg.heartbeat_ticks = opts.heartbeat_ticks;
@@ -244,11 +263,11 @@ impl Group {
             flush_wake: Notify::default(),
             role: Cell::new(Role::Follower),
             leader: Cell::new(0),
-            term: Cell::new(rec.hard_state.term),
-            commit: Cell::new(rec.hard_state.commit.max(applied)),
+            term: Cell::new(hard_state.term),
+            commit: Cell::new(hard_state.commit),
             applied: Cell::new(applied),
             ready_base: rec.last_ready,
-            last_hard_state: Cell::new(rec.hard_state),
+            last_hard_state: Cell::new(hard_state),
             lazy_hard_state: Cell::new(None),
             applied_since_commit: Cell::new(0),
             first_uncommitted_apply: Cell::new(None),
