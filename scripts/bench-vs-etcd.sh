@@ -3,7 +3,7 @@
 #
 # usage: scripts/bench-vs-etcd.sh [--quick] [--rounds N] [--duration SECS] [--warmup SECS]
 #                                 [--workloads W,..] [--inflight N,..] [--keys N]
-# env:   TARGETS="etcd"        targets to compare (add corekv once its client exists)
+# env:   TARGETS="corekv etcd" targets to compare, alternating in this order
 #        TOPOLOGIES="single cluster"
 #        SERVER_CPUS / CLIENT_CPUS   taskset CPU lists (default: split the machine)
 #        BENCH_TMP=/var/tmp    where the servers' data dirs go (must be a real disk)
@@ -31,7 +31,7 @@ INFLIGHT=1,64,256
 KEYS=100000
 VALUE_SIZE=256
 CONNS=16
-TARGETS=${TARGETS:-etcd}
+TARGETS=${TARGETS:-"corekv etcd"}
 TOPOLOGIES=${TOPOLOGIES:-"single cluster"}
 BASE_PORT=${BASE_PORT:-23790}
 
@@ -76,7 +76,8 @@ command -v protoc >/dev/null || apt_install protobuf-compiler
 command -v taskset >/dev/null || apt_install util-linux
 export ETCDCTL_API=3
 
-log "building corekv-bench (release)"
+log "building corekv and corekv-bench (release)"
+timeout 1800 cargo build --release -q --bin corekv
 timeout 1800 cargo build --release -q -p corekv-bench
 BENCH=$ROOT/target/release/corekv-bench
 
@@ -206,7 +207,7 @@ start_etcd_cluster() {
     wait_etcd "$dir"
 }
 
-# --- corekv (enable with TARGETS="etcd corekv" once the server and client exist) ----
+# --- corekv ---------------------------------------------------------------------------
 wait_port() {
     local port=$1 i
     for i in $(seq 1 120); do

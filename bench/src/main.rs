@@ -1,4 +1,4 @@
-//! `corekv-bench`: a load harness that drives etcd (and, once its client exists, corekv)
+//! `corekv-bench`: a load harness that drives etcd and corekv
 //! with the same workload, and reports throughput, latency percentiles, client CPU and
 //! errors as JSON lines and markdown tables. See `config::USAGE` for the command line and
 //! `scripts/bench-vs-etcd.sh` for the comparison it was built for.
@@ -9,6 +9,7 @@
 //! (histograms, CPU), `output` (records, tables, ratios, CDF series), `config` (arguments).
 
 mod config;
+mod corekv;
 mod driver;
 mod etcd;
 mod keys;
@@ -71,9 +72,11 @@ fn run_command(args: &RunArgs) -> Result<(), String> {
                 }
                 run_all(args, threads, &targets).await
             }
-            TargetKind::Corekv => Err("--target corekv: the corekv Rust client (src/client) does \
-                 not exist yet; this harness gains a corekv target when it does"
-                .to_string()),
+            TargetKind::Corekv => {
+                let conns = args.conns.min(*args.inflight.iter().max().unwrap_or(&1));
+                let targets = corekv::connect_many(&args.endpoints, args.timeout, conns).await?;
+                run_all(args, threads, &targets).await
+            }
         }
     })
 }

@@ -52,7 +52,7 @@ impl Shard {
             },
             Route::Node => match req.op {
                 Op::Status => self.status().await,
-                Op::Topology => Ok(self.topology()),
+                Op::Topology => self.topology().await,
                 _ => Err(err(ErrorCode::Internal, "request routed to the node")),
             },
         }
@@ -84,7 +84,8 @@ impl Shard {
                     }),
                 })
             }
-            Op::Topology => Ok(self.topology()),
+            // Routed to the node by `handle`, never to one group.
+            Op::Topology => Err(err(ErrorCode::Internal, "topology routed to one group")),
         }
     }
 
@@ -138,33 +139,37 @@ impl Shard {
         })
     }
 
-    fn topology(&self) -> Response {
-        let leader_here = |s: u32| {
-            if s == self.index && self.group.is_leader() {
-                self.node.node_id
-            } else if s == self.index {
-                self.group.leader()
-            } else {
-                0
-            }
-        };
-        Response {
+    /// Where each group is served on this node, with the leader each group's replica
+    /// knows of (asked of every shard).
+    async fn topology(&self) -> Reply {
+        let mut groups = Vec::with_capacity(self.node.shards as usize);
+        for s in 0..self.node.shards {
+            let leader = match self.on_shard(s, Call::Status).await?.body {
+                ResponseBody::Status(st) => st.groups.first().map_or(0, |g| g.leader),
+                _ => {
+                    return Err(err(
+                        ErrorCode::Internal,
+                        "status answered with another body",
+                    ))
+                }
+            };
+            groups.push(GroupTopology {
+                group: s,
+                shard: s,
+                client_port: self.node.client_port_base + s as u16,
+                leader,
+            });
+        }
+        Ok(Response {
             header: self.node_header(),
             body: ResponseBody::Topology(TopologyResponse {
                 node_id: self.node.node_id,
                 cluster_id: self.node.cluster_id,
                 shard_count: self.node.shards,
-                groups: (0..self.node.shards)
-                    .map(|s| GroupTopology {
-                        group: s,
-                        shard: s,
-                        client_port: self.node.client_port_base + s as u16,
-                        leader: leader_here(s),
-                    })
-                    .collect(),
+                groups,
                 nodes: self.node.members.clone(),
             }),
-        }
+        })
     }
 
     /// A range over every group: each group answers its part (each with its own
