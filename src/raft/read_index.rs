@@ -79,8 +79,14 @@ impl<S: Storage> Raft<S> {
             index,
             round,
         });
-        if self.reads.confirmed >= self.reads.rounds_sent {
+        if round > self.reads.rounds_sent {
+            // The round this read needs has not started: start it now rather than at
+            // the next heartbeat tick (a read must not wait a heartbeat interval).
             self.bcast_heartbeat();
+        } else {
+            // Its round is the one whose heartbeats leave with this Ready; a lone voter
+            // confirms it at once.
+            self.advance_reads();
         }
     }
 

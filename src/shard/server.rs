@@ -177,6 +177,9 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(sk.into_raw_fd()) })
 }
 
+/// How long a task queue may run while another has work (see `run`).
+const PREEMPT_TIMER: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// How long a start waits for its port while a predecessor still holds it.
 const BIND_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -251,6 +254,9 @@ pub fn run(cfg: ServerConfig) -> Result<(), String> {
             LocalExecutorBuilder::new(placement)
                 .name(&format!("shard-{s}"))
                 .io_memory(io_memory)
+                // Switch task queues often: the WAL's background segment preparation must
+                // not hold the shard for glommio's default 100 ms slice while requests wait.
+                .preempt_timer(PREEMPT_TIMER)
                 .spawn(move || async move {
                     run_shard(cfg, s, node, voters, senders, inbox, stop_rx).await
                 })
