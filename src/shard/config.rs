@@ -24,6 +24,10 @@ pub struct Member {
     pub name: String,
     /// Peer address of the member's shard 0.
     pub peer: SocketAddr,
+    /// Client port of the member's shard 0, when the entry names it
+    /// (`NAME=HOST:PEERPORT/CLIENTPORT`): lets every node tell clients where the leader
+    /// of a group is served. Not part of the cluster id.
+    pub client_port: Option<u16>,
 }
 
 /// Everything `corekv` is started with.
@@ -72,7 +76,8 @@ Flags:
                               [default: 127.0.0.1:7379]
   --listen-peer HOST:PORT     peer address of shard 0; shard s uses PORT+s
                               [default: 127.0.0.1:17379]
-  --initial-cluster N=H:P,..  every member's name and peer address (shard 0)
+  --initial-cluster N=H:P,..  every member's name and peer address (shard 0),
+                              optionally with its client port: N=H:P/CLIENTPORT
                               [default: this node alone]
   --shards N                  shards (executors, Raft groups) per node, 1..=1024
                               [default: the number of cores]
@@ -129,9 +134,21 @@ fn parse_cluster(v: &str) -> Result<Vec<Member>, ConfigError> {
         if members.iter().any(|m| m.name == name) {
             return invalid(format!("--initial-cluster: name '{name}' appears twice"));
         }
+        let (addr, client_port) = match addr.split_once('/') {
+            Some((a, c)) => match c.parse::<u16>() {
+                Ok(p) => (a, Some(p)),
+                Err(_) => {
+                    return invalid(format!(
+                        "--initial-cluster: '{part}': '{c}' is not a client port"
+                    ))
+                }
+            },
+            None => (addr, None),
+        };
         members.push(Member {
             name: name.to_string(),
             peer: parse_addr("--initial-cluster", addr)?,
+            client_port,
         });
     }
     Ok(members)

@@ -44,6 +44,13 @@ use crate::raft::{
 };
 use crate::wal::{Wal, WalOptions};
 
+/// How long a linearizable read waits for its ReadIndex round (a follower's request to
+/// the leader may be lost with a connection).
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How often a leader checks whether to hand leadership to the group's preferred node.
+const BALANCE_EVERY: Duration = Duration::from_secs(1);
+
 /// How long a stopping group waits for in-flight writes to apply.
 const STOP_DRAIN_MAX: Duration = Duration::from_secs(5);
 
@@ -122,6 +129,8 @@ pub struct Group {
     /// Messages that may leave only once their Ready is durable.
     held: RefCell<Vec<(u64, Vec<Message>)>>,
     outbox: RefCell<Vec<Message>>,
+    /// Set whenever `outbox` gains messages (the peer transport's pump waits on it).
+    outbox_wake: Notify,
     wake: Notify,
     flush_wake: Notify,
     role: Cell<Role>,
@@ -138,6 +147,7 @@ pub struct Group {
     fatal: RefCell<Option<String>>,
     failed: Broadcast,
     solo: bool,
+    preferred_leader: Cell<u64>,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> ProtoError {
@@ -225,6 +235,7 @@ impl Group {
             proposals: RefCell::new(Vec::new()),
             held: RefCell::new(Vec::new()),
             outbox: RefCell::new(Vec::new()),
+            outbox_wake: Notify::default(),
             wake: Notify::default(),
             flush_wake: Notify::default(),
             role: Cell::new(Role::Follower),
@@ -239,6 +250,7 @@ impl Group {
             fatal: RefCell::new(None),
             failed: Broadcast::default(),
             solo,
+            preferred_leader: Cell::new(0),
             opts,
         }))
     }
@@ -373,7 +385,8 @@ impl Group {
         self.check_serving()?;
         mvcc::validate_range(req, &mvcc::Limits::default()).map_err(ProtoError::from)?;
         if !req.serializable {
-            if !self.is_leader() {
+            // A follower's ReadIndex is forwarded by Raft to the leader; it needs one.
+            if !self.is_leader() && self.leader.get() == 0 {
                 return Err(self.not_leader());
             }
             let id = self.ids.borrow_mut().next_id();
@@ -382,9 +395,23 @@ impl Group {
             };
             self.reads.borrow_mut().new.push(id);
             self.wake.notify();
-            match waiter.await {
-                Some(r) => r?,
-                None => return Err(self.not_leader()),
+            let timed_out = async {
+                Timer::new(READ_TIMEOUT).await;
+                None
+            };
+            match futures_lite::future::or(async { Some(waiter.await) }, timed_out).await {
+                Some(Some(r)) => r?,
+                Some(None) => return Err(self.not_leader()),
+                None => {
+                    self.read_waits.cancel(id);
+                    return Err(err(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "group {}: the leader did not confirm the read within {READ_TIMEOUT:?}",
+                            self.index
+                        ),
+                    ));
+                }
             }
         }
         let (rev, resp) = self
@@ -444,6 +471,74 @@ impl Group {
         std::mem::take(&mut *self.outbox.borrow_mut())
     }
 
+    /// Resolves once `take_outbox` has something (or something arrived since the last
+    /// call): for the one task that sends this group's messages.
+    pub async fn outbox_ready(&self) {
+        self.outbox_wake.wait().await
+    }
+
+    /// Hands a message from a peer to Raft and wakes the driver. A message Raft refuses
+    /// (e.g. from a node it does not know) is logged and dropped.
+    pub fn step(&self, m: Message) {
+        let (kind, from) = (m.kind, m.from);
+        if let Err(e) = self.raft.borrow_mut().step(m) {
+            eprintln!(
+                "corekv: group {}: dropped a {kind:?} from node {from}: {e}",
+                self.index
+            );
+        }
+        self.wake.notify();
+    }
+
+    /// Wakes the driver (after a batch of [`Group::step`]s).
+    pub fn wake(&self) {
+        self.wake.notify();
+    }
+
+    /// The connection to `to` was lost: stop pipelining to it until it answers.
+    pub fn report_unreachable(&self, to: u64) {
+        self.raft.borrow_mut().report_unreachable(to);
+        self.wake.notify();
+    }
+
+    /// A snapshot for `to` was delivered (`ok`) or could not be.
+    pub fn report_snapshot(&self, to: u64, ok: bool) {
+        self.raft.borrow_mut().report_snapshot(to, ok);
+        self.wake.notify();
+    }
+
+    /// Sets the node that should lead this group when it is healthy (0: none); the
+    /// leader hands leadership to it once it has caught up, which spreads the groups'
+    /// leaders over the nodes.
+    pub fn set_preferred_leader(&self, node: u64) {
+        self.preferred_leader.set(node);
+    }
+
+    /// Leader only: transfers leadership to the preferred node once it holds the whole
+    /// log (checked every [`BALANCE_EVERY`]).
+    fn balance_leadership(&self) {
+        let want = self.preferred_leader.get();
+        if want == 0 || want == self.node_id || !self.is_leader() {
+            return;
+        }
+        let mut raft = self.raft.borrow_mut();
+        let st = raft.status();
+        if st.lead_transferee != 0 || !st.conf.voters.contains(&want) {
+            return;
+        }
+        let caught_up = st
+            .progress
+            .get(&want)
+            .is_some_and(|p| p.match_index == st.last_index);
+        if caught_up {
+            eprintln!(
+                "corekv: group {}: handing leadership to its preferred node {want}",
+                self.index
+            );
+            raft.transfer_leader(want);
+        }
+    }
+
     fn fail(&self, what: String) -> String {
         eprintln!("corekv: group {}: {what}", self.index);
         *self.fatal.borrow_mut() = Some(what.clone());
@@ -464,6 +559,7 @@ impl Group {
             self.raft.borrow_mut().campaign();
         }
         let mut next_tick = Instant::now() + self.opts.tick;
+        let mut next_balance = Instant::now() + BALANCE_EVERY;
         let mut stop_since = None;
         let result = loop {
             if let Some(f) = self.fatal.borrow().clone() {
@@ -480,6 +576,10 @@ impl Group {
             if now >= next_tick {
                 self.raft.borrow_mut().tick();
                 next_tick = now + self.opts.tick;
+            }
+            if now >= next_balance {
+                self.balance_leadership();
+                next_balance = now + BALANCE_EVERY;
             }
             self.propose_queued();
             self.start_reads();
@@ -581,17 +681,24 @@ impl Group {
             };
             if let Some(ss) = rd.soft_state {
                 let was_leader = self.is_leader();
+                let old_leader = self.leader.get();
                 self.role.set(ss.role);
                 self.leader.set(ss.leader);
                 if was_leader && ss.role != Role::Leader {
                     self.lost_leadership();
+                } else if old_leader != ss.leader {
+                    // A follower's forwarded reads died with the old leader's term.
+                    self.fail_reads();
                 }
             }
             if let Some(hs) = rd.hard_state {
                 self.term.set(hs.term);
                 self.commit.set(self.commit.get().max(hs.commit));
             }
-            self.outbox.borrow_mut().extend(rd.messages);
+            if !rd.messages.is_empty() {
+                self.outbox.borrow_mut().extend(rd.messages);
+                self.outbox_wake.notify();
+            }
             if rd.snapshot.is_some() {
                 return Err("installing a snapshot from a peer is not supported yet".into());
             }
@@ -624,6 +731,14 @@ impl Group {
     }
 
     fn lost_leadership(&self) {
+        self.fail_reads();
+        // Writes already proposed may still commit under the next leader: their
+        // outcome is unknown, which `write` reports.
+        self.waits.cancel_all();
+    }
+
+    /// Fails every pending linearizable read with `NotLeader` (the client retries).
+    fn fail_reads(&self) {
         let reads = std::mem::take(&mut *self.reads.borrow_mut());
         let next_ctx = reads.next_ctx;
         self.reads.borrow_mut().next_ctx = next_ctx;
@@ -637,9 +752,6 @@ impl Group {
         for id in ids {
             self.read_waits.trigger(id, Err(self.not_leader()));
         }
-        // Writes already proposed may still commit under the next leader: their
-        // outcome is unknown, which `write` reports.
-        self.waits.cancel_all();
     }
 
     fn serve_reads(&self) {
@@ -793,7 +905,10 @@ impl Group {
             let split = held.partition_point(|(n, _)| *n <= durable);
             let ready: Vec<Message> = held.drain(..split).flat_map(|(_, m)| m).collect();
             drop(held);
-            self.outbox.borrow_mut().extend(ready);
+            if !ready.is_empty() {
+                self.outbox.borrow_mut().extend(ready);
+                self.outbox_wake.notify();
+            }
             self.wake.notify();
         }
     }

@@ -8,6 +8,8 @@
 //!   the [`mesh`], or every shard with a merge).
 //! - [`group`]: one Raft group's replica and its driver loop (the path of a PUT).
 //! - [`conn`]: client connections (handshake, decoding, pipelined answers).
+//! - [`peer`]: the peer transport: shard g's Raft messages to and from shard g of the
+//!   other nodes.
 //! - [`wait`], [`notify`], [`entry`]: the core-local wait table and request ids,
 //!   wake-ups, and the Raft entry payload.
 
@@ -18,5 +20,6 @@ pub mod group;
 pub mod mesh;
 pub mod node;
 pub mod notify;
+pub mod peer;
 pub mod server;
 pub mod wait;

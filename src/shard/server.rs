@@ -198,24 +198,46 @@ async fn listen_retrying(addr: std::net::SocketAddr) -> std::io::Result<TcpListe
     }
 }
 
-/// Runs the node until a signal stops it or a shard fails. Blocks the calling thread.
-pub fn run(cfg: ServerConfig) -> Result<(), String> {
-    let id = prepare_data_dir(&cfg)?;
-    let members: Vec<NodeAddr> = if cfg.initial_cluster.is_empty() {
-        vec![NodeAddr {
+/// Every member of the cluster: node ids are positions in `--initial-cluster` (from 1).
+/// Another member's client port is known only when its entry names it
+/// (`NAME=HOST:PEERPORT/CLIENTPORT`); 0 otherwise.
+fn members_of(cfg: &ServerConfig, id: &Identity) -> Result<Vec<NodeAddr>, String> {
+    if cfg.initial_cluster.is_empty() {
+        return Ok(vec![NodeAddr {
             node_id: id.node_id,
             host: cfg.listen_client.ip().to_string(),
             client_port_base: cfg.listen_client.port(),
             peer_port_base: cfg.listen_peer.port(),
-        }]
-    } else {
-        return Err(
-            "--initial-cluster with other members: replication between nodes is not built yet \
-             (run a single node)"
-                .into(),
-        );
-    };
-    let voters: Vec<u64> = vec![id.node_id];
+        }]);
+    }
+    let mut out = Vec::new();
+    for (i, m) in cfg.initial_cluster.iter().enumerate() {
+        let me = m.name == cfg.name;
+        if me && m.peer.port() != cfg.listen_peer.port() {
+            return Err(format!(
+                "--initial-cluster names {} as this node's peer address, but --listen-peer is {}",
+                m.peer, cfg.listen_peer
+            ));
+        }
+        out.push(NodeAddr {
+            node_id: i as u64 + 1,
+            host: m.peer.ip().to_string(),
+            client_port_base: if me {
+                cfg.listen_client.port()
+            } else {
+                m.client_port.unwrap_or(0)
+            },
+            peer_port_base: m.peer.port(),
+        });
+    }
+    Ok(out)
+}
+
+/// Runs the node until a signal stops it or a shard fails. Blocks the calling thread.
+pub fn run(cfg: ServerConfig) -> Result<(), String> {
+    let id = prepare_data_dir(&cfg)?;
+    let members = members_of(&cfg, &id)?;
+    let voters: Vec<u64> = members.iter().map(|m| m.node_id).collect();
     let node = NodeInfo {
         node_id: id.node_id,
         cluster_id: id.cluster_id,
@@ -285,7 +307,14 @@ async fn run_shard(
         ..GroupOptions::default()
     };
     let started = std::time::Instant::now();
-    let group = Group::open(&shard_dir(&cfg.data_dir, s), s, node.node_id, voters, opts).await?;
+    let group = Group::open(
+        &shard_dir(&cfg.data_dir, s),
+        s,
+        node.node_id,
+        voters.clone(),
+        opts,
+    )
+    .await?;
     let opened = std::time::Instant::now();
     let addr = cfg.client_addr(s);
     let listener = listen_retrying(addr)
@@ -299,6 +328,54 @@ async fn run_shard(
         node,
     });
     let driver = glommio::spawn_local(group.clone().run());
+    // Replication: shard s talks to shard s of every other member.
+    let mut peer_tasks = Vec::new();
+    if voters.len() > 1 {
+        let me = super::peer::Me {
+            node_id: shard.node.node_id,
+            cluster_id: shard.node.cluster_id,
+            shard: s,
+            shard_count: cfg.shards,
+        };
+        // Spread the groups' leaders: group s prefers member s mod N.
+        group.set_preferred_leader(voters[s as usize % voters.len()]);
+        let peers: Vec<(u64, std::net::SocketAddr)> = shard
+            .node
+            .members
+            .iter()
+            .filter(|m| m.node_id != me.node_id)
+            .map(|m| {
+                let ip: std::net::IpAddr = m.host.parse().expect("hosts come from SocketAddrs");
+                (
+                    m.node_id,
+                    std::net::SocketAddr::new(ip, m.peer_port_base + s as u16),
+                )
+            })
+            .collect();
+        peer_tasks = super::peer::start_outbound(group.clone(), me, peers);
+        let paddr = cfg.peer_addr(s);
+        let plistener = listen_retrying(paddr)
+            .await
+            .map_err(|e| format!("listening for peers on {paddr}: {e}"))?;
+        let members = Rc::new(voters.clone());
+        let g = group.clone();
+        peer_tasks.push(glommio::spawn_local(async move {
+            loop {
+                match plistener.accept().await {
+                    Ok(stream) => {
+                        glommio::spawn_local(super::peer::serve_peer(
+                            g.clone(),
+                            me,
+                            members.clone(),
+                            stream,
+                        ))
+                        .detach();
+                    }
+                    Err(e) => eprintln!("corekv: shard {s}: accepting a peer: {e}"),
+                }
+            }
+        }));
+    }
     // Calls and replies from the other shards.
     let mesh_task = {
         let shard = shard.clone();
@@ -363,6 +440,7 @@ async fn run_shard(
     // and commits the store.
     group.stop();
     let result = driver.await;
+    drop(peer_tasks);
     drop(mesh_task);
     result
 }

@@ -1,0 +1,423 @@
+//! The peer transport of one shard: shard g of each node keeps one TCP connection to
+//! shard g of every other node (`peer_port_base + g`) and carries only group g's Raft
+//! messages, so replication never hops between cores.
+//!
+//! Connections are one-way: the node that has messages for a peer dials it and only
+//! writes; the peer only reads (answering nothing after the handshake). So between two
+//! nodes there are two connections per shard, one each way.
+//!
+//! - Outbound ([`Link`]): a pump task drains the group's outbox and queues each message
+//!   on its destination's link; the link's task connects (handshake `Role::Peer` with
+//!   this node's id and the cluster id; a refused or silent handshake counts as a lost
+//!   connection), then writes everything queued meanwhile as [`PeerFrame`]s in ONE
+//!   write. On a lost connection it calls `report_unreachable`, drops what was queued
+//!   (Raft resends) and reconnects with exponential backoff ([`BACKOFF_MIN`] to
+//!   [`BACKOFF_MAX`]). A queue holds at most [`LINK_QUEUE_MAX`] messages; beyond that new
+//!   messages are dropped (a stalled peer cannot make this node run out of memory).
+//! - Inbound ([`serve_peer`]): the handshake must name this cluster and a member of
+//!   it; otherwise the ack says `ClusterIdMismatch`, the refusal is logged and the
+//!   connection closed. Then frames are decoded exactly like client frames (length
+//!   bound before allocating, crc, rkyv validation, kind), each [`PeerFrame`]'s
+//!   addressing is checked (`check_peer_addressing`; the sender must be the node that
+//!   shook hands, the group must be this shard's), the embedded Raft message is
+//!   validated in place, deserialized and stepped into the group; the driver is woken
+//!   once per read.
+//!
+//! Not built: snapshots between nodes. An outgoing `Snapshot` message is dropped and
+//! reported as failed (`report_snapshot(to, false)`), so a follower behind the leader's
+//! compacted log stays behind; the WAL keeps `wal_keep_entries` entries for slow
+//! followers.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use glommio::timer::Timer;
+
+use super::group::Group;
+use super::notify::Notify;
+use crate::proto::{
+    access_payload, aligned_bytes, answer_hello, check_peer_addressing, deserialize, encode_frame,
+    Decoder, DecoderConfig, Endpoint, ErrorCode, Hello, HelloAck, HelloStatus, Message as Frame,
+    PeerFrame, Role, ServerIdentity, DEFAULT_MAX_FRAME_BYTES, HELLO_ACK_LEN, HELLO_LEN,
+    PROTOCOL_VERSION,
+};
+use crate::raft::{message::ArchivedMessage, Message, MessageType};
+
+/// First reconnect delay after a failed connection.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(20);
+/// Longest reconnect delay.
+pub const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// How long a connect plus handshake may take (a stopped peer's kernel accepts the
+/// connection but the peer never answers).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Most messages queued for one peer.
+pub const LINK_QUEUE_MAX: usize = 8192;
+
+/// Who this shard is, for handshakes and addressing.
+#[derive(Clone, Copy, Debug)]
+pub struct Me {
+    pub node_id: u64,
+    pub cluster_id: u64,
+    pub shard: u32,
+    pub shard_count: u32,
+}
+
+/// The messages on their way to one peer.
+pub struct Link {
+    pub to: u64,
+    /// The peer's address for this shard.
+    pub addr: SocketAddr,
+    queue: RefCell<Vec<Message>>,
+    wake: Notify,
+    /// Messages dropped because the queue was full (logged when it first happens).
+    dropped: Cell<u64>,
+}
+
+impl Link {
+    fn new(to: u64, addr: SocketAddr) -> Link {
+        Link {
+            to,
+            addr,
+            queue: RefCell::new(Vec::new()),
+            wake: Notify::default(),
+            dropped: Cell::new(0),
+        }
+    }
+
+    fn push(&self, m: Message) {
+        let mut q = self.queue.borrow_mut();
+        if q.len() >= LINK_QUEUE_MAX {
+            let d = self.dropped.get() + 1;
+            self.dropped.set(d);
+            if d == 1 || d.is_power_of_two() {
+                eprintln!(
+                    "corekv: peer link to node {} ({}): queue full, {d} messages dropped",
+                    self.to, self.addr
+                );
+            }
+            return;
+        }
+        q.push(m);
+        drop(q);
+        self.wake.notify();
+    }
+}
+
+/// Starts this shard's outbound side: the pump and one task per peer. The returned
+/// tasks run until dropped.
+pub fn start_outbound(
+    group: Rc<Group>,
+    me: Me,
+    peers: Vec<(u64, SocketAddr)>,
+) -> Vec<glommio::Task<()>> {
+    let links: Rc<HashMap<u64, Rc<Link>>> = Rc::new(
+        peers
+            .into_iter()
+            .filter(|(id, _)| *id != me.node_id)
+            .map(|(id, addr)| (id, Rc::new(Link::new(id, addr))))
+            .collect(),
+    );
+    let mut tasks = Vec::new();
+    for link in links.values() {
+        let (g, l) = (group.clone(), link.clone());
+        tasks.push(glommio::spawn_local(link_loop(g, me, l)));
+    }
+    let pump = {
+        let links = links.clone();
+        async move {
+            loop {
+                group.outbox_ready().await;
+                for m in group.take_outbox() {
+                    if m.kind == MessageType::Snapshot {
+                        // Snapshots between nodes are not built: let Raft probe again later.
+                        group.report_snapshot(m.to, false);
+                        continue;
+                    }
+                    match links.get(&m.to) {
+                        Some(l) => l.push(m),
+                        None => eprintln!(
+                            "corekv: group {}: a {:?} for unknown node {} dropped",
+                            me.shard, m.kind, m.to
+                        ),
+                    }
+                }
+            }
+        }
+    };
+    tasks.push(glommio::spawn_local(pump));
+    tasks
+}
+
+/// Dials `addr` and shakes hands as a peer; the stream is ready for frames.
+async fn dial(addr: SocketAddr, me: Me) -> Result<TcpStream, String> {
+    let attempt = async {
+        let mut s = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = s.set_nodelay(true);
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            role: Role::Peer,
+            cluster_id: me.cluster_id,
+            node_id: me.node_id,
+        };
+        s.write_all(&hello.encode())
+            .await
+            .map_err(|e| format!("sending the hello: {e}"))?;
+        let mut ack = [0u8; HELLO_ACK_LEN];
+        s.read_exact(&mut ack)
+            .await
+            .map_err(|e| format!("reading the ack: {e}"))?;
+        let ack = HelloAck::decode(&ack).map_err(|e| format!("handshake refused: {e}"))?;
+        if ack.shard != me.shard {
+            return Err(format!(
+                "the peer says it is shard {}, not shard {}",
+                ack.shard, me.shard
+            ));
+        }
+        Ok(s)
+    };
+    futures_lite::future::or(attempt, async {
+        Timer::new(HANDSHAKE_TIMEOUT).await;
+        Err(format!("no handshake within {HANDSHAKE_TIMEOUT:?}"))
+    })
+    .await
+}
+
+/// Encodes `msgs` as peer frames appended to `buf`. A message too large for one frame
+/// is dropped (logged): Raft's `max_msg_bytes` keeps appends far below the limit.
+fn encode_batch(buf: &mut Vec<u8>, msgs: Vec<Message>, me: Me) {
+    for m in msgs {
+        let raft_message = match rkyv::to_bytes::<rkyv::rancor::Error>(&m) {
+            Ok(b) => b.to_vec(),
+            Err(e) => {
+                eprintln!(
+                    "corekv: group {}: serializing a {:?}: {e}",
+                    me.shard, m.kind
+                );
+                continue;
+            }
+        };
+        let pf = PeerFrame {
+            cluster_id: me.cluster_id,
+            from_node: me.node_id,
+            to_node: m.to,
+            group: me.shard,
+            raft_message,
+        };
+        if let Err(e) = encode_frame(buf, 0, &pf, DEFAULT_MAX_FRAME_BYTES) {
+            eprintln!(
+                "corekv: group {}: a {:?} to node {} dropped: {e}",
+                me.shard, m.kind, m.to
+            );
+        }
+    }
+}
+
+async fn link_loop(group: Rc<Group>, me: Me, link: Rc<Link>) {
+    let mut backoff = BACKOFF_MIN;
+    let mut logged_down = false;
+    let mut buf = Vec::new();
+    loop {
+        while link.queue.borrow().is_empty() {
+            link.wake.wait().await;
+        }
+        let mut stream = match dial(link.addr, me).await {
+            Ok(s) => {
+                if logged_down {
+                    eprintln!(
+                        "corekv: group {}: connected to node {} at {}",
+                        me.shard, link.to, link.addr
+                    );
+                }
+                logged_down = false;
+                backoff = BACKOFF_MIN;
+                s
+            }
+            Err(e) => {
+                if !logged_down {
+                    eprintln!(
+                        "corekv: group {}: node {} at {} unreachable: {e}",
+                        me.shard, link.to, link.addr
+                    );
+                    logged_down = true;
+                }
+                link.queue.borrow_mut().clear();
+                group.report_unreachable(link.to);
+                Timer::new(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        loop {
+            while link.queue.borrow().is_empty() {
+                link.wake.wait().await;
+            }
+            let msgs = std::mem::take(&mut *link.queue.borrow_mut());
+            buf.clear();
+            encode_batch(&mut buf, msgs, me);
+            if let Err(e) = stream.write_all(&buf).await {
+                eprintln!(
+                    "corekv: group {}: connection to node {} lost: {e}",
+                    me.shard, link.to
+                );
+                link.queue.borrow_mut().clear();
+                group.report_unreachable(link.to);
+                break;
+            }
+        }
+        let _ = stream.close().await;
+    }
+}
+
+/// Serves one inbound peer connection until it closes or sends something that cannot
+/// be trusted. `members` are the node ids of the cluster.
+pub async fn serve_peer(group: Rc<Group>, me: Me, members: Rc<Vec<u64>>, mut stream: TcpStream) {
+    let peer_addr = stream
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    let mut hello = [0u8; HELLO_LEN];
+    let got = futures_lite::future::or(async { stream.read_exact(&mut hello).await.ok() }, async {
+        Timer::new(HANDSHAKE_TIMEOUT).await;
+        None
+    })
+    .await;
+    if got.is_none() {
+        return;
+    }
+    let ident = ServerIdentity {
+        cluster_id: me.cluster_id,
+        node_id: me.node_id,
+        shard: me.shard,
+        shard_count: me.shard_count,
+    };
+    let (mut ack, result) = answer_hello(&hello, &ident);
+    let from = match result {
+        Ok(h)
+            if h.role == Role::Peer && h.node_id != me.node_id && members.contains(&h.node_id) =>
+        {
+            Some(h.node_id)
+        }
+        Ok(h) => {
+            ack.status = HelloStatus::ClusterIdMismatch;
+            eprintln!(
+                "corekv: group {}: refused a peer connection from {peer_addr}: node {} ({:?}) \
+                 is not another member of this cluster",
+                me.shard, h.node_id, h.role
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!(
+                "corekv: group {}: refused a peer connection from {peer_addr}: {e}",
+                me.shard
+            );
+            None
+        }
+    };
+    if stream.write_all(&ack.encode()).await.is_err() {
+        return;
+    }
+    let Some(from) = from else {
+        let _ = stream.close().await;
+        return;
+    };
+    let mut dec = Decoder::new(DecoderConfig::new(Endpoint::Peer));
+    let mut scratch = rkyv::util::AlignedVec::<16>::new();
+    loop {
+        let n = match stream.read(dec.read_buf()).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        dec.advance(n);
+        let mut stepped = false;
+        loop {
+            let m = match dec.next_frame() {
+                Ok(None) => break,
+                Ok(Some(inbound)) => match inbound.message {
+                    Frame::Raft(pf) => {
+                        let checked = check_peer_addressing(
+                            pf.cluster_id.to_native(),
+                            pf.from_node.to_native(),
+                            pf.to_node.to_native(),
+                            me.cluster_id,
+                            me.node_id,
+                        );
+                        match checked {
+                            Err(e) if e.code == ErrorCode::ClusterIdMismatch => {
+                                eprintln!("corekv: group {}: {}; closing", me.shard, e.message);
+                                return;
+                            }
+                            Err(e) => {
+                                eprintln!("corekv: group {}: {}; dropped", me.shard, e.message);
+                                continue;
+                            }
+                            Ok(()) => {}
+                        }
+                        if pf.from_node.to_native() != from || pf.group.to_native() != me.shard {
+                            eprintln!(
+                                "corekv: group {}: a frame from node {} for group {} on the \
+                                 connection of node {from}; dropped",
+                                me.shard, pf.from_node, pf.group
+                            );
+                            continue;
+                        }
+                        let bytes = aligned_bytes(pf.raft_message.as_slice(), &mut scratch);
+                        match access_payload::<ArchivedMessage>(bytes)
+                            .and_then(deserialize::<Message, _>)
+                        {
+                            Ok(m) => m,
+                            Err(e) => {
+                                eprintln!(
+                                    "corekv: group {}: a bad Raft message from node {from}: \
+                                     {e}; dropped",
+                                    me.shard
+                                );
+                                continue;
+                            }
+                        }
+                    }
+                    other => {
+                        eprintln!(
+                            "corekv: group {}: node {from} sent a {:?} frame, not handled; \
+                             dropped",
+                            me.shard,
+                            other.kind()
+                        );
+                        continue;
+                    }
+                },
+                Err(de) => {
+                    eprintln!(
+                        "corekv: group {}: bad frame from node {from} ({peer_addr}): {}",
+                        me.shard, de.error
+                    );
+                    if de.is_fatal() {
+                        if stepped {
+                            group.wake();
+                        }
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if m.from != from || m.to != me.node_id {
+                eprintln!(
+                    "corekv: group {}: a {:?} from {} to {} on node {from}'s connection; dropped",
+                    me.shard, m.kind, m.from, m.to
+                );
+                continue;
+            }
+            group.step(m);
+            stepped = true;
+        }
+        if stepped {
+            group.wake();
+        }
+    }
+}
