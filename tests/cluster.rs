@@ -219,6 +219,9 @@ fn read_on(c: &mut Client, node: usize, key: &str) -> Option<Vec<u8>> {
     }
 }
 
+/// (key, value, mod revision).
+type Kv = (Vec<u8>, Vec<u8>, i64);
+
 /// Waits until every node has applied the same index in every group, then compares
 /// each group's full contents (a serializable range over all keys) across nodes.
 fn assert_converged(c: &Cluster) {
@@ -254,7 +257,7 @@ fn assert_converged(c: &Cluster) {
                 ..Default::default()
             }),
         };
-        let mut first: Option<(i64, Vec<(Vec<u8>, Vec<u8>, i64)>)> = None;
+        let mut first: Option<(i64, Vec<Kv>)> = None;
         for node in 0..c.nodes.len() {
             let r = cl
                 .call_on(node, g, &all)
