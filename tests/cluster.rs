@@ -19,11 +19,16 @@ struct Cluster {
     nodes: Vec<Server>,
     ports: Vec<u16>,
     spec: String,
+    extra: Vec<String>,
     _dirs: Vec<TempDir>,
 }
 
 impl Cluster {
     fn start(tag: &str, n: usize) -> Cluster {
+        Cluster::start_with(tag, n, &[])
+    }
+
+    fn start_with(tag: &str, n: usize, extra: &[&str]) -> Cluster {
         let ports: Vec<u16> = (0..n).map(|_| port_base()).collect();
         let spec = ports
             .iter()
@@ -38,6 +43,7 @@ impl Cluster {
             nodes: Vec::new(),
             ports,
             spec,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             _dirs: Vec::new(),
         };
         for (i, d) in dirs.iter().enumerate() {
@@ -53,12 +59,9 @@ impl Cluster {
 
     fn spawn(&self, i: usize, dir: &std::path::Path) -> Server {
         let name = format!("n{}", i + 1);
-        Server::spawn_with(
-            dir,
-            self.ports[i],
-            SHARDS,
-            &["--name", &name, "--initial-cluster", &self.spec],
-        )
+        let mut args = vec!["--name", &name, "--initial-cluster", &self.spec];
+        args.extend(self.extra.iter().map(|s| s.as_str()));
+        Server::spawn_with(dir, self.ports[i], SHARDS, &args)
     }
 
     fn restart(&mut self, i: usize) {
@@ -412,4 +415,50 @@ fn a_node_isolated_with_sigstop_then_resumed() {
             Some(v.clone().into_bytes())
         );
     }
+}
+
+#[test]
+fn a_node_behind_the_compacted_log_catches_up_through_a_snapshot() {
+    let mut c = Cluster::start_with(
+        "snap",
+        3,
+        &["--wal-compact-entries", "50", "--wal-keep-entries", "10"],
+    );
+    let mut cl = Client::new(&c, 0x5a5, 0);
+    for i in 0..50 {
+        cl.put(&format!("early{i}"), "e");
+    }
+    let down = 2;
+    c.nodes[down].stop();
+    let mut acked = Vec::new();
+    // Enough entries, spread over several B+tree commits, for the leaders to compact
+    // their logs well past what node 3 has.
+    for round in 0..4 {
+        for i in 0..150 {
+            let (k, v) = (format!("late{round}-{i}"), format!("v{round}-{i}"));
+            cl.put(&k, &v);
+            acked.push((k, v));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    c.restart(down);
+    assert_converged(&c);
+    let log = std::fs::read_to_string(&c.nodes[down].log).unwrap();
+    assert!(
+        log.contains("installed a snapshot"),
+        "node 3 caught up without a snapshot; log:\n{log}"
+    );
+    let mut reader = Client::new(&c, 0, down);
+    for (k, v) in acked.iter().step_by(13) {
+        assert_eq!(read_on(&mut reader, down, k), Some(v.clone().into_bytes()));
+    }
+    // It keeps following the log after the snapshot.
+    for i in 0..30 {
+        cl.put(&format!("after{i}"), "a");
+    }
+    assert_converged(&c);
+    // And it restarts from the installed store.
+    c.nodes[down].stop();
+    c.restart(down);
+    assert_converged(&c);
 }

@@ -18,6 +18,11 @@ pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1536 * 1024;
 /// Default space quota of a node's stores, all shards together.
 pub const DEFAULT_QUOTA_BYTES: u64 = 8 << 30;
 
+/// Default of `--wal-compact-entries`.
+pub const DEFAULT_WAL_COMPACT_ENTRIES: u64 = 200_000;
+/// Default of `--wal-keep-entries`.
+pub const DEFAULT_WAL_KEEP_ENTRIES: u64 = 20_000;
+
 /// One member of `--initial-cluster`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
@@ -43,6 +48,11 @@ pub struct ServerConfig {
     pub cpu_pinning: bool,
     pub max_request_bytes: u64,
     pub quota_bytes: u64,
+    /// Compact a group's WAL once this many applied entries are in it...
+    pub wal_compact_entries: u64,
+    /// ...keeping this many behind the applied index for slow followers (a follower
+    /// further behind gets a snapshot).
+    pub wal_keep_entries: u64,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +67,8 @@ impl Default for ServerConfig {
             cpu_pinning: true,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             quota_bytes: DEFAULT_QUOTA_BYTES,
+            wal_compact_entries: DEFAULT_WAL_COMPACT_ENTRIES,
+            wal_keep_entries: DEFAULT_WAL_KEEP_ENTRIES,
         }
     }
 }
@@ -86,6 +98,10 @@ Flags:
   --max-request-bytes N       largest client request accepted [default: 1572864]
   --quota-bytes N             space quota of the node's stores; past it writes get
                               NoSpace, reads and deletes still work [default: 8589934592]
+  --wal-compact-entries N     compact a group's WAL once N applied entries are in it
+                              [default: 200000]
+  --wal-keep-entries N        entries kept behind the applied index for slow followers;
+                              one further behind gets a snapshot [default: 20000]
   -h, --help                  print this help
 ";
 
@@ -177,6 +193,8 @@ impl ServerConfig {
                 "--cpu-pinning",
                 "--max-request-bytes",
                 "--quota-bytes",
+                "--wal-compact-entries",
+                "--wal-keep-entries",
             ];
             if !known.contains(&flag.as_str()) {
                 return invalid(format!("unknown flag '{arg}' (see --help)"));
@@ -202,6 +220,8 @@ impl ServerConfig {
                 }
                 "--max-request-bytes" => cfg.max_request_bytes = parse_num(&flag, &value)?,
                 "--quota-bytes" => cfg.quota_bytes = parse_num(&flag, &value)?,
+                "--wal-compact-entries" => cfg.wal_compact_entries = parse_num(&flag, &value)?,
+                "--wal-keep-entries" => cfg.wal_keep_entries = parse_num(&flag, &value)?,
                 _ => unreachable!("flag list and match disagree"),
             }
         }

@@ -22,7 +22,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -148,6 +148,13 @@ pub struct Group {
     failed: Broadcast,
     solo: bool,
     preferred_leader: Cell<u64>,
+    /// The replica's directory (store file, received snapshots).
+    dir: PathBuf,
+    /// The applied index inside the last B+tree commit (what a snapshot of the store
+    /// holds).
+    durable_applied: Cell<u64>,
+    /// A snapshot file received completely from the leader: (index, term, path).
+    received_snapshot: RefCell<Option<(u64, u64, PathBuf)>>,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> ProtoError {
@@ -251,6 +258,9 @@ impl Group {
             failed: Broadcast::default(),
             solo,
             preferred_leader: Cell::new(0),
+            dir: dir.to_path_buf(),
+            durable_applied: Cell::new(applied),
+            received_snapshot: RefCell::new(None),
             opts,
         }))
     }
@@ -583,8 +593,16 @@ impl Group {
             }
             self.propose_queued();
             self.start_reads();
-            if let Err(e) = self.handle_readies() {
-                break Err(self.fail(e));
+            match self.handle_readies() {
+                Err(e) => break Err(self.fail(e)),
+                Ok(None) => {}
+                Ok(Some(rd)) => {
+                    let installed = self.install_snapshot(&rd).await;
+                    if let Err(e) = installed.and_then(|_| self.process_ready(rd)) {
+                        break Err(self.fail(e));
+                    }
+                    continue;
+                }
             }
             if self.btree_commit_due() {
                 if let Err(e) = self.commit_store().await {
@@ -670,15 +688,27 @@ impl Group {
         }
     }
 
-    fn handle_readies(&self) -> Result<(), String> {
+    /// Handles every Ready Raft has, except one carrying a snapshot: that one is
+    /// returned for the caller to install (which needs `.await`) and then hand to
+    /// [`Group::process_ready`].
+    fn handle_readies(&self) -> Result<Option<raft::Ready>, String> {
         loop {
             let rd = {
                 let mut raft = self.raft.borrow_mut();
                 if !raft.has_ready() {
-                    return Ok(());
+                    return Ok(None);
                 }
                 raft.ready()
             };
+            if rd.snapshot.is_some() {
+                return Ok(Some(rd));
+            }
+            self.process_ready(rd)?;
+        }
+    }
+
+    fn process_ready(&self, rd: raft::Ready) -> Result<(), String> {
+        {
             if let Some(ss) = rd.soft_state {
                 let was_leader = self.is_leader();
                 let old_leader = self.leader.get();
@@ -698,9 +728,6 @@ impl Group {
             if !rd.messages.is_empty() {
                 self.outbox.borrow_mut().extend(rd.messages);
                 self.outbox_wake.notify();
-            }
-            if rd.snapshot.is_some() {
-                return Err("installing a snapshot from a peer is not supported yet".into());
             }
             self.wal
                 .append(self.ready_base + rd.number, rd.hard_state, &rd.entries)
@@ -728,6 +755,156 @@ impl Group {
             }
             self.serve_reads();
         }
+        Ok(())
+    }
+
+    /// Installs the snapshot of `rd` (a follower behind the leader's compacted log): the
+    /// received store file replaces ours (rename, fsync of the directory, reopen), the
+    /// WAL records the snapshot and drops its entries, and Raft learns that everything
+    /// up to the snapshot index is applied.
+    ///
+    /// A crash between the rename and the WAL record leaves a store ahead of the log;
+    /// the next start refuses it only if Raft cannot continue from there (not handled:
+    /// a rare window, documented in the report).
+    async fn install_snapshot(&self, rd: &raft::Ready) -> Result<(), String> {
+        let snap = rd.snapshot.as_ref().expect("called with a snapshot");
+        let meta = snap.meta.clone();
+        let path = match self.received_snapshot.borrow_mut().take() {
+            Some((index, term, path)) if index == meta.index && term == meta.term => path,
+            other => {
+                return Err(format!(
+                    "Raft installs snapshot ({}, {}) but the received file is {other:?}",
+                    meta.index, meta.term
+                ))
+            }
+        };
+        let old = loop {
+            if let Some(s) = self.store.borrow_mut().take() {
+                break s;
+            }
+            self.store_idle.listen().await;
+        };
+        drop(old);
+        let db_path = self.dir.join("store.btree");
+        let swapped = std::fs::rename(&path, &db_path)
+            .and_then(|_| std::fs::File::open(&self.dir)?.sync_all());
+        let reopened = match swapped {
+            Err(e) => Err(format!(
+                "installing snapshot {} as {}: {e}",
+                meta.index,
+                db_path.display()
+            )),
+            Ok(()) => match Db::open(
+                &db_path,
+                BtreeOptions {
+                    max_file_bytes: self.opts.quota_bytes.max(64 << 20),
+                    ..BtreeOptions::default()
+                },
+            )
+            .await
+            {
+                Err(e) => Err(format!("reopening {}: {e}", db_path.display())),
+                Ok(db) => Store::open(db).map_err(|e| format!("opening the store: {e}")),
+            },
+        };
+        let store = reopened?;
+        let applied = store.applied_index();
+        if applied != meta.index {
+            return Err(format!(
+                "snapshot file of index {} holds applied index {applied}",
+                meta.index
+            ));
+        }
+        *self.store.borrow_mut() = Some(store);
+        self.store_idle.notify();
+        self.durable_applied.set(applied);
+        self.applied_since_commit.set(0);
+        self.first_uncommitted_apply.set(None);
+        self.wal
+            .compact(meta.clone())
+            .await
+            .map_err(|e| format!("recording snapshot {} in the WAL: {e}", meta.index))?;
+        self.applied.set(self.applied.get().max(applied));
+        self.commit.set(self.commit.get().max(applied));
+        self.raft.borrow_mut().advance_apply(applied);
+        eprintln!(
+            "corekv: group {}: installed a snapshot from the leader at index {} (term {})",
+            self.index, meta.index, meta.term
+        );
+        Ok(())
+    }
+
+    /// Leader: writes a consistent copy of the store as of its last commit to `path` (a
+    /// fresh B+tree holding every tree of that committed version) and returns the
+    /// snapshot's metadata (the commit's applied index, its term and configuration).
+    pub async fn write_snapshot(&self, path: &Path) -> Result<SnapshotMeta, String> {
+        let (snap, trees, index) = self
+            .with_store(|s| {
+                let db = s.backend();
+                (db.snapshot(), db.tree_names(), self.durable_applied.get())
+            })
+            .await;
+        let meta = {
+            let raft = self.raft.borrow();
+            match (raft.term_of(index), raft.conf_state_at(index)) {
+                (Some(term), Some(conf_state)) => SnapshotMeta {
+                    index,
+                    term,
+                    conf_state,
+                },
+                _ => return Err(format!("no term or configuration known at index {index}")),
+            }
+        };
+        let _ = std::fs::remove_file(path);
+        let mut out = Db::open(
+            path,
+            BtreeOptions {
+                max_file_bytes: self.opts.quota_bytes.max(64 << 20),
+                ..BtreeOptions::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        for t in &trees {
+            let mut failed = None;
+            snap.scan(t, &[], None, false, &mut |k, v| match out.put(t, k, v) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    false
+                }
+            })
+            .map_err(|e| format!("reading tree {t} of the store: {e}"))?;
+            if let Some(e) = failed {
+                return Err(format!("writing tree {t} to {}: {e}", path.display()));
+            }
+        }
+        out.commit()
+            .await
+            .map_err(|e| format!("committing {}: {e}", path.display()))?;
+        out.close()
+            .await
+            .map_err(|e| format!("closing {}: {e}", path.display()))?;
+        Ok(meta)
+    }
+
+    /// The replica's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Records a snapshot file received completely (the Raft `Snapshot` message that
+    /// follows it may then be stepped).
+    pub fn set_received_snapshot(&self, index: u64, term: u64, path: PathBuf) {
+        *self.received_snapshot.borrow_mut() = Some((index, term, path));
+    }
+
+    /// Whether the received snapshot file is the one of (`index`, `term`).
+    pub fn has_received_snapshot(&self, index: u64, term: u64) -> bool {
+        self.received_snapshot
+            .borrow()
+            .as_ref()
+            .is_some_and(|(i, t, _)| *i == index && *t == term)
     }
 
     fn lost_leadership(&self) {
@@ -847,6 +1024,9 @@ impl Group {
         self.first_uncommitted_apply.set(None);
         let result = store.commit().await;
         let durable_applied = store.applied_index();
+        if result.is_ok() {
+            self.durable_applied.set(durable_applied);
+        }
         let more = result.is_ok() && store.compact_step(1000).unwrap_or(false);
         *self.store.borrow_mut() = Some(store);
         self.store_idle.notify();

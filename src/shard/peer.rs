@@ -31,6 +31,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -40,11 +41,12 @@ use glommio::timer::Timer;
 
 use super::group::Group;
 use super::notify::Notify;
+use crate::proto::messages::ArchivedSnapshotChunk;
 use crate::proto::{
     access_payload, aligned_bytes, answer_hello, check_peer_addressing, deserialize, encode_frame,
     Decoder, DecoderConfig, Endpoint, ErrorCode, Hello, HelloAck, HelloStatus, Message as Frame,
-    PeerFrame, Role, ServerIdentity, DEFAULT_MAX_FRAME_BYTES, HELLO_ACK_LEN, HELLO_LEN,
-    PROTOCOL_VERSION,
+    PeerFrame, Role, ServerIdentity, SnapshotChunk, DEFAULT_MAX_FRAME_BYTES, HELLO_ACK_LEN,
+    HELLO_LEN, PROTOCOL_VERSION,
 };
 use crate::raft::{message::ArchivedMessage, Message, MessageType};
 
@@ -72,8 +74,10 @@ pub struct Link {
     pub to: u64,
     /// The peer's address for this shard.
     pub addr: SocketAddr,
-    queue: RefCell<Vec<Message>>,
+    queue: RefCell<Vec<Outgoing>>,
     wake: Notify,
+    /// A snapshot for this peer is being written out or queued.
+    snapshot_busy: Cell<bool>,
     /// Messages dropped because the queue was full (logged when it first happens).
     dropped: Cell<u64>,
 }
@@ -85,11 +89,12 @@ impl Link {
             addr,
             queue: RefCell::new(Vec::new()),
             wake: Notify::default(),
+            snapshot_busy: Cell::new(false),
             dropped: Cell::new(0),
         }
     }
 
-    fn push(&self, m: Message) {
+    fn push(&self, m: Outgoing) {
         let mut q = self.queue.borrow_mut();
         if q.len() >= LINK_QUEUE_MAX {
             let d = self.dropped.get() + 1;
@@ -106,6 +111,81 @@ impl Link {
         drop(q);
         self.wake.notify();
     }
+}
+
+/// What a link sends: a Raft message, or frames already encoded (a snapshot's chunks
+/// followed by its Raft message).
+pub enum Outgoing {
+    Raft(Message),
+    Encoded(Vec<u8>),
+}
+
+/// Size of the data in one [`SnapshotChunk`] (well under the 2 MiB frame limit).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 512 << 10;
+
+/// Leader: writes a snapshot of the store for `m.to`, then queues its chunks and the
+/// Raft `Snapshot` message (its metadata replaced by the snapshot's: the store's last
+/// commit, at or after the index Raft asked for) on `link`, in one piece so that the
+/// message arrives right after the last chunk.
+async fn send_snapshot(group: Rc<Group>, me: Me, link: Rc<Link>, mut m: Message) {
+    let to = m.to;
+    let path = group.dir().join(format!("snapshot-out-{to}.btree"));
+    let result = async {
+        let meta = group.write_snapshot(&path).await?;
+        let asked = m.snapshot.as_ref().map_or(0, |s| s.meta.index);
+        if meta.index < asked {
+            return Err(format!(
+                "the store's last commit ({}) is behind the snapshot Raft asked for ({asked})",
+                meta.index
+            ));
+        }
+        let bytes = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let mut buf = Vec::with_capacity(bytes.len() + bytes.len() / 16 + 4096);
+        let n = bytes.len().div_ceil(SNAPSHOT_CHUNK_BYTES).max(1);
+        for i in 0..n {
+            let lo = i * SNAPSHOT_CHUNK_BYTES;
+            let data = bytes[lo..bytes.len().min(lo + SNAPSHOT_CHUNK_BYTES)].to_vec();
+            let chunk = SnapshotChunk {
+                cluster_id: me.cluster_id,
+                from_node: me.node_id,
+                to_node: to,
+                group: me.shard,
+                snapshot_index: meta.index,
+                snapshot_term: meta.term,
+                offset: lo as u64,
+                crc: crc32fast::hash(&data),
+                data,
+                last: i + 1 == n,
+            };
+            encode_frame(&mut buf, 0, &chunk, DEFAULT_MAX_FRAME_BYTES)
+                .map_err(|e| format!("encoding a snapshot chunk: {e}"))?;
+        }
+        eprintln!(
+            "corekv: group {}: sending node {to} a snapshot at index {} ({} bytes)",
+            me.shard,
+            meta.index,
+            bytes.len()
+        );
+        m.snapshot = Some(crate::raft::Snapshot {
+            meta,
+            data: Vec::new(),
+        });
+        encode_batch(&mut buf, vec![m], me);
+        Ok(buf)
+    }
+    .await;
+    let _ = std::fs::remove_file(&path);
+    match result {
+        Ok(buf) => {
+            link.push(Outgoing::Encoded(buf));
+            group.report_snapshot(to, true);
+        }
+        Err(e) => {
+            eprintln!("corekv: group {}: no snapshot for node {to}: {e}", me.shard);
+            group.report_snapshot(to, false);
+        }
+    }
+    link.snapshot_busy.set(false);
 }
 
 /// Starts this shard's outbound side: the pump and one task per peer. The returned
@@ -133,13 +213,15 @@ pub fn start_outbound(
             loop {
                 group.outbox_ready().await;
                 for m in group.take_outbox() {
-                    if m.kind == MessageType::Snapshot {
-                        // Snapshots between nodes are not built: let Raft probe again later.
-                        group.report_snapshot(m.to, false);
-                        continue;
-                    }
                     match links.get(&m.to) {
-                        Some(l) => l.push(m),
+                        Some(l) if m.kind == MessageType::Snapshot => {
+                            if l.snapshot_busy.replace(true) {
+                                continue;
+                            }
+                            let (g, l) = (group.clone(), l.clone());
+                            glommio::spawn_local(send_snapshot(g, me, l, m)).detach();
+                        }
+                        Some(l) => l.push(Outgoing::Raft(m)),
                         None => eprintln!(
                             "corekv: group {}: a {:?} for unknown node {} dropped",
                             me.shard, m.kind, m.to
@@ -192,7 +274,18 @@ async fn dial(addr: SocketAddr, me: Me) -> Result<TcpStream, String> {
 /// Encodes `msgs` as peer frames appended to `buf`. A message too large for one frame
 /// is dropped (logged): Raft's `max_msg_bytes` keeps appends far below the limit.
 fn encode_batch(buf: &mut Vec<u8>, msgs: Vec<Message>, me: Me) {
-    for m in msgs {
+    encode_outgoing(buf, msgs.into_iter().map(Outgoing::Raft), me)
+}
+
+fn encode_outgoing(buf: &mut Vec<u8>, msgs: impl IntoIterator<Item = Outgoing>, me: Me) {
+    for o in msgs {
+        let m = match o {
+            Outgoing::Raft(m) => m,
+            Outgoing::Encoded(bytes) => {
+                buf.extend_from_slice(&bytes);
+                continue;
+            }
+        };
         let raft_message = match rkyv::to_bytes::<rkyv::rancor::Error>(&m) {
             Ok(b) => b.to_vec(),
             Err(e) => {
@@ -260,7 +353,7 @@ async fn link_loop(group: Rc<Group>, me: Me, link: Rc<Link>) {
             }
             let msgs = std::mem::take(&mut *link.queue.borrow_mut());
             buf.clear();
-            encode_batch(&mut buf, msgs, me);
+            encode_outgoing(&mut buf, msgs, me);
             if let Err(e) = stream.write_all(&buf).await {
                 eprintln!(
                     "corekv: group {}: connection to node {} lost: {e}",
@@ -329,6 +422,7 @@ pub async fn serve_peer(group: Rc<Group>, me: Me, members: Rc<Vec<u64>>, mut str
     };
     let mut dec = Decoder::new(DecoderConfig::new(Endpoint::Peer));
     let mut scratch = rkyv::util::AlignedVec::<16>::new();
+    let mut recv: Option<SnapshotRecv> = None;
     loop {
         let n = match stream.read(dec.read_buf()).await {
             Ok(0) | Err(_) => break,
@@ -382,6 +476,34 @@ pub async fn serve_peer(group: Rc<Group>, me: Me, members: Rc<Vec<u64>>, mut str
                             }
                         }
                     }
+                    Frame::SnapshotChunk(c) => {
+                        if let Err(e) = check_peer_addressing(
+                            c.cluster_id.to_native(),
+                            c.from_node.to_native(),
+                            c.to_node.to_native(),
+                            me.cluster_id,
+                            me.node_id,
+                        ) {
+                            eprintln!("corekv: group {}: {}; closing", me.shard, e.message);
+                            return;
+                        }
+                        if c.from_node.to_native() != from || c.group.to_native() != me.shard {
+                            eprintln!(
+                                "corekv: group {}: a snapshot chunk for group {} from node {} \
+                                 on node {from}'s connection; dropped",
+                                me.shard, c.group, c.from_node
+                            );
+                            continue;
+                        }
+                        if let Err(e) = receive_chunk(&group, &mut recv, c) {
+                            eprintln!(
+                                "corekv: group {}: snapshot from node {from}: {e}; dropped",
+                                me.shard
+                            );
+                            recv = None;
+                        }
+                        continue;
+                    }
                     other => {
                         eprintln!(
                             "corekv: group {}: node {from} sent a {:?} frame, not handled; \
@@ -413,6 +535,20 @@ pub async fn serve_peer(group: Rc<Group>, me: Me, members: Rc<Vec<u64>>, mut str
                 );
                 continue;
             }
+            if m.kind == MessageType::Snapshot {
+                let (index, term) = m
+                    .snapshot
+                    .as_ref()
+                    .map_or((0, 0), |s| (s.meta.index, s.meta.term));
+                if !group.has_received_snapshot(index, term) {
+                    eprintln!(
+                        "corekv: group {}: a Snapshot message ({index}, {term}) from node {from} \
+                         without its file; dropped",
+                        me.shard
+                    );
+                    continue;
+                }
+            }
             group.step(m);
             stepped = true;
         }
@@ -420,4 +556,76 @@ pub async fn serve_peer(group: Rc<Group>, me: Me, members: Rc<Vec<u64>>, mut str
             group.wake();
         }
     }
+}
+
+/// A snapshot file being received on one connection.
+struct SnapshotRecv {
+    index: u64,
+    term: u64,
+    next_offset: u64,
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+/// Appends one verified chunk to the snapshot file being received; the last chunk
+/// fsyncs it, renames it to `snapshot-recv.btree` and tells the group. Chunks must come
+/// in order from offset 0 (one connection carries them in order); anything else
+/// restarts the transfer.
+fn receive_chunk(
+    group: &Group,
+    recv: &mut Option<SnapshotRecv>,
+    c: &ArchivedSnapshotChunk,
+) -> Result<(), String> {
+    use std::io::Write;
+    let (index, term, offset) = (
+        c.snapshot_index.to_native(),
+        c.snapshot_term.to_native(),
+        c.offset.to_native(),
+    );
+    let data = c.data.as_slice();
+    let crc = crc32fast::hash(data);
+    if crc != c.crc.to_native() {
+        return Err(format!(
+            "chunk at offset {offset} of snapshot {index}: crc32 {:#010x}, data gives {crc:#010x}",
+            c.crc.to_native()
+        ));
+    }
+    if offset == 0 {
+        let path = group.dir().join("snapshot-recv.tmp");
+        let file = std::fs::File::create(&path)
+            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        *recv = Some(SnapshotRecv {
+            index,
+            term,
+            next_offset: 0,
+            file,
+            path,
+        });
+    }
+    let Some(r) = recv.as_mut() else {
+        return Err(format!(
+            "chunk at offset {offset} of snapshot {index} without its start"
+        ));
+    };
+    if r.index != index || r.term != term || r.next_offset != offset {
+        return Err(format!(
+            "chunk ({index}, {term}) at offset {offset}, expected ({}, {}) at {}",
+            r.index, r.term, r.next_offset
+        ));
+    }
+    r.file
+        .write_all(data)
+        .map_err(|e| format!("writing {} at {offset}: {e}", r.path.display()))?;
+    r.next_offset += data.len() as u64;
+    if c.last {
+        let r = recv.take().expect("checked above");
+        r.file
+            .sync_all()
+            .map_err(|e| format!("fsync {}: {e}", r.path.display()))?;
+        let done = group.dir().join("snapshot-recv.btree");
+        std::fs::rename(&r.path, &done)
+            .map_err(|e| format!("renaming {} to {}: {e}", r.path.display(), done.display()))?;
+        group.set_received_snapshot(index, term, done);
+    }
+    Ok(())
 }

@@ -304,6 +304,8 @@ async fn run_shard(
 ) -> Result<(), String> {
     let opts = GroupOptions {
         quota_bytes: cfg.quota_bytes / u64::from(cfg.shards),
+        wal_compact_entries: cfg.wal_compact_entries.max(1),
+        wal_keep_entries: cfg.wal_keep_entries,
         ..GroupOptions::default()
     };
     let started = std::time::Instant::now();

@@ -57,7 +57,9 @@ fn workload(n: usize) -> Workload {
         .collect();
     let value = (0..VALUE_LEN).map(|i| i as u8).collect();
     let reads = n.min(1_000_000);
-    let read_order = (0..reads).map(|_| (rng.next() % n as u64) as usize).collect();
+    let read_order = (0..reads)
+        .map(|_| (rng.next() % n as u64) as usize)
+        .collect();
     let scan_starts = (0..(n / 10).clamp(1, 100_000))
         .map(|_| (rng.next() % n as u64) as usize)
         .collect();
@@ -123,7 +125,10 @@ fn bench_corekv(w: &Arc<Workload>, dir: &Path) -> Result {
                 let t = Instant::now();
                 let mut sum = 0u64;
                 for &i in &w.read_order {
-                    sum += snap.get_with("t", &keys[i], |v| v[7] as u64).unwrap().unwrap();
+                    sum += snap
+                        .get_with("t", &keys[i], |v| v[7] as u64)
+                        .unwrap()
+                        .unwrap();
                 }
                 r.read = rate(w.read_order.len(), t);
                 let t = Instant::now();
@@ -266,7 +271,9 @@ fn main() {
     let redb = bench_redb(&w, &dir);
     print("redb", &redb);
     for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-        let len = std::fs::metadata(entry.path()).map(|m| m.len()).unwrap_or(0);
+        let len = std::fs::metadata(entry.path())
+            .map(|m| m.len())
+            .unwrap_or(0);
         let len = if entry.path().is_dir() {
             std::fs::read_dir(entry.path())
                 .unwrap()
@@ -276,14 +283,16 @@ fn main() {
         } else {
             len
         };
-        println!("  file {}: {:.1} MiB", entry.file_name().to_string_lossy(), len as f64 / (1 << 20) as f64);
+        println!(
+            "  file {}: {:.1} MiB",
+            entry.file_name().to_string_lossy(),
+            len as f64 / (1 << 20) as f64
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
     let ins_r = corekv.insert_random / redb.insert_random;
     let ins_s = corekv.insert_seq / redb.insert_seq;
-    println!(
-        "insert vs redb: random {ins_r:.2}x, sequential {ins_s:.2}x (reported: the lower)"
-    );
+    println!("insert vs redb: random {ins_r:.2}x, sequential {ins_s:.2}x (reported: the lower)");
     println!(
         "btree: read {:.2}x lmdb, scan {:.2}x lmdb, insert {:.2}x redb",
         corekv.read / lmdb.read,
