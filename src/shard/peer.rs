@@ -114,7 +114,9 @@ impl Link {
 }
 
 /// What a link sends: a Raft message, or frames already encoded (a snapshot's chunks
-/// followed by its Raft message).
+/// followed by its Raft message). Not boxed: Raft messages are the hot path, and the
+/// queue holds them by value.
+#[allow(clippy::large_enum_variant)]
 pub enum Outgoing {
     Raft(Message),
     Encoded(Vec<u8>),
