@@ -16,6 +16,20 @@
 //!    `btree_commit_interval`); the applied index is inside that commit, and the WAL is
 //!    compacted behind it.
 //!
+//! In a cluster (see [`super::peer`] for the transport):
+//! - A write reaching a follower is answered `NotLeader{leader}` (the client retries at
+//!   the leader; a retry with the same session and seq is never applied twice).
+//! - A linearizable read on a follower is a ReadIndex that Raft forwards to the leader;
+//!   the read is served once this replica has applied up to the index the leader
+//!   confirmed. Pending reads fail with `NotLeader` when the known leader changes (or
+//!   this node loses leadership), and time out after [`READ_TIMEOUT`] (`Unavailable`).
+//! - Each group has a preferred leader (group s: member s mod N); a leader hands
+//!   leadership to it once it holds the whole log, which spreads leaders over the nodes
+//!   after a start and after a node returns.
+//! - A Ready carrying a snapshot (received from the leader) is installed before the rest
+//!   of it is processed: the received B+tree file replaces the store, the WAL records the
+//!   snapshot, and Raft is told it is applied.
+//!
 //! Everything here runs on one executor: `RefCell`s are never borrowed across an
 //! `.await`, and the store is moved out of its cell while its commit is in flight
 //! (readers wait for `store_idle`).

@@ -23,10 +23,17 @@
 //!   validated in place, deserialized and stepped into the group; the driver is woken
 //!   once per read.
 //!
-//! Not built: snapshots between nodes. An outgoing `Snapshot` message is dropped and
-//! reported as failed (`report_snapshot(to, false)`), so a follower behind the leader's
-//! compacted log stays behind; the WAL keeps `wal_keep_entries` entries for slow
-//! followers.
+//! - Snapshots ([`send_snapshot`], [`receive_chunk`]): an outgoing Raft `Snapshot`
+//!   message makes the leader write a consistent copy of its store (the last B+tree
+//!   commit, see `Group::write_snapshot`), whose metadata replaces the one Raft chose (its
+//!   index is at or after it); the copy goes out as [`SNAPSHOT_CHUNK_BYTES`] chunks, each
+//!   with its crc32, followed on the same connection by the Raft message. The receiver
+//!   verifies and appends chunks in order to `snapshot-recv.tmp`, fsyncs and renames it
+//!   to `snapshot-recv.btree` on the last one, and steps the Raft message only when it
+//!   holds that complete file; the driver then installs it (`Group::install_snapshot`).
+//!   `SnapshotAck` is not used: the follower's Raft answer is the acknowledgement. The
+//!   receiver writes chunk files with blocking `std::fs` calls on the shard's thread
+//!   (one 512 KiB write per chunk; acceptable for rare snapshots, not for large stores).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -3,11 +3,17 @@
 //! SIGTERM/SIGINT into a clean shutdown (stop accepting, finish in-flight requests, flush
 //! the WAL, commit the B+tree, exit 0).
 //!
+//! With other members in `--initial-cluster`, shard s also listens for peers on
+//! `listen_peer.port + s` and runs the peer transport ([`super::peer`]); every member
+//! is a voter of every group from the start (node ids: position in the list + 1).
+//!
 //! Data directory layout:
 //! ```text
 //! <data-dir>/member            name, node id, cluster id, shard count (text, key=value)
 //! <data-dir>/shard-<s>/wal/    the WAL segments of group s
 //! <data-dir>/shard-<s>/store.btree   the B+tree of group s
+//! <data-dir>/shard-<s>/snapshot-recv.{tmp,btree}   a snapshot being / fully received
+//! <data-dir>/shard-<s>/snapshot-out-<node>.btree  a snapshot being sent (removed after)
 //! ```
 
 use std::path::{Path, PathBuf};
