@@ -462,3 +462,132 @@ fn a_node_behind_the_compacted_log_catches_up_through_a_snapshot() {
     c.restart(down);
     assert_converged(&c);
 }
+
+/// Reads `key` linearizably from any node (rotating on failures), for the history test.
+fn get_any(c: &mut Client, key: &str, start: usize) -> Option<Vec<u8>> {
+    let g = group_for(key.as_bytes(), SHARDS);
+    let n = c.ports.len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut node = start % n;
+    loop {
+        assert!(Instant::now() < deadline, "no node served {key}");
+        match c.call_on(node, g, &get(key, false)) {
+            Some(Ok(r)) => return value_of(&r),
+            Some(Err(e)) => assert!(
+                matches!(
+                    e.code,
+                    ErrorCode::NotLeader { .. }
+                        | ErrorCode::Unavailable
+                        | ErrorCode::TooManyRequests
+                ),
+                "{e:?}"
+            ),
+            None => {}
+        }
+        node = (node + 1) % n;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Four clients put and get (linearizable reads through random nodes, followers
+/// included) on a few keys while a leader is SIGKILLed and restarted and another node
+/// is SIGSTOPped and resumed; the recorded history must be linearizable.
+#[test]
+fn client_history_under_faults_is_linearizable() {
+    use corekv::raft::linearizability::{
+        check, CheckResult, KvInput, KvModel, KvOutput, Operation,
+    };
+    let mut c = Cluster::start("lin", 3);
+    let epoch = Instant::now();
+    let ports = c.ports.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4u64)
+        .map(|id| {
+            let ports = ports.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut cl = Client {
+                    ports,
+                    conns: HashMap::new(),
+                    hint: vec![0; SHARDS as usize],
+                    session: 1000 + id,
+                    seq: 0,
+                };
+                let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (id + 1).wrapping_mul(0x2545_f491);
+                let mut ops = Vec::new();
+                // Until the faults are over (bounded all the same).
+                for i in 0..5000u64 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let key = format!("reg{}", rng % 4);
+                    let call = epoch.elapsed().as_nanos() as u64;
+                    let (input, output) = if rng % 3 == 0 {
+                        let value = format!("c{id}-{i}");
+                        cl.put(&key, &value);
+                        (
+                            KvInput::Put {
+                                key: key.clone().into_bytes(),
+                                value: value.into_bytes(),
+                            },
+                            KvOutput::PutOk,
+                        )
+                    } else {
+                        let v = get_any(&mut cl, &key, (rng >> 8) as usize);
+                        (
+                            KvInput::Get {
+                                key: key.clone().into_bytes(),
+                            },
+                            KvOutput::Value(v),
+                        )
+                    };
+                    let ret = epoch.elapsed().as_nanos() as u64;
+                    ops.push(Operation {
+                        client: id,
+                        input,
+                        output,
+                        call,
+                        ret,
+                    });
+                }
+                ops
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let victim = c.leader_of(0).expect("group 0 has a leader");
+    c.nodes[victim].kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    c.restart(victim);
+    let stopped = c.leader_of(1).expect("group 1 has a leader");
+    let pid = c.nodes[stopped].child.as_ref().unwrap().id() as i32;
+    // SAFETY: signalling a child we spawned and still own.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_millis(2000));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let history: Vec<_> = clients
+        .into_iter()
+        .flat_map(|h| h.join().expect("client thread"))
+        .collect();
+    let puts = history
+        .iter()
+        .filter(|o| matches!(o.input, KvInput::Put { .. }))
+        .count();
+    eprintln!(
+        "history: {} operations ({puts} puts) over {:?}",
+        history.len(),
+        epoch.elapsed()
+    );
+    assert!(history.len() > 200, "too few operations: {}", history.len());
+    assert_eq!(
+        check(&KvModel, history, 5_000_000),
+        CheckResult::Linearizable
+    );
+    assert_converged(&c);
+}

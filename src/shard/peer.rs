@@ -23,7 +23,7 @@
 //!   validated in place, deserialized and stepped into the group; the driver is woken
 //!   once per read.
 //!
-//! - Snapshots ([`send_snapshot`], [`receive_chunk`]): an outgoing Raft `Snapshot`
+//! - Snapshots (`send_snapshot`, `receive_chunk`): an outgoing Raft `Snapshot`
 //!   message makes the leader write a consistent copy of its store (the last B+tree
 //!   commit, see `Group::write_snapshot`), whose metadata replaces the one Raft chose (its
 //!   index is at or after it); the copy goes out as [`SNAPSHOT_CHUNK_BYTES`] chunks, each
