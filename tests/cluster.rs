@@ -331,6 +331,73 @@ fn writes_through_every_node_read_back_from_every_node() {
         assert_eq!(read_on(&mut cl, i % 3, &k), Some(b"x".to_vec()));
     }
     assert_converged(&c);
+    check_peer_port_refusals(&c);
+    // The node still replicates after refusing strangers.
+    w.put("after-refusals", "y");
+    assert_converged(&c);
+}
+
+/// A peer port refuses another cluster and unknown members with `ClusterIdMismatch`,
+/// and closes a member's connection that sends a corrupt frame.
+fn check_peer_port_refusals(c: &Cluster) {
+    use corekv::proto::{Hello, HelloAck, Role, HELLO_ACK_LEN, PROTOCOL_VERSION};
+    use std::io::{Read, Write};
+    let cluster_id = {
+        let mut conn = RawConn::connect(c.nodes[0].addr(0));
+        match conn.call(&Request {
+            session: 0,
+            seq: 0,
+            op: Op::Status,
+        }) {
+            Ok(r) => match r.body {
+                ResponseBody::Status(st) => st.cluster_id,
+                other => panic!("{other:?}"),
+            },
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    let peer_port = c.ports[0] + 8;
+    let shake = |cluster_id: u64, node_id: u64| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", peer_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            role: Role::Peer,
+            cluster_id,
+            node_id,
+        };
+        s.write_all(&hello.encode()).unwrap();
+        let mut ack = [0u8; HELLO_ACK_LEN];
+        s.read_exact(&mut ack).unwrap();
+        (s, HelloAck::decode(&ack))
+    };
+    for (cid, node) in [(cluster_id ^ 1, 2), (cluster_id, 99), (cluster_id, 1)] {
+        let (mut s, ack) = shake(cid, node);
+        let e = ack.expect_err("a stranger is refused");
+        assert_eq!(
+            e.code,
+            ErrorCode::ClusterIdMismatch,
+            "cluster {cid:#x} node {node}"
+        );
+        let mut b = [0u8; 1];
+        assert!(
+            matches!(s.read(&mut b), Ok(0) | Err(_)),
+            "connection closed"
+        );
+    }
+    let (mut s, ack) = shake(cluster_id, 2);
+    ack.expect("a member is accepted");
+    // A frame whose crc does not match: the connection is closed.
+    let mut frame = RawConn::encode(1, &get("x", false));
+    frame[4] ^= 0xff;
+    s.write_all(&frame).unwrap();
+    let mut b = [0u8; 1];
+    assert!(
+        matches!(s.read(&mut b), Ok(0) | Err(_)),
+        "connection closed"
+    );
+    let log = std::fs::read_to_string(&c.nodes[0].log).unwrap();
+    assert!(log.contains("refused a peer connection"), "{log}");
 }
 
 #[test]
