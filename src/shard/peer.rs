@@ -631,7 +631,7 @@ fn receive_chunk(
         r.file
             .sync_all()
             .map_err(|e| format!("fsync {}: {e}", r.path.display()))?;
-        let done = group.dir().join("snapshot-recv.btree");
+        let done = group.dir().join(super::group::RECEIVED_SNAPSHOT_FILE);
         std::fs::rename(&r.path, &done)
             .map_err(|e| format!("renaming {} to {}: {e}", r.path.display(), done.display()))?;
         group.set_received_snapshot(index, term, done);
