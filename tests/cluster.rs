@@ -1,8 +1,9 @@
 //! Real 3-node `corekv` clusters on 127.0.0.1 (2 shards each, unpinned): writes through
 //! every node, linearizable reads from every node (followers forward their ReadIndex),
 //! SIGKILL of a group's leader under load (no acknowledged write lost, the node catches
-//! up on restart, every replica ends with the same contents), and a node isolated with
-//! SIGSTOP.
+//! up on restart, every replica ends with the same per-group hash and contents), a node
+//! isolated with SIGSTOP, a node catching up through a snapshot, a client history under
+//! faults checked for linearizability, and the peer port refusing strangers.
 
 mod common;
 
@@ -250,6 +251,32 @@ fn assert_converged(c: &Cluster) {
     }
     let mut cl = Client::new(c, 0, 0);
     for g in 0..SHARDS {
+        // Every replica's own hash of the group's key-values.
+        let hashes: Vec<(u32, i64)> = (0..c.nodes.len())
+            .map(|node| {
+                let req = Request {
+                    session: 0,
+                    seq: 0,
+                    op: Op::HashKv {
+                        group: g,
+                        revision: 0,
+                    },
+                };
+                match cl
+                    .call_on(node, g, &req)
+                    .expect("answer")
+                    .expect("hash ok")
+                    .body
+                {
+                    ResponseBody::HashKv(h) => (h.hash, h.revision),
+                    other => panic!("not a hash: {other:?}"),
+                }
+            })
+            .collect();
+        assert!(
+            hashes.iter().all(|h| *h == hashes[0]),
+            "group {g}: replicas disagree: {hashes:?}"
+        );
         let all = Request {
             session: 0,
             seq: 0,

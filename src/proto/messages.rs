@@ -36,7 +36,7 @@ pub struct Request {
 }
 
 /// What a [`Request`] asks for. Wire tags: Put 0, Range 1, DeleteRange 2, Txn 3,
-/// Compact 4, Status 5, Topology 6.
+/// Compact 4, Status 5, Topology 6, HashKv 7.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     Put(PutRequest),
@@ -51,6 +51,13 @@ pub enum Op {
     /// Every group of the node that receives it.
     Status,
     Topology,
+    /// The hash of `group`'s key-values at `revision` (0 = current), computed by the
+    /// receiving node's own replica (no ReadIndex): comparing the answers of every node
+    /// checks that the replicas agree.
+    HashKv {
+        group: u32,
+        revision: i64,
+    },
 }
 
 /// Names who answered and at which state. For a multi-group range `group` is
@@ -72,7 +79,8 @@ pub struct Response {
     pub body: ResponseBody,
 }
 
-/// Wire tags: Put 0, Range 1, DeleteRange 2, Txn 3, Compact 4, Status 5, Topology 6.
+/// Wire tags: Put 0, Range 1, DeleteRange 2, Txn 3, Compact 4, Status 5, Topology 6,
+/// HashKv 7.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum ResponseBody {
     Put(PutResponse),
@@ -82,6 +90,18 @@ pub enum ResponseBody {
     Compact,
     Status(StatusResponse),
     Topology(TopologyResponse),
+    HashKv(HashKvResult),
+}
+
+/// A replica's hash of its group's key-values (etcd's HashKV): crc32 over every live
+/// key-value at `revision`, in key order. Equal on replicas that applied the same
+/// entries, whatever their compaction.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct HashKvResult {
+    pub hash: u32,
+    pub revision: i64,
+    pub compact_revision: i64,
 }
 
 /// The revision of one group at which it served its part of a request.

@@ -206,6 +206,10 @@ fn sample_requests() -> Vec<Request> {
         },
         Op::Status,
         Op::Topology,
+        Op::HashKv {
+            group: 1,
+            revision: 5,
+        },
     ];
     ops.into_iter()
         .enumerate()
@@ -1175,6 +1179,13 @@ fn validation_routes_valid_requests() {
     assert_eq!(check(range(b"\0", b"\0"), 4), Ok(Route::AllGroups));
     assert_eq!(check(Op::Status, 4), Ok(Route::Node));
     assert_eq!(check(Op::Topology, 4), Ok(Route::Node));
+    let hash = |group, revision| Op::HashKv { group, revision };
+    assert_eq!(check(hash(3, 0), 4), Ok(Route::Group(3)));
+    for (op, needle) in [(hash(4, 0), "group 4"), (hash(0, -1), "negative")] {
+        let e = check(op, 4).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert!(e.message.contains(needle), "{}", e.message);
+    }
     assert_eq!(
         check(
             Op::Compact {
@@ -1759,7 +1770,8 @@ fn archived_layouts_are_pinned() {
         ArchivedNodeAddr,
         ArchivedPeerFrame,
         ArchivedSnapshotChunk,
-        ArchivedSnapshotAck
+        ArchivedSnapshotAck,
+        ArchivedHashKvResult
     );
     for (n, s, a) in &got {
         println!("| `{n}` | {s} | {a} |");
@@ -1768,7 +1780,7 @@ fn archived_layouts_are_pinned() {
     #[rustfmt::skip]
     let want = vec![(96, 8), (80, 8), (96, 8), (32, 8), (64, 8), (24, 8), (16, 8), (32, 8), (72, 8),
         (20, 4), (24, 4), (40, 8), (80, 8), (56, 8), (32, 8), (24, 8), (16, 8), (12, 4), (64, 8),
-        (48, 8), (16, 8), (24, 8), (72, 8), (40, 8), (24, 8), (24, 8), (40, 8), (72, 8), (56, 8)];
+        (48, 8), (16, 8), (24, 8), (72, 8), (40, 8), (24, 8), (24, 8), (40, 8), (72, 8), (56, 8), (24, 8)];
     assert_eq!(sizes, want);
 }
 

@@ -119,6 +119,22 @@ pub fn validate_request(
             Ok(Route::Group(group))
         }
         ArchivedOp::Status | ArchivedOp::Topology => Ok(Route::Node),
+        ArchivedOp::HashKv { group, revision } => {
+            let (group, revision) = (group.to_native(), revision.to_native());
+            if group >= shards {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!("hash names group {group}, the cluster has {shards}"),
+                ));
+            }
+            if revision < 0 {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!("hash revision {revision} is negative"),
+                ));
+            }
+            Ok(Route::Group(group))
+        }
     }
 }
 

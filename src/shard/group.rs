@@ -50,8 +50,8 @@ use crate::mvcc::{
     self, ApplyError, ApplyOutcome, KvError, RangeRequest, Store, WriteRequest, WriteResponse,
 };
 use crate::proto::{
-    ErrorCode, GroupRevision, GroupStatus, ProtoError, RaftRole, RangeResult, Response,
-    ResponseBody, ResponseHeader,
+    ErrorCode, GroupRevision, GroupStatus, HashKvResult, ProtoError, RaftRole, RangeResult,
+    Response, ResponseBody, ResponseHeader,
 };
 use crate::raft::{
     self, ConfState, Entry, EntryKind, Message, ProposeError, RawNode, Role, SnapshotMeta,
@@ -433,6 +433,24 @@ impl Group {
                     self.index
                 ),
             ))
+        })
+    }
+
+    /// This replica's hash of its key-values at `revision` (0 = current), from its own
+    /// store: no ReadIndex, so that every node's replica can be compared.
+    pub async fn hash(&self, revision: i64) -> Reply {
+        self.check_serving()?;
+        let h = self
+            .with_store(|s| s.hash(revision))
+            .await
+            .map_err(ProtoError::from)?;
+        Ok(Response {
+            header: self.header(h.revision),
+            body: ResponseBody::HashKv(HashKvResult {
+                hash: h.hash,
+                revision: h.revision,
+                compact_revision: h.compact_revision,
+            }),
         })
     }
 

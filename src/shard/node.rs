@@ -85,6 +85,7 @@ impl Shard {
                 })
             }
             Op::Topology => Ok(self.topology()),
+            Op::HashKv { revision, .. } => g.hash(revision).await,
         }
     }
 
