@@ -61,6 +61,10 @@ use crate::wal::{Wal, WalOptions};
 /// Where a snapshot received completely from the leader waits for its install.
 pub const RECEIVED_SNAPSHOT_FILE: &str = "snapshot-recv.btree";
 
+/// Received snapshot files kept at once (two leaders may send one each around an
+/// election).
+const RECEIVED_SNAPSHOTS_MAX: usize = 4;
+
 /// How long a linearizable read waits for its ReadIndex round (a follower's request to
 /// the leader may be lost with a connection).
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
@@ -170,8 +174,9 @@ pub struct Group {
     /// The applied index inside the last B+tree commit (what a snapshot of the store
     /// holds).
     durable_applied: Cell<u64>,
-    /// A snapshot file received completely from the leader: (index, term, path).
-    received_snapshot: RefCell<Option<(u64, u64, PathBuf)>>,
+    /// Snapshot files received completely from leaders, not installed yet: (index,
+    /// term, path); at most [`RECEIVED_SNAPSHOTS_MAX`], the oldest dropped first.
+    received_snapshots: RefCell<Vec<(u64, u64, PathBuf)>>,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> ProtoError {
@@ -306,7 +311,7 @@ impl Group {
             preferred_leader: Cell::new(0),
             dir: dir.to_path_buf(),
             durable_applied: Cell::new(applied),
-            received_snapshot: RefCell::new(None),
+            received_snapshots: RefCell::new(Vec::new()),
             opts,
         }))
     }
@@ -832,15 +837,31 @@ impl Group {
     async fn install_snapshot(&self, rd: &raft::Ready) -> Result<(), String> {
         let snap = rd.snapshot.as_ref().expect("called with a snapshot");
         let meta = snap.meta.clone();
-        let path = match self.received_snapshot.borrow_mut().take() {
-            Some((index, term, path)) if index == meta.index && term == meta.term => path,
-            other => {
+        let path = {
+            let mut rs = self.received_snapshots.borrow_mut();
+            let Some(at) = rs
+                .iter()
+                .position(|(i, t, _)| *i == meta.index && *t == meta.term)
+            else {
+                // The transport steps a Snapshot message only when its file is here.
                 return Err(format!(
-                    "Raft installs snapshot ({}, {}) but the received file is {other:?}",
+                    "Raft installs snapshot ({}, {}) but no such file was received",
                     meta.index, meta.term
-                ))
+                ));
+            };
+            let (_, _, path) = rs.remove(at);
+            // Older ones are useless now.
+            for (_, _, p) in rs.extract_if(.., |(i, _, _)| *i <= meta.index) {
+                let _ = std::fs::remove_file(p);
             }
+            path
         };
+        // Under the name `Group::open` looks for, before the WAL records the snapshot.
+        let received = self.dir.join(RECEIVED_SNAPSHOT_FILE);
+        std::fs::rename(&path, &received)
+            .and_then(|_| std::fs::File::open(&self.dir)?.sync_all())
+            .map_err(|e| format!("renaming {} to {}: {e}", path.display(), received.display()))?;
+        let path = received;
         let old = loop {
             if let Some(s) = self.store.borrow_mut().take() {
                 break s;
@@ -959,15 +980,21 @@ impl Group {
     /// Records a snapshot file received completely (the Raft `Snapshot` message that
     /// follows it may then be stepped).
     pub fn set_received_snapshot(&self, index: u64, term: u64, path: PathBuf) {
-        *self.received_snapshot.borrow_mut() = Some((index, term, path));
+        let mut rs = self.received_snapshots.borrow_mut();
+        rs.retain(|(_, _, p)| *p != path);
+        if rs.len() >= RECEIVED_SNAPSHOTS_MAX {
+            let (_, _, old) = rs.remove(0);
+            let _ = std::fs::remove_file(old);
+        }
+        rs.push((index, term, path));
     }
 
     /// Whether the received snapshot file is the one of (`index`, `term`).
     pub fn has_received_snapshot(&self, index: u64, term: u64) -> bool {
-        self.received_snapshot
+        self.received_snapshots
             .borrow()
-            .as_ref()
-            .is_some_and(|(i, t, _)| *i == index && *t == term)
+            .iter()
+            .any(|(i, t, _)| *i == index && *t == term)
     }
 
     fn lost_leadership(&self) {

@@ -28,8 +28,9 @@
 //!   commit, see `Group::write_snapshot`), whose metadata replaces the one Raft chose (its
 //!   index is at or after it); the copy goes out as [`SNAPSHOT_CHUNK_BYTES`] chunks, each
 //!   with its crc32, followed on the same connection by the Raft message. The receiver
-//!   verifies and appends chunks in order to `snapshot-recv.tmp`, fsyncs and renames it
-//!   to `snapshot-recv.btree` on the last one, and steps the Raft message only when it
+//!   verifies and appends chunks in order to `snapshot-recv-<from>.tmp` (one file per
+//!   sender: two leaders around an election cannot mix their chunks), fsyncs and
+//!   renames it to `snapshot-recv-<from>-<index>-<term>.btree` on the last one, and steps the Raft message only when it
 //!   holds that complete file; the driver then installs it (`Group::install_snapshot`).
 //!   `SnapshotAck` is not used: the follower's Raft answer is the acknowledgement. The
 //!   receiver writes chunk files with blocking `std::fs` calls on the shard's thread
@@ -569,6 +570,7 @@ pub async fn serve_peer(group: Rc<Group>, me: Me, members: Rc<Vec<u64>>, mut str
 
 /// A snapshot file being received on one connection.
 struct SnapshotRecv {
+    from: u64,
     index: u64,
     term: u64,
     next_offset: u64,
@@ -591,6 +593,7 @@ fn receive_chunk(
         c.snapshot_term.to_native(),
         c.offset.to_native(),
     );
+    let from = c.from_node.to_native();
     let data = c.data.as_slice();
     let crc = crc32fast::hash(data);
     if crc != c.crc.to_native() {
@@ -600,10 +603,11 @@ fn receive_chunk(
         ));
     }
     if offset == 0 {
-        let path = group.dir().join("snapshot-recv.tmp");
+        let path = group.dir().join(format!("snapshot-recv-{from}.tmp"));
         let file = std::fs::File::create(&path)
             .map_err(|e| format!("creating {}: {e}", path.display()))?;
         *recv = Some(SnapshotRecv {
+            from,
             index,
             term,
             next_offset: 0,
@@ -631,7 +635,9 @@ fn receive_chunk(
         r.file
             .sync_all()
             .map_err(|e| format!("fsync {}: {e}", r.path.display()))?;
-        let done = group.dir().join(super::group::RECEIVED_SNAPSHOT_FILE);
+        let done = group
+            .dir()
+            .join(format!("snapshot-recv-{}-{index}-{term}.btree", r.from));
         std::fs::rename(&r.path, &done)
             .map_err(|e| format!("renaming {} to {}: {e}", r.path.display(), done.display()))?;
         group.set_received_snapshot(index, term, done);

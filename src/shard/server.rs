@@ -12,7 +12,9 @@
 //! <data-dir>/member            name, node id, cluster id, shard count (text, key=value)
 //! <data-dir>/shard-<s>/wal/    the WAL segments of group s
 //! <data-dir>/shard-<s>/store.btree   the B+tree of group s
-//! <data-dir>/shard-<s>/snapshot-recv.{tmp,btree}   a snapshot being / fully received
+//! <data-dir>/shard-<s>/snapshot-recv-<from>.tmp     a snapshot being received
+//! <data-dir>/shard-<s>/snapshot-recv-<from>-<index>-<term>.btree   received, not installed
+//! <data-dir>/shard-<s>/snapshot-recv.btree   the one being installed (see Group::open)
 //! <data-dir>/shard-<s>/snapshot-out-<node>.btree  a snapshot being sent (removed after)
 //! ```
 
