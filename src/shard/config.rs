@@ -316,6 +316,20 @@ mod tests {
         assert!(!c.cpu_pinning);
         assert_eq!(c.initial_cluster.len(), 2);
         assert_eq!(c.initial_cluster[1].peer.port(), 9200);
+        assert_eq!(c.initial_cluster[1].client_port, None);
+        let c = parse(&[
+            "--name",
+            "a",
+            "--initial-cluster",
+            "a=127.0.0.1:9100/9000,b=127.0.0.1:9200",
+            "--wal-compact-entries",
+            "50",
+            "--wal-keep-entries=10",
+        ])
+        .unwrap();
+        assert_eq!(c.initial_cluster[0].client_port, Some(9000));
+        assert_eq!(c.initial_cluster[0].peer.port(), 9100);
+        assert_eq!((c.wal_compact_entries, c.wal_keep_entries), (50, 10));
     }
 
     #[test]
@@ -327,6 +341,10 @@ mod tests {
             (&["--shards", "x"][..], "not a non-negative integer"),
             (&["--listen-client", "localhost"][..], "HOST:PORT"),
             (&["--cpu-pinning", "maybe"][..], "on|off"),
+            (
+                &["--initial-cluster", "a=127.0.0.1:1/x", "--name", "a"][..],
+                "not a client port",
+            ),
             (
                 &[
                     "--initial-cluster",
