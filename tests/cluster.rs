@@ -701,3 +701,222 @@ fn client_history_under_faults_is_linearizable() {
     );
     assert_converged(&c);
 }
+
+/// A member operation, retried while group 0 has no leader here; other errors return.
+fn member_op(
+    c: &mut Client,
+    op: Op,
+) -> Result<corekv::proto::MemberListResponse, corekv::proto::ProtoError> {
+    let req = Request {
+        session: 0,
+        seq: 0,
+        op,
+    };
+    let n = c.ports.len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "{req:?}: no answer in 30 s");
+        let node = c.hint[0];
+        match c.call_on(node, 0, &req) {
+            Some(Ok(r)) => match r.body {
+                ResponseBody::Members(m) => return Ok(m),
+                other => panic!("not a member list: {other:?}"),
+            },
+            Some(Err(e)) => match e.code {
+                ErrorCode::NotLeader { leader } if leader != 0 && leader as usize - 1 != node => {
+                    c.hint[0] = leader as usize - 1;
+                    continue;
+                }
+                ErrorCode::NotLeader { .. } | ErrorCode::Unavailable => {}
+                _ => return Err(e),
+            },
+            None => {}
+        }
+        c.hint[0] = (node + 1) % n;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Under a steady write load: add a 4th node as a learner, start it (`--join`), let it
+/// catch up, promote it, remove node 1 (which then refuses to serve). Then node 1 and
+/// node 2 are killed: nodes 3 and 4 still commit writes, which needs node 4 to vote and
+/// node 1 to be out of every group's configuration.
+#[test]
+fn membership_add_learner_promote_remove_under_load() {
+    use corekv::proto::{MemberAddRequest, RaftRole};
+    let mut c = Cluster::start("member", 3);
+    let p4 = port_base();
+    let mut ports = c.ports.clone();
+    ports.push(p4);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (ports, stop) = (ports.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut cl = Client {
+                ports,
+                conns: HashMap::new(),
+                hint: vec![1; SHARDS as usize],
+                session: 0x3e3,
+                seq: 0,
+            };
+            let mut acked = Vec::new();
+            for i in 0..100_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let (k, v) = (format!("m{i}"), format!("v{i}"));
+                cl.put(&k, &v);
+                acked.push((k, v));
+            }
+            acked
+        })
+    };
+    let cluster_id = {
+        let mut conn = RawConn::connect(c.nodes[1].addr(0));
+        match conn
+            .call(&Request {
+                session: 0,
+                seq: 0,
+                op: Op::Status,
+            })
+            .unwrap()
+            .body
+        {
+            ResponseBody::Status(st) => st.cluster_id,
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut admin = Client {
+        ports: ports.clone(),
+        conns: HashMap::new(),
+        hint: vec![1; SHARDS as usize],
+        session: 0,
+        seq: 0,
+    };
+    let added = member_op(
+        &mut admin,
+        Op::MemberAdd(MemberAddRequest {
+            name: "n4".into(),
+            host: "127.0.0.1".into(),
+            peer_port_base: p4 + 8,
+            client_port_base: p4,
+            learner: true,
+        }),
+    )
+    .expect("member add");
+    let n4 = added
+        .members
+        .iter()
+        .find(|m| m.name == "n4")
+        .expect("n4 listed");
+    assert_eq!((n4.node_id, n4.learner), (4, true));
+    // Start node 4: it lists every member, itself last.
+    let spec4 = format!("{},n4=127.0.0.1:{}/{}", c.spec, p4 + 8, p4);
+    let dir4 = TempDir::new("member-n4");
+    let s4 = Server::spawn_with(
+        &dir4.0,
+        p4,
+        SHARDS,
+        &[
+            "--name",
+            "n4",
+            "--initial-cluster",
+            &spec4,
+            "--join",
+            &format!("{cluster_id:x}"),
+        ],
+    );
+    c.nodes.push(s4);
+    c.ports.push(p4);
+    c._dirs.push(dir4);
+    let wait_roles = |c: &Cluster, node: usize, ok: &dyn Fn(RaftRole) -> bool, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if c.status(node)
+                .is_some_and(|gs| gs.iter().all(|g| ok(g.role)))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} never became {what}",
+                node + 1
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_roles(
+        &c,
+        3,
+        &|r| r == RaftRole::Learner,
+        "a learner in every group",
+    );
+    member_op(&mut admin, Op::MemberPromote { node_id: 4 }).expect("promote");
+    wait_roles(&c, 3, &|r| r != RaftRole::Learner, "a voter in every group");
+    let after = member_op(&mut admin, Op::MemberRemove { node_id: 1 }).expect("remove");
+    assert!(after.members.iter().all(|m| m.node_id != 1));
+    // Node 1 learns it was removed and stops serving.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut probe = Client::new(&c, 0, 0);
+    loop {
+        match probe.call_on(0, 0, &get("m1", true)) {
+            Some(Err(e)) if e.message.contains("removed") => break,
+            _ => assert!(
+                Instant::now() < deadline,
+                "node 1 still serves after its removal"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().expect("writer");
+    assert!(acked.len() > 50, "only {} writes under load", acked.len());
+    // Every group's configuration is {2, 3, 4} once node 1's removal is applied: then
+    // nodes 3 and 4 alone are a quorum.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let nodes_ok = (1..4).all(|i| {
+            c.status(i)
+                .is_some_and(|gs| gs.iter().all(|g| g.leader != 1 && g.leader != 0))
+        });
+        if nodes_ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "groups still led by node 1 or leaderless"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Each group's leader logs the conf change that drops node 1.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let logs: String = (1..4)
+            .map(|i| std::fs::read_to_string(&c.nodes[i].log).unwrap_or_default())
+            .collect();
+        if (0..SHARDS).all(|g| logs.contains(&format!("group {g}: proposed r-1"))) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 1 never left the groups' configurations"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // (Committing it takes one round trip among the three voters left.)
+    std::thread::sleep(Duration::from_millis(500));
+    c.nodes[0].kill();
+    c.nodes[1].kill();
+    let mut last = Client::new(&c, 0x1a57, 2);
+    for i in 0..10 {
+        last.put(&format!("two-of-three-{i}"), "ok");
+    }
+    for (k, v) in acked.iter().step_by(17) {
+        assert_eq!(
+            read_on(&mut last, 3, k),
+            Some(v.clone().into_bytes()),
+            "{k}"
+        );
+    }
+}

@@ -36,7 +36,8 @@ pub struct Request {
 }
 
 /// What a [`Request`] asks for. Wire tags: Put 0, Range 1, DeleteRange 2, Txn 3,
-/// Compact 4, Status 5, Topology 6, HashKv 7.
+/// Compact 4, Status 5, Topology 6, HashKv 7, MemberList 8, MemberAdd 9,
+/// MemberPromote 10, MemberRemove 11.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     Put(PutRequest),
@@ -58,6 +59,49 @@ pub enum Op {
         group: u32,
         revision: i64,
     },
+    /// The cluster's members as the receiving node knows them.
+    MemberList,
+    /// Adds a member (served by group 0's leader); it gets the next node id.
+    MemberAdd(MemberAddRequest),
+    /// Makes a learner a voter (each group promotes it once it has caught up).
+    MemberPromote {
+        node_id: u64,
+    },
+    /// Removes a member: every group drops it; the removed node stops serving.
+    MemberRemove {
+        node_id: u64,
+    },
+}
+
+/// A member to add: where it listens, and whether it starts as a learner (it should:
+/// a learner catches up before it counts in quorums).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct MemberAddRequest {
+    pub name: String,
+    /// An IP address.
+    pub host: String,
+    pub peer_port_base: u16,
+    pub client_port_base: u16,
+    pub learner: bool,
+}
+
+/// One member of the cluster.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct MemberInfo {
+    pub node_id: u64,
+    pub name: String,
+    pub host: String,
+    pub peer_port_base: u16,
+    pub client_port_base: u16,
+    pub learner: bool,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct MemberListResponse {
+    pub members: Vec<MemberInfo>,
 }
 
 /// Names who answered and at which state. For a multi-group range `group` is
@@ -80,7 +124,7 @@ pub struct Response {
 }
 
 /// Wire tags: Put 0, Range 1, DeleteRange 2, Txn 3, Compact 4, Status 5, Topology 6,
-/// HashKv 7.
+/// HashKv 7, Members 8 (answers every member operation: the list after it).
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum ResponseBody {
     Put(PutResponse),
@@ -91,6 +135,7 @@ pub enum ResponseBody {
     Status(StatusResponse),
     Topology(TopologyResponse),
     HashKv(HashKvResult),
+    Members(MemberListResponse),
 }
 
 /// A replica's hash of its group's key-values (etcd's HashKV): crc32 over every live

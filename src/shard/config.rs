@@ -53,6 +53,9 @@ pub struct ServerConfig {
     /// ...keeping this many behind the applied index for slow followers (a follower
     /// further behind gets a snapshot).
     pub wal_keep_entries: u64,
+    /// `--join CLUSTER_ID`: this node joins a running cluster (after a MemberAdd) and
+    /// takes its cluster id from here instead of hashing `--initial-cluster`.
+    pub join_cluster: Option<u64>,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +72,7 @@ impl Default for ServerConfig {
             quota_bytes: DEFAULT_QUOTA_BYTES,
             wal_compact_entries: DEFAULT_WAL_COMPACT_ENTRIES,
             wal_keep_entries: DEFAULT_WAL_KEEP_ENTRIES,
+            join_cluster: None,
         }
     }
 }
@@ -102,6 +106,9 @@ Flags:
                               [default: 200000]
   --wal-keep-entries N        entries kept behind the applied index for slow followers;
                               one further behind gets a snapshot [default: 20000]
+  --join CLUSTER_ID           join a running cluster (hex id, see `member list`/status)
+                              after a MemberAdd: --initial-cluster lists every member
+                              ever added, in order, this one last
   -h, --help                  print this help
 ";
 
@@ -195,6 +202,7 @@ impl ServerConfig {
                 "--quota-bytes",
                 "--wal-compact-entries",
                 "--wal-keep-entries",
+                "--join",
             ];
             if !known.contains(&flag.as_str()) {
                 return invalid(format!("unknown flag '{arg}' (see --help)"));
@@ -222,6 +230,11 @@ impl ServerConfig {
                 "--quota-bytes" => cfg.quota_bytes = parse_num(&flag, &value)?,
                 "--wal-compact-entries" => cfg.wal_compact_entries = parse_num(&flag, &value)?,
                 "--wal-keep-entries" => cfg.wal_keep_entries = parse_num(&flag, &value)?,
+                "--join" => {
+                    cfg.join_cluster = Some(u64::from_str_radix(&value, 16).or_else(|_| {
+                        invalid(format!("--join: '{value}' is not a hex cluster id"))
+                    })?)
+                }
                 _ => unreachable!("flag list and match disagree"),
             }
         }

@@ -42,7 +42,8 @@ use std::time::{Duration, Instant};
 
 use glommio::timer::Timer;
 
-use super::entry::ShardEntry;
+use super::entry::{decode_payload, MemberChange, MemberEntry, Payload, ShardEntry};
+use super::members::SharedMembers;
 use super::notify::{Broadcast, Notify};
 use super::wait::{IdGenerator, WaitTable};
 use crate::btree::{Db, Options as BtreeOptions};
@@ -54,7 +55,8 @@ use crate::proto::{
     Response, ResponseBody, ResponseHeader,
 };
 use crate::raft::{
-    self, ConfState, Entry, EntryKind, Message, ProposeError, RawNode, Role, SnapshotMeta,
+    self, ConfChange, ConfChangeKind, ConfState, Entry, EntryKind, Message, ProposeError, RawNode,
+    Role, SnapshotMeta,
 };
 use crate::wal::{Wal, WalOptions};
 
@@ -68,6 +70,9 @@ const RECEIVED_SNAPSHOTS_MAX: usize = 4;
 /// How long a linearizable read waits for its ReadIndex round (a follower's request to
 /// the leader may be lost with a connection).
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A learner is promoted once its log is at most this many entries behind the leader.
+const PROMOTE_LAG_MAX: u64 = 100;
 
 /// How often a leader checks whether to hand leadership to the group's preferred node.
 const BALANCE_EVERY: Duration = Duration::from_secs(1);
@@ -177,6 +182,9 @@ pub struct Group {
     /// Snapshot files received completely from leaders, not installed yet: (index,
     /// term, path); at most [`RECEIVED_SNAPSHOTS_MAX`], the oldest dropped first.
     received_snapshots: RefCell<Vec<(u64, u64, PathBuf)>>,
+    /// The node's member table (set in a cluster): group 0 applies member changes to
+    /// it, every group's leader makes its configuration follow it.
+    members: RefCell<Option<SharedMembers>>,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> ProtoError {
@@ -312,6 +320,7 @@ impl Group {
             dir: dir.to_path_buf(),
             durable_applied: Cell::new(applied),
             received_snapshots: RefCell::new(Vec::new()),
+            members: RefCell::new(None),
             opts,
         }))
     }
@@ -600,6 +609,12 @@ impl Group {
         if want == 0 || want == self.node_id || !self.is_leader() {
             return;
         }
+        if let Some(m) = self.members.borrow().as_ref() {
+            let t = m.snapshot();
+            if t.is_removed(want) || !t.members.iter().any(|m| m.node_id == want && !m.learner) {
+                return;
+            }
+        }
         let mut raft = self.raft.borrow_mut();
         let st = raft.status();
         if st.lead_transferee != 0 || !st.conf.voters.contains(&want) {
@@ -657,6 +672,7 @@ impl Group {
                 next_tick = now + self.opts.tick;
             }
             if now >= next_balance {
+                self.reconcile_members();
                 self.balance_leadership();
                 next_balance = now + BALANCE_EVERY;
             }
@@ -1042,11 +1058,18 @@ impl Group {
             .expect("the driver applies only while it holds the store");
         for e in entries {
             let decoded = match e.kind {
-                EntryKind::Normal if !e.data.is_empty() => Some(ShardEntry::decode(&e.data)),
+                EntryKind::Normal if !e.data.is_empty() => Some(decode_payload(&e.data)),
                 _ => None,
             };
             match decoded {
-                Some(Ok(se)) => {
+                Some(Ok(Payload::Member(me))) => {
+                    let reply = self.apply_member(e.index, &me)?;
+                    advance(store, e.index)?;
+                    if let Some(r) = reply {
+                        self.waits.trigger(me.request_id, r);
+                    }
+                }
+                Some(Ok(Payload::Write(se))) => {
                     let outcome = store.apply(e.index, &se.write, se.dedup());
                     match outcome {
                         Ok(o) => {
@@ -1079,6 +1102,123 @@ impl Group {
         drop(slot);
         self.raft.borrow_mut().advance_apply(last);
         Ok(())
+    }
+
+    /// Applies a member change of group 0's entry `index` to the member table. `None`:
+    /// a replay of a change the table already has.
+    fn apply_member(&self, index: u64, me: &MemberEntry) -> Result<Option<Reply>, String> {
+        let Some(members) = self.members.borrow().clone() else {
+            return Ok(Some(Err(err(
+                ErrorCode::InvalidArgument,
+                "this node runs alone: no members to change",
+            ))));
+        };
+        let applied = members
+            .apply(index, &me.change)
+            .map_err(|e| format!("applying member change {index}: {e}"))?;
+        Ok(applied.map(|outcome| {
+            eprintln!(
+                "corekv: group {}: member change at {index}: {:?}: {:?}",
+                self.index,
+                me.change,
+                outcome.as_ref().map(|_| "applied")
+            );
+            outcome
+                .map(|list| Response {
+                    header: self.header(0),
+                    body: ResponseBody::Members(list),
+                })
+                .map_err(|m| err(ErrorCode::InvalidArgument, m))
+        }))
+    }
+
+    /// Gives the group the node's member table (in a cluster).
+    pub fn set_members(&self, m: SharedMembers) {
+        *self.members.borrow_mut() = Some(m);
+    }
+
+    /// Proposes a member change (group 0's leader) and waits for it to apply.
+    pub async fn propose_member(&self, change: MemberChange) -> Reply {
+        self.check_serving()?;
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let id = self.ids.borrow_mut().next_id();
+        let Some(waiter) = self.waits.register(id) else {
+            return Err(err(ErrorCode::TooManyRequests, "too many writes in flight"));
+        };
+        let entry = MemberEntry {
+            request_id: id,
+            change,
+        };
+        self.proposals.borrow_mut().push((id, entry.encode()));
+        self.wake.notify();
+        waiter.await.unwrap_or_else(|| {
+            Err(err(
+                ErrorCode::Unavailable,
+                "leadership changed before the member change applied; its outcome is unknown \
+                 (list the members to find out)",
+            ))
+        })
+    }
+
+    /// Leader only: makes the group's Raft configuration follow the member table, one
+    /// change at a time: add missing members as learners, promote a member the table
+    /// calls a voter once its log is within [`PROMOTE_LAG_MAX`] of ours, remove members
+    /// the table no longer has (handing leadership away first when it is this node).
+    fn reconcile_members(&self) {
+        let Some(members) = self.members.borrow().clone() else {
+            return;
+        };
+        if !self.is_leader() {
+            return;
+        }
+        let table = members.snapshot();
+        let mut raft = self.raft.borrow_mut();
+        let st = raft.status();
+        let conf = &st.conf;
+        let in_conf = |id: u64| conf.voters.contains(&id) || conf.learners.contains(&id);
+        let change = if let Some(m) = table.members.iter().find(|m| !in_conf(m.node_id)) {
+            Some(ConfChange {
+                kind: ConfChangeKind::AddLearner,
+                node: m.node_id,
+            })
+        } else if let Some(m) = table.members.iter().find(|m| {
+            !m.learner
+                && conf.learners.contains(&m.node_id)
+                && st
+                    .progress
+                    .get(&m.node_id)
+                    .is_some_and(|p| p.match_index + PROMOTE_LAG_MAX >= st.last_index)
+        }) {
+            Some(ConfChange {
+                kind: ConfChangeKind::AddVoter,
+                node: m.node_id,
+            })
+        } else {
+            conf.voters
+                .iter()
+                .chain(&conf.learners)
+                .find(|id| table.is_removed(**id))
+                .map(|&id| ConfChange {
+                    kind: ConfChangeKind::RemoveNode,
+                    node: id,
+                })
+        };
+        let Some(cc) = change else {
+            return;
+        };
+        if cc.kind == ConfChangeKind::RemoveNode && cc.node == self.node_id {
+            if let Some(&to) = conf.voters.iter().find(|&&v| v != self.node_id) {
+                raft.transfer_leader(to);
+            }
+            return;
+        }
+        match raft.propose_conf_change(cc) {
+            Ok(_) => eprintln!("corekv: group {}: proposed {cc}", self.index),
+            Err(ProposeError::ConfChangePending) => {}
+            Err(e) => eprintln!("corekv: group {}: conf change {cc}: {e}", self.index),
+        }
     }
 
     fn write_reply(&self, o: ApplyOutcome) -> Reply {

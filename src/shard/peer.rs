@@ -198,51 +198,81 @@ async fn send_snapshot(group: Rc<Group>, me: Me, link: Rc<Link>, mut m: Message)
     link.snapshot_busy.set(false);
 }
 
-/// Starts this shard's outbound side: the pump and one task per peer. The returned
-/// tasks run until dropped.
-pub fn start_outbound(
+/// A link and the task that drives it (dropping the task stops the link).
+type LinkSlot = (Rc<Link>, glommio::Task<()>);
+
+/// This shard's peer transport: its links (one per other member; they follow the
+/// member table) and the node ids it accepts inbound connections from.
+pub struct Transport {
     group: Rc<Group>,
     me: Me,
-    peers: Vec<(u64, SocketAddr)>,
-) -> Vec<glommio::Task<()>> {
-    let links: Rc<HashMap<u64, Rc<Link>>> = Rc::new(
-        peers
-            .into_iter()
-            .filter(|(id, _)| *id != me.node_id)
-            .map(|(id, addr)| (id, Rc::new(Link::new(id, addr))))
-            .collect(),
-    );
-    let mut tasks = Vec::new();
-    for link in links.values() {
-        let (g, l) = (group.clone(), link.clone());
-        tasks.push(glommio::spawn_local(link_loop(g, me, l)));
-    }
-    let pump = {
-        let links = links.clone();
-        async move {
-            loop {
-                group.outbox_ready().await;
-                for m in group.take_outbox() {
-                    match links.get(&m.to) {
-                        Some(l) if m.kind == MessageType::Snapshot => {
-                            if l.snapshot_busy.replace(true) {
-                                continue;
-                            }
-                            let (g, l) = (group.clone(), l.clone());
-                            glommio::spawn_local(send_snapshot(g, me, l, m)).detach();
-                        }
-                        Some(l) => l.push(Outgoing::Raft(m)),
-                        None => eprintln!(
-                            "corekv: group {}: a {:?} for unknown node {} dropped",
-                            me.shard, m.kind, m.to
-                        ),
+    links: RefCell<HashMap<u64, LinkSlot>>,
+    members: RefCell<Vec<u64>>,
+}
+
+impl Transport {
+    /// Starts the pump that drains the group's outbox onto the links; the returned
+    /// task runs until dropped.
+    pub fn start(group: Rc<Group>, me: Me) -> (Rc<Transport>, glommio::Task<()>) {
+        let t = Rc::new(Transport {
+            group,
+            me,
+            links: RefCell::new(HashMap::new()),
+            members: RefCell::new(Vec::new()),
+        });
+        let pump = {
+            let t = t.clone();
+            async move {
+                loop {
+                    t.group.outbox_ready().await;
+                    for m in t.group.take_outbox() {
+                        t.dispatch(m);
                     }
                 }
             }
+        };
+        (t, glommio::spawn_local(pump))
+    }
+
+    fn dispatch(&self, m: Message) {
+        let me = self.me;
+        let link = self.links.borrow().get(&m.to).map(|(l, _)| l.clone());
+        match link {
+            Some(l) if m.kind == MessageType::Snapshot => {
+                if l.snapshot_busy.replace(true) {
+                    return;
+                }
+                let g = self.group.clone();
+                glommio::spawn_local(send_snapshot(g, me, l, m)).detach();
+            }
+            Some(l) => l.push(Outgoing::Raft(m)),
+            None => eprintln!(
+                "corekv: group {}: a {:?} for unknown node {} dropped",
+                me.shard, m.kind, m.to
+            ),
         }
-    };
-    tasks.push(glommio::spawn_local(pump));
-    tasks
+    }
+
+    /// Makes the links follow `peers` (every other member and its address for this
+    /// shard): new members get a link, removed ones lose theirs (its task is dropped),
+    /// a changed address replaces the link. `members` are the ids accepted inbound.
+    pub fn set_peers(&self, peers: &[(u64, SocketAddr)], members: Vec<u64>) {
+        let mut links = self.links.borrow_mut();
+        links.retain(|id, (l, _)| peers.iter().any(|(p, a)| p == id && *a == l.addr));
+        for &(id, addr) in peers {
+            if id == self.me.node_id || links.contains_key(&id) {
+                continue;
+            }
+            let l = Rc::new(Link::new(id, addr));
+            let task = glommio::spawn_local(link_loop(self.group.clone(), self.me, l.clone()));
+            links.insert(id, (l, task));
+        }
+        *self.members.borrow_mut() = members;
+    }
+
+    fn is_member(&self, id: u64) -> bool {
+        self.members.borrow().contains(&id)
+    }
 }
 
 /// Dials `addr` and shakes hands as a peer; the stream is ready for frames.
@@ -379,8 +409,9 @@ async fn link_loop(group: Rc<Group>, me: Me, link: Rc<Link>) {
 }
 
 /// Serves one inbound peer connection until it closes or sends something that cannot
-/// be trusted. `members` are the node ids of the cluster.
-pub async fn serve_peer(group: Rc<Group>, me: Me, members: Rc<Vec<u64>>, mut stream: TcpStream) {
+/// be trusted. Only members of `t`'s table may connect.
+pub async fn serve_peer(t: Rc<Transport>, mut stream: TcpStream) {
+    let (group, me) = (t.group.clone(), t.me);
     let peer_addr = stream
         .peer_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
@@ -401,9 +432,7 @@ pub async fn serve_peer(group: Rc<Group>, me: Me, members: Rc<Vec<u64>>, mut str
     };
     let (mut ack, result) = answer_hello(&hello, &ident);
     let from = match result {
-        Ok(h)
-            if h.role == Role::Peer && h.node_id != me.node_id && members.contains(&h.node_id) =>
-        {
+        Ok(h) if h.role == Role::Peer && h.node_id != me.node_id && t.is_member(h.node_id) => {
             Some(h.node_id)
         }
         Ok(h) => {

@@ -26,9 +26,13 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use super::config::ServerConfig;
 use super::group::{Group, GroupOptions};
+use super::members::{Members, SharedMembers};
 use super::mesh::{self, Mesh, MeshMsg};
 use super::node::{NodeInfo, Shard};
-use crate::proto::{fnv1a64, NodeAddr};
+use crate::proto::{fnv1a64, MemberInfo, NodeAddr};
+
+/// How often a shard checks the member table for changes (links to add or drop).
+const MEMBER_SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The node's identity, persisted in `<data-dir>/member`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,7 +88,10 @@ pub fn identity_for(cfg: &ServerConfig) -> Identity {
     Identity {
         name: cfg.name.clone(),
         node_id,
-        cluster_id: fnv1a64(members.join(",").as_bytes()),
+        // A node joining a running cluster is told its id.
+        cluster_id: cfg
+            .join_cluster
+            .unwrap_or_else(|| fnv1a64(members.join(",").as_bytes())),
         shards: cfg.shards,
     }
 }
@@ -245,7 +252,31 @@ fn members_of(cfg: &ServerConfig, id: &Identity) -> Result<Vec<NodeAddr>, String
 pub fn run(cfg: ServerConfig) -> Result<(), String> {
     let id = prepare_data_dir(&cfg)?;
     let members = members_of(&cfg, &id)?;
-    let voters: Vec<u64> = members.iter().map(|m| m.node_id).collect();
+    // A node joining a running cluster starts its groups from the configuration of the
+    // other members (it is not a voter; it learns its role from the log or a snapshot).
+    let voters: Vec<u64> = members
+        .iter()
+        .map(|m| m.node_id)
+        .filter(|&n| cfg.join_cluster.is_none() || n != id.node_id)
+        .collect();
+    let table = if cfg.initial_cluster.is_empty() {
+        None
+    } else {
+        let initial = cfg
+            .initial_cluster
+            .iter()
+            .zip(&members)
+            .map(|(c, m)| MemberInfo {
+                node_id: m.node_id,
+                name: c.name.clone(),
+                host: m.host.clone(),
+                peer_port_base: m.peer_port_base,
+                client_port_base: m.client_port_base,
+                learner: cfg.join_cluster.is_some() && m.node_id == id.node_id,
+            })
+            .collect();
+        Some(Members::open(&cfg.data_dir, initial)?)
+    };
     let node = NodeInfo {
         node_id: id.node_id,
         cluster_id: id.cluster_id,
@@ -277,14 +308,14 @@ pub fn run(cfg: ServerConfig) -> Result<(), String> {
         let (cfg, node, senders, stop_rx) =
             (cfg.clone(), node.clone(), senders.clone(), stop_rx.clone());
         let voters = voters.clone();
-        let h =
-            LocalExecutorBuilder::new(placement)
-                .name(&format!("shard-{s}"))
-                .io_memory(io_memory)
-                .spawn(move || async move {
-                    run_shard(cfg, s, node, voters, senders, inbox, stop_rx).await
-                })
-                .map_err(|e| format!("starting the executor of shard {s}: {e}"))?;
+        let members = table.clone();
+        let h = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{s}"))
+            .io_memory(io_memory)
+            .spawn(move || async move {
+                run_shard(cfg, s, node, (voters, members), senders, inbox, stop_rx).await
+            })
+            .map_err(|e| format!("starting the executor of shard {s}: {e}"))?;
         handles.push(h);
     }
     let mut first_err = None;
@@ -305,7 +336,7 @@ async fn run_shard(
     cfg: ServerConfig,
     s: u32,
     node: NodeInfo,
-    voters: Vec<u64>,
+    (voters, members): (Vec<u64>, Option<SharedMembers>),
     senders: Vec<flume::Sender<MeshMsg>>,
     inbox: flume::Receiver<MeshMsg>,
     stop_rx: flume::Receiver<()>,
@@ -332,6 +363,7 @@ async fn run_shard(
         .map_err(|e| format!("listening for clients on {addr}: {e}"))?;
     let bound = std::time::Instant::now();
     let shard = Rc::new(Shard {
+        members: members.clone(),
         index: s,
         group: group.clone(),
         mesh: Mesh::new(s, senders),
@@ -340,46 +372,63 @@ async fn run_shard(
     let driver = glommio::spawn_local(group.clone().run());
     // Replication: shard s talks to shard s of every other member.
     let mut peer_tasks = Vec::new();
-    if voters.len() > 1 {
+    if let Some(table) = members.clone() {
         let me = super::peer::Me {
             node_id: shard.node.node_id,
             cluster_id: shard.node.cluster_id,
             shard: s,
             shard_count: cfg.shards,
         };
-        // Spread the groups' leaders: group s prefers member s mod N.
-        group.set_preferred_leader(voters[s as usize % voters.len()]);
-        let peers: Vec<(u64, std::net::SocketAddr)> = shard
-            .node
-            .members
-            .iter()
-            .filter(|m| m.node_id != me.node_id)
-            .map(|m| {
-                let ip: std::net::IpAddr = m.host.parse().expect("hosts come from SocketAddrs");
-                (
-                    m.node_id,
-                    std::net::SocketAddr::new(ip, m.peer_port_base + s as u16),
-                )
-            })
-            .collect();
-        peer_tasks = super::peer::start_outbound(group.clone(), me, peers);
+        group.set_members(table.clone());
+        // Spread the groups' leaders: group s prefers member s mod N (of the voters at
+        // start).
+        if !voters.is_empty() {
+            let mut all = voters.clone();
+            all.push(me.node_id);
+            all.sort_unstable();
+            all.dedup();
+            group.set_preferred_leader(all[s as usize % all.len()]);
+        }
+        let (transport, pump) = super::peer::Transport::start(group.clone(), me);
+        peer_tasks.push(pump);
+        // The links follow the member table.
+        {
+            let transport = transport.clone();
+            peer_tasks.push(glommio::spawn_local(async move {
+                let mut seen = u64::MAX;
+                loop {
+                    let t = table.snapshot();
+                    if t.version != seen {
+                        seen = t.version;
+                        let peers: Vec<(u64, std::net::SocketAddr)> = t
+                            .members
+                            .iter()
+                            .filter(|m| m.node_id != me.node_id)
+                            .filter_map(|m| {
+                                let ip: std::net::IpAddr = m.host.parse().ok()?;
+                                Some((
+                                    m.node_id,
+                                    std::net::SocketAddr::new(ip, m.peer_port_base + s as u16),
+                                ))
+                            })
+                            .collect();
+                        let ids = t.members.iter().map(|m| m.node_id).collect();
+                        transport.set_peers(&peers, ids);
+                    }
+                    glommio::timer::sleep(MEMBER_SYNC_EVERY).await;
+                }
+            }));
+        }
         let paddr = cfg.peer_addr(s);
         let plistener = listen_retrying(paddr)
             .await
             .map_err(|e| format!("listening for peers on {paddr}: {e}"))?;
-        let members = Rc::new(voters.clone());
-        let g = group.clone();
         peer_tasks.push(glommio::spawn_local(async move {
             loop {
                 match plistener.accept().await {
                     Ok(stream) => {
-                        glommio::spawn_local(super::peer::serve_peer(
-                            g.clone(),
-                            me,
-                            members.clone(),
-                            stream,
-                        ))
-                        .detach();
+                        glommio::spawn_local(super::peer::serve_peer(transport.clone(), stream))
+                            .detach();
                     }
                     Err(e) => eprintln!("corekv: shard {s}: accepting a peer: {e}"),
                 }
