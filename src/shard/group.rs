@@ -26,6 +26,11 @@
 //! - Each group has a preferred leader (group s: member s mod N); a leader hands
 //!   leadership to it once it holds the whole log, which spreads leaders over the nodes
 //!   after a start and after a node returns.
+//! - Membership: group 0 applies member-change entries to the node's member table;
+//!   every group's leader makes its Raft configuration follow that table, one conf
+//!   change at a time (`reconcile_members`, with the leader-balancing check every
+//!   second): missing members join as learners, a learner the table calls a voter is
+//!   promoted once within [`PROMOTE_LAG_MAX`] entries, removed members are removed.
 //! - A Ready carrying a snapshot (received from the leader) is installed before the rest
 //!   of it is processed: the received B+tree file replaces the store, the WAL records the
 //!   snapshot, and Raft is told it is applied.

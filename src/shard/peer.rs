@@ -6,6 +6,9 @@
 //! writes; the peer only reads (answering nothing after the handshake). So between two
 //! nodes there are two connections per shard, one each way.
 //!
+//! - Membership ([`Transport`]): the links follow the node's member table (a shard
+//!   task calls [`Transport::set_peers`] when the table changes): a new member gets a
+//!   link, a removed one loses it, and only current members may connect inbound.
 //! - Outbound ([`Link`]): a pump task drains the group's outbox and queues each message
 //!   on its destination's link; the link's task connects (handshake `Role::Peer` with
 //!   this node's id and the cluster id; a refused or silent handshake counts as a lost

@@ -5,11 +5,16 @@
 //!
 //! With other members in `--initial-cluster`, shard s also listens for peers on
 //! `listen_peer.port + s` and runs the peer transport ([`super::peer`]); every member
-//! is a voter of every group from the start (node ids: position in the list + 1).
+//! is a voter of every group from the start (node ids: position in the list + 1),
+//! except with `--join CLUSTER_ID` (a node added by `MemberAdd`): its groups start from
+//! the other members' configuration and it learns its own role from the log. The member
+//! table ([`super::members`]) starts from `--initial-cluster` and then follows group 0's
+//! member changes; a task per shard makes the peer links follow it.
 //!
 //! Data directory layout:
 //! ```text
 //! <data-dir>/member            name, node id, cluster id, shard count (text, key=value)
+//! <data-dir>/members           the member table (a cluster; see `members.rs`)
 //! <data-dir>/shard-<s>/wal/    the WAL segments of group s
 //! <data-dir>/shard-<s>/store.btree   the B+tree of group s
 //! <data-dir>/shard-<s>/snapshot-recv-<from>.tmp     a snapshot being received
