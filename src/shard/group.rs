@@ -22,7 +22,7 @@
 //! - A linearizable read on a follower is a ReadIndex that Raft forwards to the leader;
 //!   the read is served once this replica has applied up to the index the leader
 //!   confirmed. Pending reads fail with `NotLeader` when the known leader changes (or
-//!   this node loses leadership), and time out after [`READ_TIMEOUT`] (`Unavailable`).
+//!   this node loses leadership), and time out after `READ_TIMEOUT` (`Unavailable`).
 //! - Each group has a preferred leader (group s: member s mod N); a leader hands
 //!   leadership to it once it holds the whole log, which spreads leaders over the nodes
 //!   after a start and after a node returns.
@@ -30,7 +30,7 @@
 //!   every group's leader makes its Raft configuration follow that table, one conf
 //!   change at a time (`reconcile_members`, with the leader-balancing check every
 //!   second): missing members join as learners, a learner the table calls a voter is
-//!   promoted once within [`PROMOTE_LAG_MAX`] entries, removed members are removed.
+//!   promoted once within `PROMOTE_LAG_MAX` entries, removed members are removed.
 //! - A Ready carrying a snapshot (received from the leader) is installed before the rest
 //!   of it is processed: the received B+tree file replaces the store, the WAL records the
 //!   snapshot, and Raft is told it is applied.
@@ -185,7 +185,7 @@ pub struct Group {
     /// holds).
     durable_applied: Cell<u64>,
     /// Snapshot files received completely from leaders, not installed yet: (index,
-    /// term, path); at most [`RECEIVED_SNAPSHOTS_MAX`], the oldest dropped first.
+    /// term, path); at most `RECEIVED_SNAPSHOTS_MAX`, the oldest dropped first.
     received_snapshots: RefCell<Vec<(u64, u64, PathBuf)>>,
     /// The node's member table (set in a cluster): group 0 applies member changes to
     /// it, every group's leader makes its configuration follow it.
@@ -608,7 +608,7 @@ impl Group {
     }
 
     /// Leader only: transfers leadership to the preferred node once it holds the whole
-    /// log (checked every [`BALANCE_EVERY`]).
+    /// log (checked every `BALANCE_EVERY`).
     fn balance_leadership(&self) {
         let want = self.preferred_leader.get();
         if want == 0 || want == self.node_id || !self.is_leader() {
@@ -1169,7 +1169,7 @@ impl Group {
 
     /// Leader only: makes the group's Raft configuration follow the member table, one
     /// change at a time: add missing members as learners, promote a member the table
-    /// calls a voter once its log is within [`PROMOTE_LAG_MAX`] of ours, remove members
+    /// calls a voter once its log is within `PROMOTE_LAG_MAX` of ours, remove members
     /// the table no longer has (handing leadership away first when it is this node).
     fn reconcile_members(&self) {
         let Some(members) = self.members.borrow().clone() else {
