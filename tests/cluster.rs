@@ -72,7 +72,8 @@ impl Cluster {
     }
 
     fn status(&self, i: usize) -> Option<Vec<corekv::proto::GroupStatus>> {
-        let mut c = RawConn::try_connect(self.nodes[i].addr(0)).ok()?;
+        let mut c =
+            RawConn::try_connect_within(self.nodes[i].addr(0), Duration::from_secs(2)).ok()?;
         let _ = c.stream.set_read_timeout(Some(Duration::from_secs(2)));
         match c.try_call(&Request {
             session: 0,
@@ -135,7 +136,7 @@ impl Client {
             std::collections::hash_map::Entry::Vacant(v) => {
                 let addr =
                     std::net::SocketAddr::from(([127, 0, 0, 1], self.ports[node] + g as u16));
-                let c = RawConn::try_connect(addr).ok()?;
+                let c = RawConn::try_connect_within(addr, Duration::from_secs(2)).ok()?;
                 c.stream
                     .set_read_timeout(Some(Duration::from_secs(3)))
                     .unwrap();
@@ -524,6 +525,16 @@ fn a_node_isolated_with_sigstop_then_resumed() {
             read_on(&mut reader, victim, k),
             Some(v.clone().into_bytes())
         );
+    }
+    // Once back and caught up, the node leads its preferred group again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (0..SHARDS).any(|g| c.leader_of(g) != Some(g as usize % 3)) {
+        assert!(
+            Instant::now() < deadline,
+            "leadership did not return to node {}",
+            victim + 1
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

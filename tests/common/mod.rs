@@ -209,9 +209,15 @@ impl RawConn {
     }
 
     pub fn try_connect(addr: SocketAddr) -> std::io::Result<RawConn> {
-        let mut stream = TcpStream::connect(addr)?;
+        Self::try_connect_within(addr, Duration::from_secs(20))
+    }
+
+    /// Connects and shakes hands, waiting at most `timeout` for each read (a stopped
+    /// server's kernel accepts the connection but nobody answers).
+    pub fn try_connect_within(addr: SocketAddr, timeout: Duration) -> std::io::Result<RawConn> {
+        let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        stream.set_read_timeout(Some(timeout))?;
         let hello = Hello {
             version: PROTOCOL_VERSION,
             role: Role::Client,
