@@ -10,7 +10,7 @@ use crate::keys::KeySpace;
 use crate::workload::Workload;
 
 pub const USAGE: &str = "\
-corekv-bench: drive etcd (and later corekv) with the same workload
+corekv-bench: drive etcd and corekv with the same workload
 
 usage: corekv-bench [run] [options]
        corekv-bench report --input FILE [--input FILE ...] [--md FILE] [--cdf FILE] [--ratio-line]

@@ -53,6 +53,11 @@ fn op_name(op: &Op) -> &'static str {
         Op::Compact { .. } => "compact",
         Op::Status => "status",
         Op::Topology => "topology",
+        Op::HashKv { .. } => "hashkv",
+        Op::MemberList => "member list",
+        Op::MemberAdd(_) => "member add",
+        Op::MemberPromote { .. } => "member promote",
+        Op::MemberRemove { .. } => "member remove",
     }
 }
 

@@ -273,6 +273,8 @@ fn unexpected(want: &str, body: &ResponseBody) -> ClientError {
         ResponseBody::Compact => "Compact",
         ResponseBody::Status(_) => "Status",
         ResponseBody::Topology(_) => "Topology",
+        ResponseBody::HashKv(_) => "HashKv",
+        ResponseBody::Members(_) => "Members",
     };
     ClientError::Protocol(format!("expected a {want} answer, got {got}"))
 }

@@ -46,7 +46,11 @@ pub fn target_of(op: &Op, shards: u32) -> Target {
         // A group that does not exist: any shard refuses it (InvalidArgument).
         Op::Compact { group, .. } if *group >= shards => Target::Any,
         Op::Compact { group, .. } => Target::Group(*group),
-        Op::Status | Op::Topology => Target::Node,
+        Op::HashKv { group, .. } if *group >= shards => Target::Any,
+        Op::HashKv { group, .. } => Target::Group(*group),
+        // Membership changes go through group 0's log.
+        Op::MemberAdd(_) | Op::MemberPromote { .. } | Op::MemberRemove { .. } => Target::Group(0),
+        Op::Status | Op::Topology | Op::MemberList => Target::Node,
     }
 }
 

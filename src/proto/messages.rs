@@ -36,7 +36,8 @@ pub struct Request {
 }
 
 /// What a [`Request`] asks for. Wire tags: Put 0, Range 1, DeleteRange 2, Txn 3,
-/// Compact 4, Status 5, Topology 6.
+/// Compact 4, Status 5, Topology 6, HashKv 7, MemberList 8, MemberAdd 9,
+/// MemberPromote 10, MemberRemove 11.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     Put(PutRequest),
@@ -51,6 +52,56 @@ pub enum Op {
     /// Every group of the node that receives it.
     Status,
     Topology,
+    /// The hash of `group`'s key-values at `revision` (0 = current), computed by the
+    /// receiving node's own replica (no ReadIndex): comparing the answers of every node
+    /// checks that the replicas agree.
+    HashKv {
+        group: u32,
+        revision: i64,
+    },
+    /// The cluster's members as the receiving node knows them.
+    MemberList,
+    /// Adds a member (served by group 0's leader); it gets the next node id.
+    MemberAdd(MemberAddRequest),
+    /// Makes a learner a voter (each group promotes it once it has caught up).
+    MemberPromote {
+        node_id: u64,
+    },
+    /// Removes a member: every group drops it; the removed node stops serving.
+    MemberRemove {
+        node_id: u64,
+    },
+}
+
+/// A member to add: where it listens, and whether it starts as a learner (it should:
+/// a learner catches up before it counts in quorums).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct MemberAddRequest {
+    pub name: String,
+    /// An IP address.
+    pub host: String,
+    pub peer_port_base: u16,
+    pub client_port_base: u16,
+    pub learner: bool,
+}
+
+/// One member of the cluster.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct MemberInfo {
+    pub node_id: u64,
+    pub name: String,
+    pub host: String,
+    pub peer_port_base: u16,
+    pub client_port_base: u16,
+    pub learner: bool,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct MemberListResponse {
+    pub members: Vec<MemberInfo>,
 }
 
 /// Names who answered and at which state. For a multi-group range `group` is
@@ -72,7 +123,8 @@ pub struct Response {
     pub body: ResponseBody,
 }
 
-/// Wire tags: Put 0, Range 1, DeleteRange 2, Txn 3, Compact 4, Status 5, Topology 6.
+/// Wire tags: Put 0, Range 1, DeleteRange 2, Txn 3, Compact 4, Status 5, Topology 6,
+/// HashKv 7, Members 8 (answers every member operation: the list after it).
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum ResponseBody {
     Put(PutResponse),
@@ -82,6 +134,19 @@ pub enum ResponseBody {
     Compact,
     Status(StatusResponse),
     Topology(TopologyResponse),
+    HashKv(HashKvResult),
+    Members(MemberListResponse),
+}
+
+/// A replica's hash of its group's key-values (etcd's HashKV): crc32 over every live
+/// key-value at `revision`, in key order. Equal on replicas that applied the same
+/// entries, whatever their compaction.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct HashKvResult {
+    pub hash: u32,
+    pub revision: i64,
+    pub compact_revision: i64,
 }
 
 /// The revision of one group at which it served its part of a request.

@@ -206,6 +206,20 @@ fn sample_requests() -> Vec<Request> {
         },
         Op::Status,
         Op::Topology,
+        Op::HashKv {
+            group: 1,
+            revision: 5,
+        },
+        Op::MemberList,
+        Op::MemberAdd(MemberAddRequest {
+            name: "n4".into(),
+            host: "10.0.0.4".into(),
+            peer_port_base: 2380,
+            client_port_base: 2379,
+            learner: true,
+        }),
+        Op::MemberPromote { node_id: 4 },
+        Op::MemberRemove { node_id: 1 },
     ];
     ops.into_iter()
         .enumerate()
@@ -1175,6 +1189,37 @@ fn validation_routes_valid_requests() {
     assert_eq!(check(range(b"\0", b"\0"), 4), Ok(Route::AllGroups));
     assert_eq!(check(Op::Status, 4), Ok(Route::Node));
     assert_eq!(check(Op::Topology, 4), Ok(Route::Node));
+    let add = |name: &str, host: &str, port| {
+        Op::MemberAdd(MemberAddRequest {
+            name: name.into(),
+            host: host.into(),
+            peer_port_base: port,
+            client_port_base: port,
+            learner: true,
+        })
+    };
+    assert_eq!(check(add("n4", "127.0.0.1", 9), 4), Ok(Route::Group(0)));
+    assert_eq!(check(Op::MemberList, 4), Ok(Route::Node));
+    assert_eq!(
+        check(Op::MemberRemove { node_id: 2 }, 4),
+        Ok(Route::Group(0))
+    );
+    for op in [
+        add("", "127.0.0.1", 9),
+        add("a,b", "127.0.0.1", 9),
+        add("n4", "localhost", 9),
+        add("n4", "127.0.0.1", 0),
+        Op::MemberPromote { node_id: 0 },
+    ] {
+        assert_eq!(check(op, 4).unwrap_err().code, ErrorCode::InvalidArgument);
+    }
+    let hash = |group, revision| Op::HashKv { group, revision };
+    assert_eq!(check(hash(3, 0), 4), Ok(Route::Group(3)));
+    for (op, needle) in [(hash(4, 0), "group 4"), (hash(0, -1), "negative")] {
+        let e = check(op, 4).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert!(e.message.contains(needle), "{}", e.message);
+    }
     assert_eq!(
         check(
             Op::Compact {
@@ -1759,7 +1804,11 @@ fn archived_layouts_are_pinned() {
         ArchivedNodeAddr,
         ArchivedPeerFrame,
         ArchivedSnapshotChunk,
-        ArchivedSnapshotAck
+        ArchivedSnapshotAck,
+        ArchivedHashKvResult,
+        ArchivedMemberAddRequest,
+        ArchivedMemberInfo,
+        ArchivedMemberListResponse
     );
     for (n, s, a) in &got {
         println!("| `{n}` | {s} | {a} |");
@@ -1768,7 +1817,8 @@ fn archived_layouts_are_pinned() {
     #[rustfmt::skip]
     let want = vec![(96, 8), (80, 8), (96, 8), (32, 8), (64, 8), (24, 8), (16, 8), (32, 8), (72, 8),
         (20, 4), (24, 4), (40, 8), (80, 8), (56, 8), (32, 8), (24, 8), (16, 8), (12, 4), (64, 8),
-        (48, 8), (16, 8), (24, 8), (72, 8), (40, 8), (24, 8), (24, 8), (40, 8), (72, 8), (56, 8)];
+        (48, 8), (16, 8), (24, 8), (72, 8), (40, 8), (24, 8), (24, 8), (40, 8), (72, 8), (56, 8), (24, 8),
+        (24, 4), (32, 8), (8, 4)];
     assert_eq!(sizes, want);
 }
 

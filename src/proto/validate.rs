@@ -119,6 +119,60 @@ pub fn validate_request(
             Ok(Route::Group(group))
         }
         ArchivedOp::Status | ArchivedOp::Topology => Ok(Route::Node),
+        ArchivedOp::HashKv { group, revision } => {
+            let (group, revision) = (group.to_native(), revision.to_native());
+            if group >= shards {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!("hash names group {group}, the cluster has {shards}"),
+                ));
+            }
+            if revision < 0 {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!("hash revision {revision} is negative"),
+                ));
+            }
+            Ok(Route::Group(group))
+        }
+        ArchivedOp::MemberList => Ok(Route::Node),
+        ArchivedOp::MemberAdd(m) => {
+            if m.name.is_empty()
+                || m.name.len() > 255
+                || m.name
+                    .as_str()
+                    .chars()
+                    .any(|c| c.is_control() || c == ',' || c == '=')
+            {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    "member add: the name must be 1..=255 bytes, without ',', '=' or \
+                     control characters",
+                ));
+            }
+            if m.host.as_str().parse::<std::net::IpAddr>().is_err() {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "member add: host '{}' is not an IP address",
+                        m.host.as_str()
+                    ),
+                ));
+            }
+            if m.peer_port_base.to_native() == 0 || m.client_port_base.to_native() == 0 {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    "member add: ports must be non-zero",
+                ));
+            }
+            Ok(Route::Group(0))
+        }
+        ArchivedOp::MemberPromote { node_id } | ArchivedOp::MemberRemove { node_id } => {
+            if node_id.to_native() == 0 {
+                return Err(err(ErrorCode::InvalidArgument, "member: node id 0"));
+            }
+            Ok(Route::Group(0))
+        }
     }
 }
 

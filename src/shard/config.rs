@@ -18,12 +18,21 @@ pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1536 * 1024;
 /// Default space quota of a node's stores, all shards together.
 pub const DEFAULT_QUOTA_BYTES: u64 = 8 << 30;
 
+/// Default of `--wal-compact-entries`.
+pub const DEFAULT_WAL_COMPACT_ENTRIES: u64 = 200_000;
+/// Default of `--wal-keep-entries`.
+pub const DEFAULT_WAL_KEEP_ENTRIES: u64 = 20_000;
+
 /// One member of `--initial-cluster`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
     pub name: String,
     /// Peer address of the member's shard 0.
     pub peer: SocketAddr,
+    /// Client port of the member's shard 0, when the entry names it
+    /// (`NAME=HOST:PEERPORT/CLIENTPORT`): lets every node tell clients where the leader
+    /// of a group is served. Not part of the cluster id.
+    pub client_port: Option<u16>,
 }
 
 /// Everything `corekv` is started with.
@@ -39,6 +48,14 @@ pub struct ServerConfig {
     pub cpu_pinning: bool,
     pub max_request_bytes: u64,
     pub quota_bytes: u64,
+    /// Compact a group's WAL once this many applied entries are in it...
+    pub wal_compact_entries: u64,
+    /// ...keeping this many behind the applied index for slow followers (a follower
+    /// further behind gets a snapshot).
+    pub wal_keep_entries: u64,
+    /// `--join CLUSTER_ID`: this node joins a running cluster (after a MemberAdd) and
+    /// takes its cluster id from here instead of hashing `--initial-cluster`.
+    pub join_cluster: Option<u64>,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +70,9 @@ impl Default for ServerConfig {
             cpu_pinning: true,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             quota_bytes: DEFAULT_QUOTA_BYTES,
+            wal_compact_entries: DEFAULT_WAL_COMPACT_ENTRIES,
+            wal_keep_entries: DEFAULT_WAL_KEEP_ENTRIES,
+            join_cluster: None,
         }
     }
 }
@@ -72,7 +92,8 @@ Flags:
                               [default: 127.0.0.1:7379]
   --listen-peer HOST:PORT     peer address of shard 0; shard s uses PORT+s
                               [default: 127.0.0.1:17379]
-  --initial-cluster N=H:P,..  every member's name and peer address (shard 0)
+  --initial-cluster N=H:P,..  every member's name and peer address (shard 0),
+                              optionally with its client port: N=H:P/CLIENTPORT
                               [default: this node alone]
   --shards N                  shards (executors, Raft groups) per node, 1..=1024
                               [default: the number of cores]
@@ -81,6 +102,13 @@ Flags:
   --max-request-bytes N       largest client request accepted [default: 1572864]
   --quota-bytes N             space quota of the node's stores; past it writes get
                               NoSpace, reads and deletes still work [default: 8589934592]
+  --wal-compact-entries N     compact a group's WAL once N applied entries are in it
+                              [default: 200000]
+  --wal-keep-entries N        entries kept behind the applied index for slow followers;
+                              one further behind gets a snapshot [default: 20000]
+  --join CLUSTER_ID           join a running cluster (hex id, see `member list`/status)
+                              after a MemberAdd: --initial-cluster lists every member
+                              ever added, in order, this one last
   -h, --help                  print this help
 ";
 
@@ -129,9 +157,21 @@ fn parse_cluster(v: &str) -> Result<Vec<Member>, ConfigError> {
         if members.iter().any(|m| m.name == name) {
             return invalid(format!("--initial-cluster: name '{name}' appears twice"));
         }
+        let (addr, client_port) = match addr.split_once('/') {
+            Some((a, c)) => match c.parse::<u16>() {
+                Ok(p) => (a, Some(p)),
+                Err(_) => {
+                    return invalid(format!(
+                        "--initial-cluster: '{part}': '{c}' is not a client port"
+                    ))
+                }
+            },
+            None => (addr, None),
+        };
         members.push(Member {
             name: name.to_string(),
             peer: parse_addr("--initial-cluster", addr)?,
+            client_port,
         });
     }
     Ok(members)
@@ -160,6 +200,9 @@ impl ServerConfig {
                 "--cpu-pinning",
                 "--max-request-bytes",
                 "--quota-bytes",
+                "--wal-compact-entries",
+                "--wal-keep-entries",
+                "--join",
             ];
             if !known.contains(&flag.as_str()) {
                 return invalid(format!("unknown flag '{arg}' (see --help)"));
@@ -185,6 +228,13 @@ impl ServerConfig {
                 }
                 "--max-request-bytes" => cfg.max_request_bytes = parse_num(&flag, &value)?,
                 "--quota-bytes" => cfg.quota_bytes = parse_num(&flag, &value)?,
+                "--wal-compact-entries" => cfg.wal_compact_entries = parse_num(&flag, &value)?,
+                "--wal-keep-entries" => cfg.wal_keep_entries = parse_num(&flag, &value)?,
+                "--join" => {
+                    cfg.join_cluster = Some(u64::from_str_radix(&value, 16).or_else(|_| {
+                        invalid(format!("--join: '{value}' is not a hex cluster id"))
+                    })?)
+                }
                 _ => unreachable!("flag list and match disagree"),
             }
         }
@@ -279,6 +329,20 @@ mod tests {
         assert!(!c.cpu_pinning);
         assert_eq!(c.initial_cluster.len(), 2);
         assert_eq!(c.initial_cluster[1].peer.port(), 9200);
+        assert_eq!(c.initial_cluster[1].client_port, None);
+        let c = parse(&[
+            "--name",
+            "a",
+            "--initial-cluster",
+            "a=127.0.0.1:9100/9000,b=127.0.0.1:9200",
+            "--wal-compact-entries",
+            "50",
+            "--wal-keep-entries=10",
+        ])
+        .unwrap();
+        assert_eq!(c.initial_cluster[0].client_port, Some(9000));
+        assert_eq!(c.initial_cluster[0].peer.port(), 9100);
+        assert_eq!((c.wal_compact_entries, c.wal_keep_entries), (50, 10));
     }
 
     #[test]
@@ -290,6 +354,10 @@ mod tests {
             (&["--shards", "x"][..], "not a non-negative integer"),
             (&["--listen-client", "localhost"][..], "HOST:PORT"),
             (&["--cpu-pinning", "maybe"][..], "on|off"),
+            (
+                &["--initial-cluster", "a=127.0.0.1:1/x", "--name", "a"][..],
+                "not a client port",
+            ),
             (
                 &[
                     "--initial-cluster",

@@ -16,19 +16,39 @@
 //!    `btree_commit_interval`); the applied index is inside that commit, and the WAL is
 //!    compacted behind it.
 //!
+//! In a cluster (see [`super::peer`] for the transport):
+//! - A write reaching a follower is answered `NotLeader{leader}` (the client retries at
+//!   the leader; a retry with the same session and seq is never applied twice).
+//! - A linearizable read on a follower is a ReadIndex that Raft forwards to the leader;
+//!   the read is served once this replica has applied up to the index the leader
+//!   confirmed. Pending reads fail with `NotLeader` when the known leader changes (or
+//!   this node loses leadership), and time out after `READ_TIMEOUT` (`Unavailable`).
+//! - Each group has a preferred leader (group s: member s mod N); a leader hands
+//!   leadership to it once it holds the whole log, which spreads leaders over the nodes
+//!   after a start and after a node returns.
+//! - Membership: group 0 applies member-change entries to the node's member table;
+//!   every group's leader makes its Raft configuration follow that table, one conf
+//!   change at a time (`reconcile_members`, with the leader-balancing check every
+//!   second): missing members join as learners, a learner the table calls a voter is
+//!   promoted once within `PROMOTE_LAG_MAX` entries, removed members are removed.
+//! - A Ready carrying a snapshot (received from the leader) is installed before the rest
+//!   of it is processed: the received B+tree file replaces the store, the WAL records the
+//!   snapshot, and Raft is told it is applied.
+//!
 //! Everything here runs on one executor: `RefCell`s are never borrowed across an
 //! `.await`, and the store is moved out of its cell while its commit is in flight
 //! (readers wait for `store_idle`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use glommio::timer::Timer;
 
-use super::entry::ShardEntry;
+use super::entry::{decode_payload, MemberChange, MemberEntry, Payload, ShardEntry};
+use super::members::SharedMembers;
 use super::notify::{Broadcast, Notify};
 use super::wait::{IdGenerator, WaitTable};
 use crate::btree::{Db, Options as BtreeOptions};
@@ -36,14 +56,31 @@ use crate::mvcc::{
     self, ApplyError, ApplyOutcome, KvError, RangeRequest, Store, WriteRequest, WriteResponse,
 };
 use crate::proto::{
-    ErrorCode, GroupRevision, GroupStatus, ProtoError, RaftRole, RangeResult, Response,
-    ResponseBody, ResponseHeader,
+    ErrorCode, GroupRevision, GroupStatus, HashKvResult, ProtoError, RaftRole, RangeResult,
+    Response, ResponseBody, ResponseHeader,
 };
 use crate::raft::{
-    self, ConfState, Entry, EntryKind, HardState, Message, ProposeError, RawNode, Role,
-    SnapshotMeta,
+    self, ConfChange, ConfChangeKind, ConfState, Entry, EntryKind, HardState, Message,
+    ProposeError, RawNode, Role, SnapshotMeta,
 };
 use crate::wal::{Wal, WalOptions};
+
+/// Where a snapshot received completely from the leader waits for its install.
+pub const RECEIVED_SNAPSHOT_FILE: &str = "snapshot-recv.btree";
+
+/// Received snapshot files kept at once (two leaders may send one each around an
+/// election).
+const RECEIVED_SNAPSHOTS_MAX: usize = 4;
+
+/// How long a linearizable read waits for its ReadIndex round (a follower's request to
+/// the leader may be lost with a connection).
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A learner is promoted once its log is at most this many entries behind the leader.
+const PROMOTE_LAG_MAX: u64 = 100;
+
+/// How often a leader checks whether to hand leadership to the group's preferred node.
+const BALANCE_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a stopping group waits for in-flight writes to apply.
 const STOP_DRAIN_MAX: Duration = Duration::from_secs(5);
@@ -123,6 +160,8 @@ pub struct Group {
     /// Messages that may leave only once their Ready is durable.
     held: RefCell<Vec<(u64, Vec<Message>)>>,
     outbox: RefCell<Vec<Message>>,
+    /// Set whenever `outbox` gains messages (the peer transport's pump waits on it).
+    outbox_wake: Notify,
     wake: Notify,
     flush_wake: Notify,
     role: Cell<Role>,
@@ -143,6 +182,18 @@ pub struct Group {
     fatal: RefCell<Option<String>>,
     failed: Broadcast,
     solo: bool,
+    preferred_leader: Cell<u64>,
+    /// The replica's directory (store file, received snapshots).
+    dir: PathBuf,
+    /// The applied index inside the last B+tree commit (what a snapshot of the store
+    /// holds).
+    durable_applied: Cell<u64>,
+    /// Snapshot files received completely from leaders, not installed yet: (index,
+    /// term, path); at most `RECEIVED_SNAPSHOTS_MAX`, the oldest dropped first.
+    received_snapshots: RefCell<Vec<(u64, u64, PathBuf)>>,
+    /// The node's member table (set in a cluster): group 0 applies member changes to
+    /// it, every group's leader makes its configuration follow it.
+    members: RefCell<Option<SharedMembers>>,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> ProtoError {
@@ -187,23 +238,52 @@ impl Group {
             max_file_bytes: opts.quota_bytes.max(64 << 20),
             ..BtreeOptions::default()
         };
-        // A predecessor killed a moment ago may still hold the file's lock while the
-        // kernel tears down its io_uring: wait for it, a bounded time.
-        let started = Instant::now();
-        let db = loop {
-            match Db::open(&db_path, db_opts.clone()).await {
-                Err(e)
-                    if e.to_string().contains("is it open elsewhere")
-                        && started.elapsed() < Duration::from_secs(10) =>
-                {
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
+        let open_store = || async {
+            // A predecessor killed a moment ago may still hold the file's lock while the
+            // kernel tears down its io_uring: wait for it, a bounded time.
+            let started = Instant::now();
+            let db = loop {
+                match Db::open(&db_path, db_opts.clone()).await {
+                    Err(e)
+                        if e.to_string().contains("is it open elsewhere")
+                            && started.elapsed() < Duration::from_secs(10) =>
+                    {
+                        glommio::timer::sleep(Duration::from_millis(50)).await;
+                    }
+                    r => break r,
                 }
-                r => break r,
             }
+            .map_err(|e| format!("group {index}: opening {}: {e}", db_path.display()))?;
+            Store::open(db).map_err(|e| format!("group {index}: opening the store: {e}"))
+        };
+        let mut store = open_store().await?;
+        let received = dir.join(RECEIVED_SNAPSHOT_FILE);
+        if store.applied_index() < rec.snapshot.index && received.exists() {
+            // A crash during a snapshot install, after the WAL recorded the snapshot and
+            // before the received store replaced ours: finish the install.
+            drop(store);
+            std::fs::rename(&received, &db_path)
+                .and_then(|_| std::fs::File::open(dir)?.sync_all())
+                .map_err(|e| {
+                    format!(
+                        "group {index}: finishing the install of {}: {e}",
+                        received.display()
+                    )
+                })?;
+            store = open_store().await?;
+            if store.applied_index() != rec.snapshot.index {
+                return Err(format!(
+                    "group {index}: {} holds applied index {}, the WAL's snapshot is at {}",
+                    received.display(),
+                    store.applied_index(),
+                    rec.snapshot.index
+                ));
+            }
+            eprintln!(
+                "corekv: group {index}: finished installing the snapshot at index {}",
+                rec.snapshot.index
+            );
         }
-        .map_err(|e| format!("group {index}: opening {}: {e}", db_path.display()))?;
-        let store =
-            Store::open(db).map_err(|e| format!("group {index}: opening the store: {e}"))?;
         let applied = store.applied_index();
         if applied < rec.snapshot.index {
             return Err(format!(
@@ -259,6 +339,7 @@ impl Group {
             proposals: RefCell::new(Vec::new()),
             held: RefCell::new(Vec::new()),
             outbox: RefCell::new(Vec::new()),
+            outbox_wake: Notify::default(),
             wake: Notify::default(),
             flush_wake: Notify::default(),
             role: Cell::new(Role::Follower),
@@ -275,6 +356,11 @@ impl Group {
             fatal: RefCell::new(None),
             failed: Broadcast::default(),
             solo,
+            preferred_leader: Cell::new(0),
+            dir: dir.to_path_buf(),
+            durable_applied: Cell::new(applied),
+            received_snapshots: RefCell::new(Vec::new()),
+            members: RefCell::new(None),
             opts,
         }))
     }
@@ -404,12 +490,31 @@ impl Group {
         })
     }
 
+    /// This replica's hash of its key-values at `revision` (0 = current), from its own
+    /// store: no ReadIndex, so that every node's replica can be compared.
+    pub async fn hash(&self, revision: i64) -> Reply {
+        self.check_serving()?;
+        let h = self
+            .with_store(|s| s.hash(revision))
+            .await
+            .map_err(ProtoError::from)?;
+        Ok(Response {
+            header: self.header(h.revision),
+            body: ResponseBody::HashKv(HashKvResult {
+                hash: h.hash,
+                revision: h.revision,
+                compact_revision: h.compact_revision,
+            }),
+        })
+    }
+
     /// Serves a range: linearizable (a batched ReadIndex round) unless `serializable`.
     pub async fn range(&self, req: &RangeRequest) -> Reply {
         self.check_serving()?;
         mvcc::validate_range(req, &mvcc::Limits::default()).map_err(ProtoError::from)?;
         if !req.serializable {
-            if !self.is_leader() {
+            // A follower's ReadIndex is forwarded by Raft to the leader; it needs one.
+            if !self.is_leader() && self.leader.get() == 0 {
                 return Err(self.not_leader());
             }
             let id = self.ids.borrow_mut().next_id();
@@ -418,9 +523,23 @@ impl Group {
             };
             self.reads.borrow_mut().new.push(id);
             self.wake.notify();
-            match waiter.await {
-                Some(r) => r?,
-                None => return Err(self.not_leader()),
+            let timed_out = async {
+                Timer::new(READ_TIMEOUT).await;
+                None
+            };
+            match futures_lite::future::or(async { Some(waiter.await) }, timed_out).await {
+                Some(Some(r)) => r?,
+                Some(None) => return Err(self.not_leader()),
+                None => {
+                    self.read_waits.cancel(id);
+                    return Err(err(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "group {}: the leader did not confirm the read within {READ_TIMEOUT:?}",
+                            self.index
+                        ),
+                    ));
+                }
             }
         }
         let (rev, resp) = self
@@ -480,6 +599,80 @@ impl Group {
         std::mem::take(&mut *self.outbox.borrow_mut())
     }
 
+    /// Resolves once `take_outbox` has something (or something arrived since the last
+    /// call): for the one task that sends this group's messages.
+    pub async fn outbox_ready(&self) {
+        self.outbox_wake.wait().await
+    }
+
+    /// Hands a message from a peer to Raft and wakes the driver. A message Raft refuses
+    /// (e.g. from a node it does not know) is logged and dropped.
+    pub fn step(&self, m: Message) {
+        let (kind, from) = (m.kind, m.from);
+        if let Err(e) = self.raft.borrow_mut().step(m) {
+            eprintln!(
+                "corekv: group {}: dropped a {kind:?} from node {from}: {e}",
+                self.index
+            );
+        }
+        self.wake.notify();
+    }
+
+    /// Wakes the driver (after a batch of [`Group::step`]s).
+    pub fn wake(&self) {
+        self.wake.notify();
+    }
+
+    /// The connection to `to` was lost: stop pipelining to it until it answers.
+    pub fn report_unreachable(&self, to: u64) {
+        self.raft.borrow_mut().report_unreachable(to);
+        self.wake.notify();
+    }
+
+    /// A snapshot for `to` was delivered (`ok`) or could not be.
+    pub fn report_snapshot(&self, to: u64, ok: bool) {
+        self.raft.borrow_mut().report_snapshot(to, ok);
+        self.wake.notify();
+    }
+
+    /// Sets the node that should lead this group when it is healthy (0: none); the
+    /// leader hands leadership to it once it has caught up, which spreads the groups'
+    /// leaders over the nodes.
+    pub fn set_preferred_leader(&self, node: u64) {
+        self.preferred_leader.set(node);
+    }
+
+    /// Leader only: transfers leadership to the preferred node once it holds the whole
+    /// log (checked every `BALANCE_EVERY`).
+    fn balance_leadership(&self) {
+        let want = self.preferred_leader.get();
+        if want == 0 || want == self.node_id || !self.is_leader() {
+            return;
+        }
+        if let Some(m) = self.members.borrow().as_ref() {
+            let t = m.snapshot();
+            if t.is_removed(want) || !t.members.iter().any(|m| m.node_id == want && !m.learner) {
+                return;
+            }
+        }
+        let mut raft = self.raft.borrow_mut();
+        let st = raft.status();
+        if st.lead_transferee != 0 || !st.conf.voters.contains(&want) {
+            return;
+        }
+        let caught_up = st
+            .progress
+            .get(&want)
+            .is_some_and(|p| p.match_index == st.last_index);
+        if caught_up {
+            eprintln!(
+                "corekv: group {}: handing leadership to its preferred node {want}",
+                self.index
+            );
+            raft.transfer_leader(want);
+        }
+    }
+
     fn fail(&self, what: String) -> String {
         eprintln!("corekv: group {}: {what}", self.index);
         *self.fatal.borrow_mut() = Some(what.clone());
@@ -519,6 +712,7 @@ impl Group {
             self.raft.borrow_mut().campaign();
         }
         let mut next_tick = Instant::now() + self.opts.tick;
+        let mut next_balance = Instant::now() + BALANCE_EVERY;
         let mut stop_since = None;
         let result = loop {
             if let Some(f) = self.fatal.borrow().clone() {
@@ -536,10 +730,23 @@ impl Group {
                 self.raft.borrow_mut().tick();
                 next_tick = now + self.opts.tick;
             }
+            if now >= next_balance {
+                self.reconcile_members();
+                self.balance_leadership();
+                next_balance = now + BALANCE_EVERY;
+            }
             self.propose_queued();
             self.start_reads();
-            if let Err(e) = self.handle_readies() {
-                break Err(self.fail(e));
+            match self.handle_readies() {
+                Err(e) => break Err(self.fail(e)),
+                Ok(None) => {}
+                Ok(Some(rd)) => {
+                    let installed = self.install_snapshot(&rd).await;
+                    if let Err(e) = installed.and_then(|_| self.process_ready(rd)) {
+                        break Err(self.fail(e));
+                    }
+                    continue;
+                }
             }
             // Entries a follower needs that fell out of the WAL's cache: load them, so
             // the next replication attempt finds them.
@@ -641,30 +848,46 @@ impl Group {
         }
     }
 
-    fn handle_readies(&self) -> Result<(), String> {
+    /// Handles every Ready Raft has, except one carrying a snapshot: that one is
+    /// returned for the caller to install (which needs `.await`) and then hand to
+    /// [`Group::process_ready`].
+    fn handle_readies(&self) -> Result<Option<raft::Ready>, String> {
         loop {
             let rd = {
                 let mut raft = self.raft.borrow_mut();
                 if !raft.has_ready() {
-                    return Ok(());
+                    return Ok(None);
                 }
                 raft.ready()
             };
+            if rd.snapshot.is_some() {
+                return Ok(Some(rd));
+            }
+            self.process_ready(rd)?;
+        }
+    }
+
+    fn process_ready(&self, rd: raft::Ready) -> Result<(), String> {
+        {
             if let Some(ss) = rd.soft_state {
                 let was_leader = self.is_leader();
+                let old_leader = self.leader.get();
                 self.role.set(ss.role);
                 self.leader.set(ss.leader);
                 if was_leader && ss.role != Role::Leader {
                     self.lost_leadership();
+                } else if old_leader != ss.leader {
+                    // A follower's forwarded reads died with the old leader's term.
+                    self.fail_reads();
                 }
             }
             if let Some(hs) = rd.hard_state {
                 self.term.set(hs.term);
                 self.commit.set(self.commit.get().max(hs.commit));
             }
-            self.outbox.borrow_mut().extend(rd.messages);
-            if rd.snapshot.is_some() {
-                return Err("installing a snapshot from a peer is not supported yet".into());
+            if !rd.messages.is_empty() {
+                self.outbox.borrow_mut().extend(rd.messages);
+                self.outbox_wake.notify();
             }
             let hard_state = self.hard_state_to_write(rd.hard_state, !rd.entries.is_empty());
             self.wal
@@ -693,6 +916,177 @@ impl Group {
             }
             self.serve_reads();
         }
+        Ok(())
+    }
+
+    /// Installs the snapshot of `rd` (a follower behind the leader's compacted log): the
+    /// received store file replaces ours (rename, fsync of the directory, reopen), the
+    /// WAL records the snapshot and drops its entries, and Raft learns that everything
+    /// up to the snapshot index is applied.
+    ///
+    /// Crash safety: the WAL records the snapshot first; a crash before the rename
+    /// leaves the received file in place and [`Group::open`] finishes the install.
+    async fn install_snapshot(&self, rd: &raft::Ready) -> Result<(), String> {
+        let snap = rd.snapshot.as_ref().expect("called with a snapshot");
+        let meta = snap.meta.clone();
+        let path = {
+            let mut rs = self.received_snapshots.borrow_mut();
+            let Some(at) = rs
+                .iter()
+                .position(|(i, t, _)| *i == meta.index && *t == meta.term)
+            else {
+                // The transport steps a Snapshot message only when its file is here.
+                return Err(format!(
+                    "Raft installs snapshot ({}, {}) but no such file was received",
+                    meta.index, meta.term
+                ));
+            };
+            let (_, _, path) = rs.remove(at);
+            // Older ones are useless now.
+            for (_, _, p) in rs.extract_if(.., |(i, _, _)| *i <= meta.index) {
+                let _ = std::fs::remove_file(p);
+            }
+            path
+        };
+        // Under the name `Group::open` looks for, before the WAL records the snapshot.
+        let received = self.dir.join(RECEIVED_SNAPSHOT_FILE);
+        std::fs::rename(&path, &received)
+            .and_then(|_| std::fs::File::open(&self.dir)?.sync_all())
+            .map_err(|e| format!("renaming {} to {}: {e}", path.display(), received.display()))?;
+        let path = received;
+        let old = loop {
+            if let Some(s) = self.store.borrow_mut().take() {
+                break s;
+            }
+            self.store_idle.listen().await;
+        };
+        drop(old);
+        self.wal
+            .compact(meta.clone())
+            .await
+            .map_err(|e| format!("recording snapshot {} in the WAL: {e}", meta.index))?;
+        let db_path = self.dir.join("store.btree");
+        let swapped = std::fs::rename(&path, &db_path)
+            .and_then(|_| std::fs::File::open(&self.dir)?.sync_all());
+        let reopened = match swapped {
+            Err(e) => Err(format!(
+                "installing snapshot {} as {}: {e}",
+                meta.index,
+                db_path.display()
+            )),
+            Ok(()) => match Db::open(
+                &db_path,
+                BtreeOptions {
+                    max_file_bytes: self.opts.quota_bytes.max(64 << 20),
+                    ..BtreeOptions::default()
+                },
+            )
+            .await
+            {
+                Err(e) => Err(format!("reopening {}: {e}", db_path.display())),
+                Ok(db) => Store::open(db).map_err(|e| format!("opening the store: {e}")),
+            },
+        };
+        let store = reopened?;
+        let applied = store.applied_index();
+        if applied != meta.index {
+            return Err(format!(
+                "snapshot file of index {} holds applied index {applied}",
+                meta.index
+            ));
+        }
+        *self.store.borrow_mut() = Some(store);
+        self.store_idle.notify();
+        self.durable_applied.set(applied);
+        self.applied_since_commit.set(0);
+        self.first_uncommitted_apply.set(None);
+        self.applied.set(self.applied.get().max(applied));
+        self.commit.set(self.commit.get().max(applied));
+        self.raft.borrow_mut().advance_apply(applied);
+        eprintln!(
+            "corekv: group {}: installed a snapshot from the leader at index {} (term {})",
+            self.index, meta.index, meta.term
+        );
+        Ok(())
+    }
+
+    /// Leader: writes a consistent copy of the store as of its last commit to `path` (a
+    /// fresh B+tree holding every tree of that committed version) and returns the
+    /// snapshot's metadata (the commit's applied index, its term and configuration).
+    pub async fn write_snapshot(&self, path: &Path) -> Result<SnapshotMeta, String> {
+        let (snap, trees, index) = self
+            .with_store(|s| {
+                let db = s.backend();
+                (db.snapshot(), db.tree_names(), self.durable_applied.get())
+            })
+            .await;
+        let meta = {
+            let raft = self.raft.borrow();
+            match (raft.term_of(index), raft.conf_state_at(index)) {
+                (Some(term), Some(conf_state)) => SnapshotMeta {
+                    index,
+                    term,
+                    conf_state,
+                },
+                _ => return Err(format!("no term or configuration known at index {index}")),
+            }
+        };
+        let _ = std::fs::remove_file(path);
+        let mut out = Db::open(
+            path,
+            BtreeOptions {
+                max_file_bytes: self.opts.quota_bytes.max(64 << 20),
+                ..BtreeOptions::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        for t in &trees {
+            let mut failed = None;
+            snap.scan(t, &[], None, false, &mut |k, v| match out.put(t, k, v) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    false
+                }
+            })
+            .map_err(|e| format!("reading tree {t} of the store: {e}"))?;
+            if let Some(e) = failed {
+                return Err(format!("writing tree {t} to {}: {e}", path.display()));
+            }
+        }
+        out.commit()
+            .await
+            .map_err(|e| format!("committing {}: {e}", path.display()))?;
+        out.close()
+            .await
+            .map_err(|e| format!("closing {}: {e}", path.display()))?;
+        Ok(meta)
+    }
+
+    /// The replica's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Records a snapshot file received completely (the Raft `Snapshot` message that
+    /// follows it may then be stepped).
+    pub fn set_received_snapshot(&self, index: u64, term: u64, path: PathBuf) {
+        let mut rs = self.received_snapshots.borrow_mut();
+        rs.retain(|(_, _, p)| *p != path);
+        if rs.len() >= RECEIVED_SNAPSHOTS_MAX {
+            let (_, _, old) = rs.remove(0);
+            let _ = std::fs::remove_file(old);
+        }
+        rs.push((index, term, path));
+    }
+
+    /// Whether the received snapshot file is the one of (`index`, `term`).
+    pub fn has_received_snapshot(&self, index: u64, term: u64) -> bool {
+        self.received_snapshots
+            .borrow()
+            .iter()
+            .any(|(i, t, _)| *i == index && *t == term)
     }
 
     /// A hard state that differs from the last one only in its commit index is not worth
@@ -718,6 +1112,14 @@ impl Group {
     }
 
     fn lost_leadership(&self) {
+        self.fail_reads();
+        // Writes already proposed may still commit under the next leader: their
+        // outcome is unknown, which `write` reports.
+        self.waits.cancel_all();
+    }
+
+    /// Fails every pending linearizable read with `NotLeader` (the client retries).
+    fn fail_reads(&self) {
         let reads = std::mem::take(&mut *self.reads.borrow_mut());
         let next_ctx = reads.next_ctx;
         self.reads.borrow_mut().next_ctx = next_ctx;
@@ -731,9 +1133,6 @@ impl Group {
         for id in ids {
             self.read_waits.trigger(id, Err(self.not_leader()));
         }
-        // Writes already proposed may still commit under the next leader: their
-        // outcome is unknown, which `write` reports.
-        self.waits.cancel_all();
     }
 
     fn serve_reads(&self) {
@@ -757,11 +1156,18 @@ impl Group {
             .expect("the driver applies only while it holds the store");
         for e in entries {
             let decoded = match e.kind {
-                EntryKind::Normal if !e.data.is_empty() => Some(ShardEntry::decode(&e.data)),
+                EntryKind::Normal if !e.data.is_empty() => Some(decode_payload(&e.data)),
                 _ => None,
             };
             match decoded {
-                Some(Ok(se)) => {
+                Some(Ok(Payload::Member(me))) => {
+                    let reply = self.apply_member(e.index, &me)?;
+                    advance(store, e.index)?;
+                    if let Some(r) = reply {
+                        self.waits.trigger(me.request_id, r);
+                    }
+                }
+                Some(Ok(Payload::Write(se))) => {
                     let outcome = store.apply(e.index, &se.write, se.dedup());
                     match outcome {
                         Ok(o) => {
@@ -794,6 +1200,123 @@ impl Group {
         drop(slot);
         self.raft.borrow_mut().advance_apply(last);
         Ok(())
+    }
+
+    /// Applies a member change of group 0's entry `index` to the member table. `None`:
+    /// a replay of a change the table already has.
+    fn apply_member(&self, index: u64, me: &MemberEntry) -> Result<Option<Reply>, String> {
+        let Some(members) = self.members.borrow().clone() else {
+            return Ok(Some(Err(err(
+                ErrorCode::InvalidArgument,
+                "this node runs alone: no members to change",
+            ))));
+        };
+        let applied = members
+            .apply(index, &me.change)
+            .map_err(|e| format!("applying member change {index}: {e}"))?;
+        Ok(applied.map(|outcome| {
+            eprintln!(
+                "corekv: group {}: member change at {index}: {:?}: {:?}",
+                self.index,
+                me.change,
+                outcome.as_ref().map(|_| "applied")
+            );
+            outcome
+                .map(|list| Response {
+                    header: self.header(0),
+                    body: ResponseBody::Members(list),
+                })
+                .map_err(|m| err(ErrorCode::InvalidArgument, m))
+        }))
+    }
+
+    /// Gives the group the node's member table (in a cluster).
+    pub fn set_members(&self, m: SharedMembers) {
+        *self.members.borrow_mut() = Some(m);
+    }
+
+    /// Proposes a member change (group 0's leader) and waits for it to apply.
+    pub async fn propose_member(&self, change: MemberChange) -> Reply {
+        self.check_serving()?;
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let id = self.ids.borrow_mut().next_id();
+        let Some(waiter) = self.waits.register(id) else {
+            return Err(err(ErrorCode::TooManyRequests, "too many writes in flight"));
+        };
+        let entry = MemberEntry {
+            request_id: id,
+            change,
+        };
+        self.proposals.borrow_mut().push((id, entry.encode()));
+        self.wake.notify();
+        waiter.await.unwrap_or_else(|| {
+            Err(err(
+                ErrorCode::Unavailable,
+                "leadership changed before the member change applied; its outcome is unknown \
+                 (list the members to find out)",
+            ))
+        })
+    }
+
+    /// Leader only: makes the group's Raft configuration follow the member table, one
+    /// change at a time: add missing members as learners, promote a member the table
+    /// calls a voter once its log is within `PROMOTE_LAG_MAX` of ours, remove members
+    /// the table no longer has (handing leadership away first when it is this node).
+    fn reconcile_members(&self) {
+        let Some(members) = self.members.borrow().clone() else {
+            return;
+        };
+        if !self.is_leader() {
+            return;
+        }
+        let table = members.snapshot();
+        let mut raft = self.raft.borrow_mut();
+        let st = raft.status();
+        let conf = &st.conf;
+        let in_conf = |id: u64| conf.voters.contains(&id) || conf.learners.contains(&id);
+        let change = if let Some(m) = table.members.iter().find(|m| !in_conf(m.node_id)) {
+            Some(ConfChange {
+                kind: ConfChangeKind::AddLearner,
+                node: m.node_id,
+            })
+        } else if let Some(m) = table.members.iter().find(|m| {
+            !m.learner
+                && conf.learners.contains(&m.node_id)
+                && st
+                    .progress
+                    .get(&m.node_id)
+                    .is_some_and(|p| p.match_index + PROMOTE_LAG_MAX >= st.last_index)
+        }) {
+            Some(ConfChange {
+                kind: ConfChangeKind::AddVoter,
+                node: m.node_id,
+            })
+        } else {
+            conf.voters
+                .iter()
+                .chain(&conf.learners)
+                .find(|id| table.is_removed(**id))
+                .map(|&id| ConfChange {
+                    kind: ConfChangeKind::RemoveNode,
+                    node: id,
+                })
+        };
+        let Some(cc) = change else {
+            return;
+        };
+        if cc.kind == ConfChangeKind::RemoveNode && cc.node == self.node_id {
+            if let Some(&to) = conf.voters.iter().find(|&&v| v != self.node_id) {
+                raft.transfer_leader(to);
+            }
+            return;
+        }
+        match raft.propose_conf_change(cc) {
+            Ok(_) => eprintln!("corekv: group {}: proposed {cc}", self.index),
+            Err(ProposeError::ConfChangePending) => {}
+            Err(e) => eprintln!("corekv: group {}: conf change {cc}: {e}", self.index),
+        }
     }
 
     fn write_reply(&self, o: ApplyOutcome) -> Reply {
@@ -829,6 +1352,9 @@ impl Group {
         self.first_uncommitted_apply.set(None);
         let result = store.commit().await;
         let durable_applied = store.applied_index();
+        if result.is_ok() {
+            self.durable_applied.set(durable_applied);
+        }
         let more = result.is_ok() && store.compact_step(1000).unwrap_or(false);
         *self.store.borrow_mut() = Some(store);
         self.store_idle.notify();
@@ -887,7 +1413,10 @@ impl Group {
             let split = held.partition_point(|(n, _)| *n <= durable);
             let ready: Vec<Message> = held.drain(..split).flat_map(|(_, m)| m).collect();
             drop(held);
-            self.outbox.borrow_mut().extend(ready);
+            if !ready.is_empty() {
+                self.outbox.borrow_mut().extend(ready);
+                self.outbox_wake.notify();
+            }
             self.wake.notify();
         }
     }

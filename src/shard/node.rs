@@ -6,12 +6,14 @@
 use std::cmp::Ordering;
 use std::rc::Rc;
 
+use super::entry::MemberChange;
 use super::group::{Group, Reply};
 use super::mesh::{Call, Mesh};
 use crate::mvcc::{KeyValue, RangeRequest, SortOrder, SortTarget, WriteRequest};
 use crate::proto::{
-    ErrorCode, GroupRevision, GroupTopology, NodeAddr, Op, ProtoError, RangeResult, Request,
-    Response, ResponseBody, ResponseHeader, Route, StatusResponse, TopologyResponse, MULTI_GROUP,
+    ErrorCode, GroupRevision, GroupTopology, MemberInfo, MemberListResponse, NodeAddr, Op,
+    ProtoError, RangeResult, Request, Response, ResponseBody, ResponseHeader, Route,
+    StatusResponse, TopologyResponse, MULTI_GROUP,
 };
 
 /// What every shard knows of its node.
@@ -30,6 +32,8 @@ pub struct Shard {
     pub group: Rc<Group>,
     pub mesh: Mesh,
     pub node: NodeInfo,
+    /// The member table (a cluster); `None` for a single node.
+    pub members: Option<super::members::SharedMembers>,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> ProtoError {
@@ -39,6 +43,17 @@ fn err(code: ErrorCode, message: impl Into<String>) -> ProtoError {
 impl Shard {
     /// Serves `req`, already validated by `proto::validate_request`, which chose `route`.
     pub async fn handle(&self, route: Route, req: Request) -> Reply {
+        if let Some(m) = &self.members {
+            if m.snapshot().is_removed(self.node.node_id) {
+                return Err(err(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "node {} was removed from the cluster: it serves nothing",
+                        self.node.node_id
+                    ),
+                ));
+            }
+        }
         match route {
             Route::Group(g) if g == self.index => self.execute_local(req).await,
             Route::Group(g) => self.mesh.call(g, Call::Execute(req)).await,
@@ -53,6 +68,7 @@ impl Shard {
             Route::Node => match req.op {
                 Op::Status => self.status().await,
                 Op::Topology => self.topology().await,
+                Op::MemberList => Ok(self.member_list()),
                 _ => Err(err(ErrorCode::Internal, "request routed to the node")),
             },
         }
@@ -86,6 +102,11 @@ impl Shard {
             }
             // Routed to the node by `handle`, never to one group.
             Op::Topology => Err(err(ErrorCode::Internal, "topology routed to one group")),
+            Op::HashKv { revision, .. } => g.hash(revision).await,
+            Op::MemberList => Ok(self.member_list()),
+            Op::MemberAdd(a) => g.propose_member(MemberChange::Add(a)).await,
+            Op::MemberPromote { node_id } => g.propose_member(MemberChange::Promote(node_id)).await,
+            Op::MemberRemove { node_id } => g.propose_member(MemberChange::Remove(node_id)).await,
         }
     }
 
@@ -139,6 +160,31 @@ impl Shard {
         })
     }
 
+    fn member_list(&self) -> Response {
+        let list = match &self.members {
+            Some(m) => m.snapshot().list(),
+            None => MemberListResponse {
+                members: self
+                    .node
+                    .members
+                    .iter()
+                    .map(|a| MemberInfo {
+                        node_id: a.node_id,
+                        name: String::new(),
+                        host: a.host.clone(),
+                        peer_port_base: a.peer_port_base,
+                        client_port_base: a.client_port_base,
+                        learner: false,
+                    })
+                    .collect(),
+            },
+        };
+        Response {
+            header: self.node_header(),
+            body: ResponseBody::Members(list),
+        }
+    }
+
     /// Where each group is served on this node, with the leader each group's replica
     /// knows of (asked of every shard).
     async fn topology(&self) -> Reply {
@@ -167,7 +213,20 @@ impl Shard {
                 cluster_id: self.node.cluster_id,
                 shard_count: self.node.shards,
                 groups,
-                nodes: self.node.members.clone(),
+                nodes: match &self.members {
+                    Some(m) => m
+                        .snapshot()
+                        .members
+                        .iter()
+                        .map(|m| NodeAddr {
+                            node_id: m.node_id,
+                            host: m.host.clone(),
+                            client_port_base: m.client_port_base,
+                            peer_port_base: m.peer_port_base,
+                        })
+                        .collect(),
+                    None => self.node.members.clone(),
+                },
             }),
         })
     }

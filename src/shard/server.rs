@@ -3,11 +3,24 @@
 //! SIGTERM/SIGINT into a clean shutdown (stop accepting, finish in-flight requests, flush
 //! the WAL, commit the B+tree, exit 0).
 //!
+//! With other members in `--initial-cluster`, shard s also listens for peers on
+//! `listen_peer.port + s` and runs the peer transport ([`super::peer`]); every member
+//! is a voter of every group from the start (node ids: position in the list + 1),
+//! except with `--join CLUSTER_ID` (a node added by `MemberAdd`): its groups start from
+//! the other members' configuration and it learns its own role from the log. The member
+//! table ([`super::members`]) starts from `--initial-cluster` and then follows group 0's
+//! member changes; a task per shard makes the peer links follow it.
+//!
 //! Data directory layout:
 //! ```text
 //! <data-dir>/member            name, node id, cluster id, shard count (text, key=value)
+//! <data-dir>/members           the member table (a cluster; see `members.rs`)
 //! <data-dir>/shard-<s>/wal/    the WAL segments of group s
 //! <data-dir>/shard-<s>/store.btree   the B+tree of group s
+//! <data-dir>/shard-<s>/snapshot-recv-<from>.tmp     a snapshot being received
+//! <data-dir>/shard-<s>/snapshot-recv-<from>-<index>-<term>.btree   received, not installed
+//! <data-dir>/shard-<s>/snapshot-recv.btree   the one being installed (see Group::open)
+//! <data-dir>/shard-<s>/snapshot-out-<node>.btree  a snapshot being sent (removed after)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -18,9 +31,13 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use super::config::ServerConfig;
 use super::group::{Group, GroupOptions};
+use super::members::{Members, SharedMembers};
 use super::mesh::{self, Mesh, MeshMsg};
 use super::node::{NodeInfo, Shard};
-use crate::proto::{fnv1a64, NodeAddr};
+use crate::proto::{fnv1a64, MemberInfo, NodeAddr};
+
+/// How often a shard checks the member table for changes (links to add or drop).
+const MEMBER_SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The node's identity, persisted in `<data-dir>/member`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,7 +93,10 @@ pub fn identity_for(cfg: &ServerConfig) -> Identity {
     Identity {
         name: cfg.name.clone(),
         node_id,
-        cluster_id: fnv1a64(members.join(",").as_bytes()),
+        // A node joining a running cluster is told its id.
+        cluster_id: cfg
+            .join_cluster
+            .unwrap_or_else(|| fnv1a64(members.join(",").as_bytes())),
         shards: cfg.shards,
     }
 }
@@ -201,24 +221,70 @@ async fn listen_retrying(addr: std::net::SocketAddr) -> std::io::Result<TcpListe
     }
 }
 
-/// Runs the node until a signal stops it or a shard fails. Blocks the calling thread.
-pub fn run(cfg: ServerConfig) -> Result<(), String> {
-    let id = prepare_data_dir(&cfg)?;
-    let members: Vec<NodeAddr> = if cfg.initial_cluster.is_empty() {
-        vec![NodeAddr {
+/// Every member of the cluster: node ids are positions in `--initial-cluster` (from 1).
+/// Another member's client port is known only when its entry names it
+/// (`NAME=HOST:PEERPORT/CLIENTPORT`); 0 otherwise.
+fn members_of(cfg: &ServerConfig, id: &Identity) -> Result<Vec<NodeAddr>, String> {
+    if cfg.initial_cluster.is_empty() {
+        return Ok(vec![NodeAddr {
             node_id: id.node_id,
             host: cfg.listen_client.ip().to_string(),
             client_port_base: cfg.listen_client.port(),
             peer_port_base: cfg.listen_peer.port(),
-        }]
+        }]);
+    }
+    let mut out = Vec::new();
+    for (i, m) in cfg.initial_cluster.iter().enumerate() {
+        let me = m.name == cfg.name;
+        if me && m.peer.port() != cfg.listen_peer.port() {
+            return Err(format!(
+                "--initial-cluster names {} as this node's peer address, but --listen-peer is {}",
+                m.peer, cfg.listen_peer
+            ));
+        }
+        out.push(NodeAddr {
+            node_id: i as u64 + 1,
+            host: m.peer.ip().to_string(),
+            client_port_base: if me {
+                cfg.listen_client.port()
+            } else {
+                m.client_port.unwrap_or(0)
+            },
+            peer_port_base: m.peer.port(),
+        });
+    }
+    Ok(out)
+}
+
+/// Runs the node until a signal stops it or a shard fails. Blocks the calling thread.
+pub fn run(cfg: ServerConfig) -> Result<(), String> {
+    let id = prepare_data_dir(&cfg)?;
+    let members = members_of(&cfg, &id)?;
+    // A node joining a running cluster starts its groups from the configuration of the
+    // other members (it is not a voter; it learns its role from the log or a snapshot).
+    let voters: Vec<u64> = members
+        .iter()
+        .map(|m| m.node_id)
+        .filter(|&n| cfg.join_cluster.is_none() || n != id.node_id)
+        .collect();
+    let table = if cfg.initial_cluster.is_empty() {
+        None
     } else {
-        return Err(
-            "--initial-cluster with other members: replication between nodes is not built yet \
-             (run a single node)"
-                .into(),
-        );
+        let initial = cfg
+            .initial_cluster
+            .iter()
+            .zip(&members)
+            .map(|(c, m)| MemberInfo {
+                node_id: m.node_id,
+                name: c.name.clone(),
+                host: m.host.clone(),
+                peer_port_base: m.peer_port_base,
+                client_port_base: m.client_port_base,
+                learner: cfg.join_cluster.is_some() && m.node_id == id.node_id,
+            })
+            .collect();
+        Some(Members::open(&cfg.data_dir, initial)?)
     };
-    let voters: Vec<u64> = vec![id.node_id];
     let node = NodeInfo {
         node_id: id.node_id,
         cluster_id: id.cluster_id,
@@ -250,17 +316,17 @@ pub fn run(cfg: ServerConfig) -> Result<(), String> {
         let (cfg, node, senders, stop_rx) =
             (cfg.clone(), node.clone(), senders.clone(), stop_rx.clone());
         let voters = voters.clone();
-        let h =
-            LocalExecutorBuilder::new(placement)
-                .name(&format!("shard-{s}"))
-                .io_memory(io_memory)
-                // Switch task queues often: the WAL's background segment preparation must
-                // not hold the shard for glommio's default 100 ms slice while requests wait.
-                .preempt_timer(PREEMPT_TIMER)
-                .spawn(move || async move {
-                    run_shard(cfg, s, node, voters, senders, inbox, stop_rx).await
-                })
-                .map_err(|e| format!("starting the executor of shard {s}: {e}"))?;
+        let members = table.clone();
+        let h = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{s}"))
+            .io_memory(io_memory)
+            // Switch task queues often: the WAL's background segment preparation must not
+            // hold the shard for glommio's default 100 ms slice while requests wait.
+            .preempt_timer(PREEMPT_TIMER)
+            .spawn(move || async move {
+                run_shard(cfg, s, node, (voters, members), senders, inbox, stop_rx).await
+            })
+            .map_err(|e| format!("starting the executor of shard {s}: {e}"))?;
         handles.push(h);
     }
     let mut first_err = None;
@@ -281,17 +347,26 @@ async fn run_shard(
     cfg: ServerConfig,
     s: u32,
     node: NodeInfo,
-    voters: Vec<u64>,
+    (voters, members): (Vec<u64>, Option<SharedMembers>),
     senders: Vec<flume::Sender<MeshMsg>>,
     inbox: flume::Receiver<MeshMsg>,
     stop_rx: flume::Receiver<()>,
 ) -> Result<(), String> {
     let opts = GroupOptions {
         quota_bytes: cfg.quota_bytes / u64::from(cfg.shards),
+        wal_compact_entries: cfg.wal_compact_entries.max(1),
+        wal_keep_entries: cfg.wal_keep_entries,
         ..GroupOptions::default()
     };
     let started = std::time::Instant::now();
-    let group = Group::open(&shard_dir(&cfg.data_dir, s), s, node.node_id, voters, opts).await?;
+    let group = Group::open(
+        &shard_dir(&cfg.data_dir, s),
+        s,
+        node.node_id,
+        voters.clone(),
+        opts,
+    )
+    .await?;
     let opened = std::time::Instant::now();
     let addr = cfg.client_addr(s);
     let listener = listen_retrying(addr)
@@ -299,12 +374,78 @@ async fn run_shard(
         .map_err(|e| format!("listening for clients on {addr}: {e}"))?;
     let bound = std::time::Instant::now();
     let shard = Rc::new(Shard {
+        members: members.clone(),
         index: s,
         group: group.clone(),
         mesh: Mesh::new(s, senders),
         node,
     });
     let driver = glommio::spawn_local(group.clone().run());
+    // Replication: shard s talks to shard s of every other member.
+    let mut peer_tasks = Vec::new();
+    if let Some(table) = members.clone() {
+        let me = super::peer::Me {
+            node_id: shard.node.node_id,
+            cluster_id: shard.node.cluster_id,
+            shard: s,
+            shard_count: cfg.shards,
+        };
+        group.set_members(table.clone());
+        // Spread the groups' leaders: group s prefers member s mod N (of the voters at
+        // start).
+        if !voters.is_empty() {
+            let mut all = voters.clone();
+            all.push(me.node_id);
+            all.sort_unstable();
+            all.dedup();
+            group.set_preferred_leader(all[s as usize % all.len()]);
+        }
+        let (transport, pump) = super::peer::Transport::start(group.clone(), me);
+        peer_tasks.push(pump);
+        // The links follow the member table.
+        {
+            let transport = transport.clone();
+            peer_tasks.push(glommio::spawn_local(async move {
+                let mut seen = u64::MAX;
+                loop {
+                    let t = table.snapshot();
+                    if t.version != seen {
+                        seen = t.version;
+                        let peers: Vec<(u64, std::net::SocketAddr)> = t
+                            .members
+                            .iter()
+                            .filter(|m| m.node_id != me.node_id)
+                            .filter_map(|m| {
+                                let ip: std::net::IpAddr = m.host.parse().ok()?;
+                                Some((
+                                    m.node_id,
+                                    std::net::SocketAddr::new(ip, m.peer_port_base + s as u16),
+                                ))
+                            })
+                            .collect();
+                        let ids = t.members.iter().map(|m| m.node_id).collect();
+                        transport.set_peers(&peers, ids);
+                    }
+                    glommio::timer::sleep(MEMBER_SYNC_EVERY).await;
+                }
+            }));
+        }
+        let paddr = cfg.peer_addr(s);
+        let plistener = listen_retrying(paddr)
+            .await
+            .map_err(|e| format!("listening for peers on {paddr}: {e}"))?;
+        peer_tasks.push(glommio::spawn_local(async move {
+            loop {
+                match plistener.accept().await {
+                    Ok(stream) => {
+                        glommio::spawn_local(super::peer::serve_peer(transport.clone(), stream))
+                            .detach();
+                    }
+                    Err(e) => eprintln!("corekv: shard {s}: accepting a peer: {e}"),
+                }
+            }
+        }));
+    }
     // Calls and replies from the other shards.
     let mesh_task = {
         let shard = shard.clone();
@@ -369,6 +510,7 @@ async fn run_shard(
     // and commits the store.
     group.stop();
     let result = driver.await;
+    drop(peer_tasks);
     drop(mesh_task);
     result
 }

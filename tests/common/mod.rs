@@ -79,6 +79,14 @@ impl Server {
     }
 
     pub fn start_with(data_dir: &Path, port: u16, shards: u32, extra: &[&str]) -> Server {
+        let s = Server::spawn_with(data_dir, port, shards, extra);
+        s.wait_ready();
+        s
+    }
+
+    /// Starts the process without waiting for it (a cluster member cannot elect leaders
+    /// before a quorum runs): call [`Server::wait_ready`] once all are started.
+    pub fn spawn_with(data_dir: &Path, port: u16, shards: u32, extra: &[&str]) -> Server {
         let log = data_dir.with_extension("log");
         let logf = std::fs::OpenOptions::new()
             .create(true)
@@ -96,22 +104,20 @@ impl Server {
             .stderr(logf)
             .spawn()
             .expect("starting corekv");
-        let s = Server {
+        Server {
             child: Some(child),
             data_dir: data_dir.to_path_buf(),
             port,
             shards,
             log,
-        };
-        s.wait_ready();
-        s
+        }
     }
 
     pub fn addr(&self, shard: u32) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port + shard as u16))
     }
 
-    fn wait_ready(&self) {
+    pub fn wait_ready(&self) {
         // Handshake with every shard (a plain connect could reach the listening socket of
         // a predecessor that was just killed), then wait until every group has a leader.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -203,9 +209,15 @@ impl RawConn {
     }
 
     pub fn try_connect(addr: SocketAddr) -> std::io::Result<RawConn> {
-        let mut stream = TcpStream::connect(addr)?;
+        Self::try_connect_within(addr, Duration::from_secs(20))
+    }
+
+    /// Connects and shakes hands, waiting at most `timeout` for each read (a stopped
+    /// server's kernel accepts the connection but nobody answers).
+    pub fn try_connect_within(addr: SocketAddr, timeout: Duration) -> std::io::Result<RawConn> {
+        let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        stream.set_read_timeout(Some(timeout))?;
         let hello = Hello {
             version: PROTOCOL_VERSION,
             role: Role::Client,
@@ -264,6 +276,17 @@ impl RawConn {
         let (got, ans) = self.recv().expect("connection closed before an answer");
         assert_eq!(got, id, "answer to another request");
         ans
+    }
+
+    /// One request and its answer; `None` when the connection failed, closed or timed
+    /// out (a cluster client then tries another node).
+    pub fn try_call(&mut self, req: &Request) -> Option<Answer> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.stream.write_all(&Self::encode(id, req)).ok()?;
+        let (got, ans) = self.recv()?;
+        assert_eq!(got, id, "answer to another request");
+        Some(ans)
     }
 
     /// True when the server has closed the connection (reads EOF or a reset).
