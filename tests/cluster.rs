@@ -646,7 +646,7 @@ fn client_history_under_faults_is_linearizable() {
                     rng ^= rng << 17;
                     let key = format!("reg{}", rng % 4);
                     let call = epoch.elapsed().as_nanos() as u64;
-                    let (input, output) = if rng % 3 == 0 {
+                    let (input, output) = if rng.is_multiple_of(3) {
                         let value = format!("c{id}-{i}");
                         cl.put(&key, &value);
                         (
