@@ -130,6 +130,24 @@ fn run(inv: &Invocation, txn: Option<corekv::mvcc::TxnRequest>) -> Result<String
                 out::topology_simple(&r.body)
             }
         }
+        Command::Member(m) => {
+            use corekv::client::cli::MemberCommand;
+            use corekv::proto::{Op, ResponseBody};
+            let op = match m {
+                MemberCommand::List => Op::MemberList,
+                MemberCommand::Add(a) => Op::MemberAdd(a.clone()),
+                MemberCommand::Promote(id) => Op::MemberPromote { node_id: *id },
+                MemberCommand::Remove(id) => Op::MemberRemove { node_id: *id },
+            };
+            match c.execute(op)?.body {
+                ResponseBody::Members(list) => out::members_simple(&list),
+                other => {
+                    return Err(ClientError::Protocol(format!(
+                        "expected a member list, got {other:?}"
+                    )))
+                }
+            }
+        }
         Command::Help(_) => unreachable!("handled in main"),
     })
 }

@@ -36,8 +36,20 @@ pub enum Command {
     },
     Status,
     Topology,
+    /// `member list|add|promote|remove`.
+    Member(MemberCommand),
     /// Print this text and exit 0.
     Help(String),
+}
+
+/// A membership command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberCommand {
+    List,
+    /// NAME HOST:PEER_PORT[/CLIENT_PORT], as a learner unless `--voter`.
+    Add(crate::proto::MemberAddRequest),
+    Promote(u64),
+    Remove(u64),
 }
 
 /// A parsed command line.
@@ -73,6 +85,7 @@ commands:
   compact REV           compact history below REV
   status                show every group of the node
   topology              show shards, ports and leaders
+  member list|add|promote|remove   show or change the cluster's members
 
 global flags:
   --endpoints   comma-separated host:port list (default 127.0.0.1:7379)
@@ -134,6 +147,15 @@ const TOPOLOGY_USAGE: &str = "\
 usage: corekvctl topology
 Shards of the node, their client ports and leaders, and the known members.";
 
+const MEMBER_USAGE: &str = "\
+usage: corekvctl member list
+       corekvctl member add NAME HOST:PEER_PORT[/CLIENT_PORT] [--voter]
+       corekvctl member promote NODE_ID
+       corekvctl member remove NODE_ID
+add joins a node as a learner (a voter with --voter); start it with --join and an
+--initial-cluster that lists every member, itself last. promote makes a caught-up learner
+a voter; remove takes a member out (it stops serving).";
+
 fn usage_of(cmd: &str) -> &'static str {
     match cmd {
         "put" => PUT_USAGE,
@@ -143,6 +165,7 @@ fn usage_of(cmd: &str) -> &'static str {
         "compact" => COMPACT_USAGE,
         "status" => STATUS_USAGE,
         "topology" => TOPOLOGY_USAGE,
+        "member" => MEMBER_USAGE,
         _ => MAIN_USAGE,
     }
 }
@@ -394,7 +417,14 @@ pub fn parse_args(args: &[String]) -> Result<Invocation, UsageError> {
         usage: usage_of(cmd).to_string(),
     };
     // The command is the first positional argument; global flags may precede it.
-    let all: &[&[FlagSpec]] = &[GLOBAL_FLAGS, PUT_FLAGS, GET_FLAGS, DEL_FLAGS, COMPACT_FLAGS];
+    let all: &[&[FlagSpec]] = &[
+        GLOBAL_FLAGS,
+        PUT_FLAGS,
+        GET_FLAGS,
+        DEL_FLAGS,
+        COMPACT_FLAGS,
+        MEMBER_FLAGS,
+    ];
     let pre = split_flags(args, all).map_err(|m| usage_err("", m))?;
     let cmd = pre.positional.first().cloned().unwrap_or_default();
     let specs: &[FlagSpec] = match cmd.as_str() {
@@ -402,6 +432,7 @@ pub fn parse_args(args: &[String]) -> Result<Invocation, UsageError> {
         "get" => GET_FLAGS,
         "del" | "delete" => DEL_FLAGS,
         "compact" => COMPACT_FLAGS,
+        "member" => MEMBER_FLAGS,
         "txn" | "status" | "topology" | "" => &[],
         other => return Err(usage_err("", format!("unknown command {other:?}"))),
     };
@@ -485,6 +516,7 @@ pub fn parse_args(args: &[String]) -> Result<Invocation, UsageError> {
         "status" => no_args(&rest).map(|_| Command::Status),
         "topology" => no_args(&rest).map(|_| Command::Topology),
         "compact" => parse_compact(&rest),
+        "member" => parse_member(&rest).map(Command::Member),
         _ => unreachable!("command checked above"),
     }
     .map_err(|m| usage_err(&cmd, m))?;
@@ -494,6 +526,53 @@ pub fn parse_args(args: &[String]) -> Result<Invocation, UsageError> {
         format,
         command,
     })
+}
+
+const MEMBER_FLAGS: &[FlagSpec] = &[("voter", false)];
+
+fn parse_member(p: &Parsed) -> Result<MemberCommand, String> {
+    let args: Vec<&str> = p.positional.iter().map(String::as_str).collect();
+    let node_id = |v: &str| {
+        v.parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{v:?} is not a node id (a positive integer)"))
+    };
+    match args.as_slice() {
+        ["list"] => Ok(MemberCommand::List),
+        ["add", name, addr] => {
+            let (host_port, client) = match addr.split_once('/') {
+                Some((hp, c)) => (hp, Some(c)),
+                None => (*addr, None),
+            };
+            let (host, peer) = host_port
+                .rsplit_once(':')
+                .ok_or_else(|| format!("{addr:?} is not HOST:PEER_PORT[/CLIENT_PORT]"))?;
+            if host.parse::<std::net::IpAddr>().is_err() {
+                return Err(format!("{host:?} is not an IP address"));
+            }
+            let port = |v: &str| {
+                v.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| format!("{v:?} is not a port"))
+            };
+            Ok(MemberCommand::Add(crate::proto::MemberAddRequest {
+                name: name.to_string(),
+                host: host.to_string(),
+                peer_port_base: port(peer)?,
+                client_port_base: client.map(port).transpose()?.unwrap_or(0),
+                learner: !p.has("voter"),
+            }))
+        }
+        ["promote", id] => node_id(id).map(MemberCommand::Promote),
+        ["remove", id] => node_id(id).map(MemberCommand::Remove),
+        _ => Err(
+            "expected: member list | add NAME HOST:PORT[/CLIENT_PORT] | promote ID | \
+                  remove ID"
+                .into(),
+        ),
+    }
 }
 
 fn parse_compact(p: &Parsed) -> Result<Command, String> {

@@ -480,3 +480,21 @@ pub fn topology_json(t: &TopologyResponse) -> String {
         nodes.join(",")
     )
 }
+
+/// `member` commands: the member list after the operation, one table.
+pub fn members_simple(list: &crate::proto::MemberListResponse) -> String {
+    let mut rows = vec![["NODE", "NAME", "HOST", "PEER PORT", "CLIENT PORT", "ROLE"]
+        .map(String::from)
+        .to_vec()];
+    for m in &list.members {
+        rows.push(vec![
+            m.node_id.to_string(),
+            m.name.clone(),
+            m.host.clone(),
+            m.peer_port_base.to_string(),
+            m.client_port_base.to_string(),
+            if m.learner { "learner" } else { "voter" }.to_string(),
+        ]);
+    }
+    table(&rows)
+}

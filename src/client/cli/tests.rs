@@ -650,3 +650,46 @@ fn txn_op_lines_take_command_flags() {
     }
     assert!(txn::parse_op_line("get k --endpoints x:1").is_err());
 }
+
+#[test]
+fn member_commands_parse_and_refuse_bad_input() {
+    use super::{parse_args, Command, MemberCommand};
+    let parse = |a: &[&str]| parse_args(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let cmd = |a: &[&str]| parse(a).map(|i| i.command);
+    assert_eq!(
+        cmd(&["member", "list"]),
+        Ok(Command::Member(MemberCommand::List))
+    );
+    assert_eq!(
+        cmd(&["member", "promote", "4"]),
+        Ok(Command::Member(MemberCommand::Promote(4)))
+    );
+    assert_eq!(
+        cmd(&["member", "remove", "2"]),
+        Ok(Command::Member(MemberCommand::Remove(2)))
+    );
+    match cmd(&["member", "add", "d", "127.0.0.1:9100/9000"]) {
+        Ok(Command::Member(MemberCommand::Add(a))) => {
+            assert_eq!((a.name.as_str(), a.host.as_str()), ("d", "127.0.0.1"));
+            assert_eq!(
+                (a.peer_port_base, a.client_port_base, a.learner),
+                (9100, 9000, true)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match cmd(&["member", "add", "d", "127.0.0.1:9100", "--voter"]) {
+        Ok(Command::Member(MemberCommand::Add(a))) => assert!(!a.learner),
+        other => panic!("{other:?}"),
+    }
+    for bad in [
+        &["member"][..],
+        &["member", "promote", "0"],
+        &["member", "remove", "x"],
+        &["member", "add", "d", "localhost:1"],
+        &["member", "add", "d", "127.0.0.1:99999"],
+        &["member", "frobnicate"],
+    ] {
+        assert!(parse(bad).is_err(), "{bad:?} accepted");
+    }
+}
