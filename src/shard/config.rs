@@ -18,6 +18,11 @@ pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1536 * 1024;
 /// Default space quota of a node's stores, all shards together.
 pub const DEFAULT_QUOTA_BYTES: u64 = 8 << 30;
 
+/// Default of `--wal-segment-bytes`.
+pub const DEFAULT_WAL_SEGMENT_BYTES: u64 = 64 << 20;
+/// Bounds of `--wal-segment-bytes`.
+pub const WAL_SEGMENT_BYTES_MIN: u64 = 1 << 20;
+pub const WAL_SEGMENT_BYTES_MAX: u64 = 1 << 30;
 /// Default of `--wal-compact-entries`.
 pub const DEFAULT_WAL_COMPACT_ENTRIES: u64 = 200_000;
 /// Default of `--wal-keep-entries`.
@@ -53,6 +58,9 @@ pub struct ServerConfig {
     /// ...keeping this many behind the applied index for slow followers (a follower
     /// further behind gets a snapshot).
     pub wal_keep_entries: u64,
+    /// Size of each WAL segment file (prepared ahead of use, so smaller segments start
+    /// faster and larger ones are prepared less often).
+    pub wal_segment_bytes: u64,
     /// `--join CLUSTER_ID`: this node joins a running cluster (after a MemberAdd) and
     /// takes its cluster id from here instead of hashing `--initial-cluster`.
     pub join_cluster: Option<u64>,
@@ -72,6 +80,7 @@ impl Default for ServerConfig {
             quota_bytes: DEFAULT_QUOTA_BYTES,
             wal_compact_entries: DEFAULT_WAL_COMPACT_ENTRIES,
             wal_keep_entries: DEFAULT_WAL_KEEP_ENTRIES,
+            wal_segment_bytes: DEFAULT_WAL_SEGMENT_BYTES,
             join_cluster: None,
         }
     }
@@ -104,6 +113,8 @@ Flags:
                               NoSpace, reads and deletes still work [default: 8589934592]
   --wal-compact-entries N     compact a group's WAL once N applied entries are in it
                               [default: 200000]
+  --wal-segment-bytes N       size of each WAL segment file, a multiple of 4096 in
+                              1 MiB..=1 GiB [default: 67108864]
   --wal-keep-entries N        entries kept behind the applied index for slow followers;
                               one further behind gets a snapshot [default: 20000]
   --join CLUSTER_ID           join a running cluster (hex id, see `member list`/status)
@@ -201,6 +212,7 @@ impl ServerConfig {
                 "--max-request-bytes",
                 "--quota-bytes",
                 "--wal-compact-entries",
+                "--wal-segment-bytes",
                 "--wal-keep-entries",
                 "--join",
             ];
@@ -230,6 +242,7 @@ impl ServerConfig {
                 "--quota-bytes" => cfg.quota_bytes = parse_num(&flag, &value)?,
                 "--wal-compact-entries" => cfg.wal_compact_entries = parse_num(&flag, &value)?,
                 "--wal-keep-entries" => cfg.wal_keep_entries = parse_num(&flag, &value)?,
+                "--wal-segment-bytes" => cfg.wal_segment_bytes = parse_num(&flag, &value)?,
                 "--join" => {
                     cfg.join_cluster = Some(u64::from_str_radix(&value, 16).or_else(|_| {
                         invalid(format!("--join: '{value}' is not a hex cluster id"))
@@ -244,6 +257,14 @@ impl ServerConfig {
 
     /// Checks the combination of flags.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(WAL_SEGMENT_BYTES_MIN..=WAL_SEGMENT_BYTES_MAX).contains(&self.wal_segment_bytes)
+            || !self.wal_segment_bytes.is_multiple_of(4096)
+        {
+            return invalid(format!(
+                "--wal-segment-bytes: {} is not a multiple of 4096 in {WAL_SEGMENT_BYTES_MIN}..={WAL_SEGMENT_BYTES_MAX}",
+                self.wal_segment_bytes
+            ));
+        }
         if self.shards == 0 || self.shards > SHARDS_MAX {
             return invalid(format!(
                 "--shards: {} is not in 1..={SHARDS_MAX}",

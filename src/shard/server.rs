@@ -197,9 +197,6 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(sk.into_raw_fd()) })
 }
 
-/// How long a task queue may run while another has work (see `run`).
-const PREEMPT_TIMER: std::time::Duration = std::time::Duration::from_millis(1);
-
 /// How long a start waits for its port while a predecessor still holds it.
 const BIND_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -320,9 +317,6 @@ pub fn run(cfg: ServerConfig) -> Result<(), String> {
         let h = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{s}"))
             .io_memory(io_memory)
-            // Switch task queues often: the WAL's background segment preparation must not
-            // hold the shard for glommio's default 100 ms slice while requests wait.
-            .preempt_timer(PREEMPT_TIMER)
             .spawn(move || async move {
                 run_shard(cfg, s, node, (voters, members), senders, inbox, stop_rx).await
             })
@@ -356,6 +350,10 @@ async fn run_shard(
         quota_bytes: cfg.quota_bytes / u64::from(cfg.shards),
         wal_compact_entries: cfg.wal_compact_entries.max(1),
         wal_keep_entries: cfg.wal_keep_entries,
+        wal: crate::wal::WalOptions {
+            segment_bytes: cfg.wal_segment_bytes,
+            ..crate::wal::WalOptions::default()
+        },
         ..GroupOptions::default()
     };
     let started = std::time::Instant::now();

@@ -16,6 +16,9 @@ use corekv::proto::{
     ProtoError, Request, Response, Role, HELLO_ACK_LEN, PROTOCOL_VERSION,
 };
 
+/// `--wal-segment-bytes` of every test server.
+pub const TEST_WAL_SEGMENT_BYTES: u64 = 4 << 20;
+
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 static NEXT_DIR: AtomicU16 = AtomicU16::new(0);
 
@@ -99,6 +102,9 @@ impl Server {
             .args(["--listen-client", &format!("127.0.0.1:{port}")])
             .args(["--listen-peer", &format!("127.0.0.1:{}", port + 8)])
             .args(["--shards", &shards.to_string(), "--cpu-pinning", "off"])
+            // Small WAL segments: every fresh shard zero-fills its first segment (and a
+            // spare) before it serves, and dozens of test servers start at once here.
+            .args(["--wal-segment-bytes", &TEST_WAL_SEGMENT_BYTES.to_string()])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(logf)
