@@ -797,23 +797,28 @@ impl Group {
         let (ids, batch): (Vec<u64>, Vec<Vec<u8>>) = queued.into_iter().unzip();
         let result = self.raft.borrow_mut().propose(batch);
         if let Err(e) = result {
-            let perr = match e {
-                ProposeError::NotLeader { leader } => err(
-                    ErrorCode::NotLeader { leader },
-                    format!("group {} is not led by this node", self.index),
-                ),
-                ProposeError::TooManyUncommitted { .. } => err(
-                    ErrorCode::TooManyRequests,
-                    format!("group {}: {e}", self.index),
-                ),
-                other => err(
-                    ErrorCode::Unavailable,
-                    format!("group {}: {other}", self.index),
-                ),
-            };
+            let perr = self.propose_error(e);
             for id in ids {
                 self.waits.trigger(id, Err(perr.clone()));
             }
+        }
+    }
+
+    /// The client's view of a proposal or ReadIndex that Raft refused.
+    fn propose_error(&self, e: ProposeError) -> ProtoError {
+        match e {
+            ProposeError::NotLeader { leader } => err(
+                ErrorCode::NotLeader { leader },
+                format!("group {} is not led by this node", self.index),
+            ),
+            ProposeError::TooManyUncommitted { .. } => err(
+                ErrorCode::TooManyRequests,
+                format!("group {}: {e}", self.index),
+            ),
+            other => err(
+                ErrorCode::Unavailable,
+                format!("group {}: {other}", self.index),
+            ),
         }
     }
 
@@ -834,13 +839,7 @@ impl Group {
                 reads.inflight.insert(ctx, batch);
             }
             Err(e) => {
-                let perr = match e {
-                    ProposeError::NotLeader { leader } => err(
-                        ErrorCode::NotLeader { leader },
-                        format!("group {} is not led by this node", self.index),
-                    ),
-                    other => err(ErrorCode::Unavailable, other.to_string()),
-                };
+                let perr = self.propose_error(e);
                 for id in batch {
                     self.read_waits.trigger(id, Err(perr.clone()));
                 }
