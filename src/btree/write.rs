@@ -21,15 +21,20 @@ impl<D: Disk> Db<D> {
 
     pub(super) fn release_pending(&mut self) {
         let h = self.horizon();
+        let mut released = false;
         while let Some(e) = self.pending.first_entry() {
             if *e.key() > h {
                 break;
             }
             self.reusable.extend(e.remove());
+            released = true;
         }
         // Hand out the lowest ids first: neighbours freed together are allocated
-        // together, so a commit writes longer contiguous runs.
-        self.reusable.sort_unstable_by(|a, b| b.cmp(a));
+        // together, so a commit writes longer contiguous runs. (Only when the list
+        // changed: this runs before every write, and the list can be long.)
+        if released {
+            self.reusable.sort_unstable_by(|a, b| b.cmp(a));
+        }
     }
 
     pub(super) fn quota_pages(&self) -> u64 {
