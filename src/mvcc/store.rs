@@ -1,10 +1,10 @@
 //! The write side: [`Store::apply`] turns one committed Raft entry into backend writes.
 //!
 //! Invariants:
-//! - `state` in memory equals the `meta/state` record in the backend's live state after
-//!   every apply; it is written in the same backend write set as the entry's data, so a
-//!   commit holds both or neither, and `applied_index()` after a reopen is exactly where
-//!   WAL replay must resume.
+//! - `state` in memory is the state after the last apply; the `meta/state` record is
+//!   written into the backend just before every commit (see "Deferred writes"), so a
+//!   commit holds the data of exactly the entries up to the applied index it records,
+//!   and `applied_index()` after a reopen is exactly where WAL replay must resume.
 //! - An entry's user errors (`KeyNotFound`, `LeaseNotFound`, `Compacted`...) are all
 //!   found before its first data write, so a failed request writes nothing but the
 //!   applied index (asserted). A backend error in the middle of an apply leaves a
@@ -27,6 +27,16 @@
 //! lowest log index is evicted — deterministic on every replica, since it depends on
 //! log indices only. A retry from an evicted session applies again: clients must not
 //! retry a write after more than `sessions_max` other sessions have written since.
+//!
+//! Deferred writes: the state record and the session records change with every apply
+//! but only the last version before a commit matters (nothing reads them from the
+//! backend's live state: reads take the state from memory, dedup checks the pending
+//! sessions first). So applies keep them in memory (`state`, `pending_sessions`) and
+//! [`Store::commit`] writes them into the backend's transaction first: per put, three
+//! B+tree writes (rev, index, live) instead of seven. Session eviction still happens at
+//! the write that goes over `sessions_max`, choosing the same session as before.
+
+use std::collections::hash_map::{Entry, HashMap};
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -121,6 +131,28 @@ pub struct Store<B: Backend> {
     state: State,
     config: StoreConfig,
     poisoned: Option<String>,
+    /// Session records written since the last commit, not yet in the backend (see
+    /// "Deferred writes" in the module docs).
+    pending_sessions: HashMap<u64, PendingSession>,
+    /// The state record differs from the backend's copy (written at the next commit).
+    state_dirty: bool,
+}
+
+/// A session's newest record, held until the next commit.
+struct PendingSession {
+    /// The record as it goes into `sess`: seq:8 index:8 outcome.
+    record: Vec<u8>,
+    /// The log index of that write (its `sess_age` key).
+    index: u64,
+    /// The index of the session's record in the backend, if it has one.
+    backend_index: Option<u64>,
+}
+
+fn age_key(index: u64, session: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&index.to_be_bytes());
+    k[8..].copy_from_slice(&session.to_be_bytes());
+    k
 }
 
 fn storage(op: &str, e: BackendError) -> KvError {
@@ -179,6 +211,8 @@ impl<B: Backend> Store<B> {
             state,
             config,
             poisoned: None,
+            pending_sessions: HashMap::new(),
+            state_dirty: false,
         })
     }
 
@@ -198,9 +232,12 @@ impl<B: Backend> Store<B> {
     pub fn limits(&self) -> &Limits {
         &self.config.limits
     }
+    /// The backend. Its live state lacks the deferred writes (session and state
+    /// records) until the next commit or [`Store::write_deferred`].
     pub fn backend(&self) -> &B {
         &self.backend
     }
+    /// The backend, as of the last commit or [`Store::write_deferred`].
     pub fn into_backend(self) -> B {
         self.backend
     }
@@ -240,6 +277,7 @@ impl<B: Backend> Store<B> {
                 "commit refused after an earlier storage failure: {p}"
             )));
         }
+        self.write_deferred()?;
         let r = self.backend.commit().await;
         r.map_err(|e| {
             let msg = format!("commit: {e}");
@@ -340,10 +378,45 @@ impl<B: Backend> Store<B> {
         Ok(outcome)
     }
 
+    /// Marks the state record for the next commit (see "Deferred writes").
     fn write_state(&mut self) -> Result<(), KvError> {
-        self.backend
-            .put(TREE_META, META_STATE_KEY, &self.state.encode())
-            .map_err(|e| storage("write meta state", e))
+        self.state_dirty = true;
+        Ok(())
+    }
+
+    /// Writes what applies deferred (session records, the state record) into the
+    /// backend's open transaction: [`Store::commit`] does this first. Call it before
+    /// [`Store::into_backend`] to keep the live state of everything applied.
+    pub fn write_deferred(&mut self) -> Result<(), KvError> {
+        if let Some(p) = &self.poisoned {
+            return Err(KvError::Storage(format!(
+                "write refused after an earlier storage failure: {p}"
+            )));
+        }
+        self.write_deferred_inner().map_err(|e| {
+            let msg = e.to_string();
+            self.poisoned = Some(msg.clone());
+            KvError::Storage(msg)
+        })
+    }
+
+    fn write_deferred_inner(&mut self) -> Result<(), KvError> {
+        let mut pending: Vec<(u64, PendingSession)> = self.pending_sessions.drain().collect();
+        // Sessions in index order: the backend sees the writes in apply order.
+        pending.sort_unstable_by_key(|(_, p)| p.index);
+        for (session, p) in pending {
+            if let Some(old) = p.backend_index {
+                self.delete_backend(TREE_SESSION_AGE, &age_key(old, session))?;
+            }
+            self.put_backend(TREE_SESSION, &session.to_be_bytes(), &p.record)?;
+            self.put_backend(TREE_SESSION_AGE, &age_key(p.index, session), b"")?;
+        }
+        if std::mem::take(&mut self.state_dirty) {
+            self.backend
+                .put(TREE_META, META_STATE_KEY, &self.state.encode())
+                .map_err(|e| storage("write meta state", e))?;
+        }
+        Ok(())
     }
 
     fn execute(&mut self, req: &WriteRequest) -> Result<WriteResponse, KvError> {
@@ -725,6 +798,9 @@ impl<B: Backend> Store<B> {
     }
 
     fn session_record(&self, session: u64) -> Result<Option<Vec<u8>>, KvError> {
+        if let Some(p) = self.pending_sessions.get(&session) {
+            return Ok(Some(p.record.clone()));
+        }
         let key = session.to_be_bytes();
         let v = self
             .backend
@@ -738,6 +814,13 @@ impl<B: Backend> Store<B> {
 
     /// (last applied seq, its log index) of a session.
     fn session_header(&self, session: u64) -> Result<Option<(u64, u64)>, KvError> {
+        if let Some(p) = self.pending_sessions.get(&session) {
+            let v = &p.record;
+            return Ok(Some((
+                u64::from_be_bytes(v[..8].try_into().unwrap()),
+                u64::from_be_bytes(v[8..16].try_into().unwrap()),
+            )));
+        }
         Ok(self.session_record(session)?.map(|v| {
             (
                 u64::from_be_bytes(v[..8].try_into().unwrap()),
@@ -783,16 +866,6 @@ impl<B: Backend> Store<B> {
         old_index: Option<u64>,
         o: &ApplyOutcome,
     ) -> Result<(), KvError> {
-        let age_key = |index: u64, session: u64| {
-            let mut k = [0u8; 16];
-            k[..8].copy_from_slice(&index.to_be_bytes());
-            k[8..].copy_from_slice(&session.to_be_bytes());
-            k
-        };
-        match old_index {
-            Some(old) => self.delete_backend(TREE_SESSION_AGE, &age_key(old, session))?,
-            None => self.state.sessions += 1,
-        }
         let encode = |stored: &StoredOutcome| {
             rkyv::to_bytes::<rkyv::rancor::Error>(stored)
                 .map_err(|e| KvError::Storage(format!("encode session {session} outcome: {e}")))
@@ -809,29 +882,81 @@ impl<B: Backend> Store<B> {
                 error: Some(KvError::StaleSequence(seq)),
             })?;
         }
-        let mut v = Vec::with_capacity(16 + bytes.len());
-        v.extend_from_slice(&seq.to_be_bytes());
-        v.extend_from_slice(&index.to_be_bytes());
-        v.extend_from_slice(&bytes);
-        self.put_backend(TREE_SESSION, &session.to_be_bytes(), &v)?;
-        self.put_backend(TREE_SESSION_AGE, &age_key(index, session), b"")?;
-        while self.state.sessions > self.config.sessions_max {
-            let mut oldest = None;
-            self.backend
-                .scan(TREE_SESSION_AGE, b"", None, false, &mut |k, _| {
-                    oldest = Some(k.to_vec());
-                    false
-                })
-                .map_err(|e| storage("scan session ages", e))?;
-            let k = oldest
-                .ok_or_else(|| corrupt(TREE_SESSION_AGE, b"", "fewer sessions than counted"))?;
-            if k.len() != 16 {
-                return Err(corrupt(TREE_SESSION_AGE, &k, "age key is not 16 bytes"));
+        let mut record = Vec::with_capacity(16 + bytes.len());
+        record.extend_from_slice(&seq.to_be_bytes());
+        record.extend_from_slice(&index.to_be_bytes());
+        record.extend_from_slice(&bytes);
+        match self.pending_sessions.entry(session) {
+            Entry::Occupied(mut e) => {
+                let p = e.get_mut();
+                p.record = record;
+                p.index = index;
             }
-            self.delete_backend(TREE_SESSION_AGE, &k)?;
-            self.delete_backend(TREE_SESSION, &k[8..])?;
-            self.state.sessions -= 1;
+            Entry::Vacant(e) => {
+                // Not pending: `old_index` came from the backend's record.
+                if old_index.is_none() {
+                    self.state.sessions += 1;
+                }
+                e.insert(PendingSession {
+                    record,
+                    index,
+                    backend_index: old_index,
+                });
+            }
         }
+        while self.state.sessions > self.config.sessions_max {
+            self.evict_oldest_session()?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the session whose last write has the lowest log index. Every pending
+    /// session wrote after every session that is only in the backend (pending ones
+    /// wrote since the last commit), so the oldest is the first `sess_age` entry whose
+    /// session is not pending (a pending session's entry there is stale), or else the
+    /// oldest pending one. The same choice as evicting at every write, so replicas
+    /// that commit at different moments keep the same sessions.
+    fn evict_oldest_session(&mut self) -> Result<(), KvError> {
+        let mut oldest = None;
+        let mut bad = None;
+        let pending = &self.pending_sessions;
+        self.backend
+            .scan(TREE_SESSION_AGE, b"", None, false, &mut |k, _| {
+                if k.len() != 16 {
+                    bad = Some(k.to_vec());
+                    return false;
+                }
+                let session = u64::from_be_bytes(k[8..].try_into().unwrap());
+                if pending.contains_key(&session) {
+                    return true;
+                }
+                oldest = Some(k.to_vec());
+                false
+            })
+            .map_err(|e| storage("scan session ages", e))?;
+        if let Some(k) = bad {
+            return Err(corrupt(TREE_SESSION_AGE, &k, "age key is not 16 bytes"));
+        }
+        match oldest {
+            Some(k) => {
+                self.delete_backend(TREE_SESSION_AGE, &k)?;
+                self.delete_backend(TREE_SESSION, &k[8..])?;
+            }
+            None => {
+                let session = self
+                    .pending_sessions
+                    .iter()
+                    .min_by_key(|(_, p)| p.index)
+                    .map(|(s, _)| *s)
+                    .ok_or_else(|| corrupt(TREE_SESSION_AGE, b"", "fewer sessions than counted"))?;
+                let p = self.pending_sessions.remove(&session).unwrap();
+                if let Some(old) = p.backend_index {
+                    self.delete_backend(TREE_SESSION_AGE, &age_key(old, session))?;
+                    self.delete_backend(TREE_SESSION, &session.to_be_bytes())?;
+                }
+            }
+        }
+        self.state.sessions -= 1;
         Ok(())
     }
 }

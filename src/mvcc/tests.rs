@@ -890,6 +890,7 @@ fn dedup_returns_the_stored_outcome() {
         !applied_again.duplicate,
         "an evicted session's retry applies again"
     );
+    s.write_deferred().unwrap();
     assert_eq!(tree_len_of(s.backend(), TREE_SESSION), 2);
     assert_eq!(tree_len_of(s.backend(), TREE_SESSION_AGE), 2);
 }
@@ -977,6 +978,7 @@ fn open_reads_metadata_only() {
     }
     let (_, d) = h.del("k1", "k3");
     assert_eq!(d.deleted, 222);
+    h.s.write_deferred().unwrap();
     let b = CountingBackend {
         inner: h.s.into_backend(),
         gets: Default::default(),
@@ -1011,6 +1013,7 @@ fn restart_resumes_from_the_committed_applied_index() {
     block_on(h.s.commit()).unwrap();
     let committed_hash = h.s.hash(0).unwrap();
     h.put("late", "1");
+    h.s.write_deferred().unwrap();
     let s = Store::open(h.s.backend().reopen_committed()).unwrap();
     assert_eq!((s.applied_index(), s.revision()), (7, 8));
     assert_eq!(s.hash(0).unwrap(), committed_hash);
@@ -1152,6 +1155,7 @@ fn limit_count_and_keys_only_read_no_more_values_than_returned() {
         h.put(&format!("k{i:04}"), "newer value");
     }
     let mid = h.s.revision() - 500; // half the keys rewritten at mid
+    h.s.write_deferred().unwrap();
     let view = CountingView::new(h.s.backend());
     let l = Limits::default();
     let run = |req: RangeRequest| {
@@ -1280,4 +1284,64 @@ fn measure_mvcc_overhead() {
          compact {} revisions: apply {inline_us} us + steps {compact_ms} ms",
         n / 2
     );
+}
+
+/// Session records are written at commit time, but which session is evicted (and so
+/// whether a retry is a duplicate) must not depend on when a replica commits: a store
+/// committing after every apply and one committing rarely answer every retry alike and
+/// end with the same session trees.
+#[test]
+fn session_eviction_does_not_depend_on_commit_timing() {
+    let config = StoreConfig {
+        sessions_max: 3,
+        ..Default::default()
+    };
+    let mut often = Store::open_with(MemBackend::default(), config).unwrap();
+    let mut rarely = Store::open_with(MemBackend::default(), config).unwrap();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut seqs = [0u64; 6];
+    for index in 1..=400u64 {
+        let session = next(6);
+        // Mostly a fresh write; sometimes a retry of the last seq or an older one.
+        let seq = match next(4) {
+            0 => seqs[session as usize].saturating_sub(next(2)).max(1),
+            _ => {
+                seqs[session as usize] += 1;
+                seqs[session as usize]
+            }
+        };
+        let req = WriteRequest::Put(put(&format!("k{}", next(10)), &format!("v{index}")));
+        let a = often.apply(index, &req, Some((session + 1, seq))).unwrap();
+        let b = rarely.apply(index, &req, Some((session + 1, seq))).unwrap();
+        assert_eq!(
+            (a.revision, a.duplicate, &a.response),
+            (b.revision, b.duplicate, &b.response),
+            "index {index} session {session} seq {seq}"
+        );
+        block_on(often.commit()).unwrap();
+        if next(25) == 0 {
+            block_on(rarely.commit()).unwrap();
+        }
+    }
+    block_on(rarely.commit()).unwrap();
+    for tree in [TREE_SESSION, TREE_SESSION_AGE, TREE_META] {
+        let dump = |s: &Store<MemBackend>| {
+            let mut v = Vec::new();
+            s.backend()
+                .scan(tree, b"", None, false, &mut |k, val| {
+                    v.push((k.to_vec(), val.to_vec()));
+                    true
+                })
+                .unwrap();
+            v
+        };
+        assert_eq!(dump(&often), dump(&rarely), "tree {tree}");
+    }
+    assert_eq!(tree_len_of(often.backend(), TREE_SESSION), 3);
 }

@@ -575,6 +575,7 @@ fn run(seed: u64, steps: usize) -> Stats {
             0..=7 => block_on(store.commit()).unwrap(),
             8 => {
                 // Clean restart.
+                store.write_deferred().unwrap();
                 store = Store::open_with(store.into_backend(), config).unwrap();
                 assert_eq!(store.applied_index(), log.len() as u64, "{ctx}");
             }
