@@ -628,6 +628,23 @@ fn a_node_behind_the_compacted_log_catches_up_through_a_snapshot() {
     }
     let down = 2;
     c.nodes[down].stop();
+    // A member change while node 3 is down: compacted away below, it reaches node 3 only
+    // inside group 0's snapshot. (Node 4 is never started: a learner, it counts for no
+    // quorum.)
+    let p4 = port_base();
+    let mut admin = Client::new(&c, 0, 0);
+    let added = member_op(
+        &mut admin,
+        Op::MemberAdd(corekv::proto::MemberAddRequest {
+            name: "n4".into(),
+            host: "127.0.0.1".into(),
+            peer_port_base: p4 + 8,
+            client_port_base: p4,
+            learner: true,
+        }),
+    )
+    .expect("member add");
+    assert!(added.members.iter().any(|m| m.name == "n4"));
     let mut acked = Vec::new();
     // Enough entries, spread over several B+tree commits, for the leaders to compact
     // their logs well past what node 3 has.
@@ -646,6 +663,33 @@ fn a_node_behind_the_compacted_log_catches_up_through_a_snapshot() {
         log.contains("installed a snapshot"),
         "node 3 caught up without a snapshot; log:\n{log}"
     );
+    // Node 3 knows the member added while it was away, from the snapshot's table.
+    assert!(
+        log.contains("took the member table of the snapshot"),
+        "node 3's log:\n{log}"
+    );
+    let members_on = |node: usize| {
+        let mut conn = RawConn::connect(c.nodes[node].addr(0));
+        match conn
+            .call(&Request {
+                session: 0,
+                seq: 0,
+                op: Op::MemberList,
+            })
+            .expect("member list")
+            .body
+        {
+            ResponseBody::Members(m) => m.members,
+            other => panic!("{other:?}"),
+        }
+    };
+    let on_3 = members_on(down);
+    assert!(
+        on_3.iter()
+            .any(|m| m.name == "n4" && m.learner && m.client_port_base == p4),
+        "{on_3:?}"
+    );
+    assert_eq!(on_3, members_on(0));
     let mut reader = Client::new(&c, 0, down);
     for (k, v) in acked.iter().step_by(13) {
         assert_eq!(read_on(&mut reader, down, k), Some(v.clone().into_bytes()));
