@@ -33,7 +33,10 @@
 //!   promoted once within `PROMOTE_LAG_MAX` entries, removed members are removed.
 //! - A Ready carrying a snapshot (received from the leader) is installed before the rest
 //!   of it is processed: the received B+tree file replaces the store, the WAL records the
-//!   snapshot, and Raft is told it is applied.
+//!   snapshot, and Raft is told it is applied; group 0 then adopts the member table the
+//!   file carries (see [`super::members`]). Snapshot files are written, renamed and
+//!   removed through glommio; the leader's copy (`write_snapshot`) yields between
+//!   batches.
 //!
 //! Everything here runs on one executor: `RefCell`s are never borrowed across an
 //! `.await`, and the store is moved out of its cell while its commit is in flight
@@ -929,7 +932,7 @@ impl Group {
     async fn install_snapshot(&self, rd: &raft::Ready) -> Result<(), String> {
         let snap = rd.snapshot.as_ref().expect("called with a snapshot");
         let meta = snap.meta.clone();
-        let path = {
+        let (path, older) = {
             let mut rs = self.received_snapshots.borrow_mut();
             let Some(at) = rs
                 .iter()
@@ -949,7 +952,6 @@ impl Group {
                 .collect();
             (path, older)
         };
-        let (path, older) = path;
         for p in older {
             let _ = glommio::io::remove(p).await;
         }
@@ -1007,7 +1009,8 @@ impl Group {
             "corekv: group {}: installed a snapshot from the leader at index {} (term {})",
             self.index, meta.index, meta.term
         );
-        if let (Some(table), Some(members)) = (carried, self.members.borrow().clone()) {
+        let members = self.members.borrow().clone();
+        if let (Some(table), Some(members)) = (carried, members) {
             let applied = table.applied;
             if members.adopt(table).await? {
                 eprintln!(

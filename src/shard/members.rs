@@ -323,4 +323,53 @@ mod tests {
         assert_eq!(again.snapshot().next_id, 4);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// A node that installs a snapshot of group 0 takes the table it carries only when
+    /// that table has applied more of group 0's log; the adopted table is persisted,
+    /// and later entries at or below its index are skipped as replays.
+    #[test]
+    fn a_newer_carried_table_is_adopted_and_persisted() {
+        let dir = std::env::temp_dir().join(format!("corekv-adopt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ms = Members::open(&dir, vec![m(1, false), m(2, false)]).unwrap();
+        ms.apply(3, &MemberChange::Promote(2)).unwrap();
+        // The leader's table: n3 added at index 10 (compacted away from the log).
+        let mut leader = ms.snapshot();
+        leader
+            .apply(
+                10,
+                &MemberChange::Add(MemberAddRequest {
+                    name: "n3".into(),
+                    host: "127.0.0.1".into(),
+                    peer_port_base: 103,
+                    client_port_base: 203,
+                    learner: true,
+                }),
+            )
+            .unwrap();
+        let carried = MemberTable::decode(&leader.encode(), "test").unwrap();
+        assert_eq!(carried.members, leader.members);
+        // An older table changes nothing.
+        let mut older = carried.clone();
+        older.applied = 2;
+        assert!(!ms.adopt_now(older).unwrap());
+        assert_eq!(ms.snapshot().members.len(), 2);
+        let before = ms.snapshot().version;
+        assert!(ms.adopt_now(carried.clone()).unwrap());
+        assert!(ms.snapshot().version > before, "shards notice the change");
+        assert_eq!(ms.snapshot().members, leader.members);
+        assert!(!ms.adopt_now(carried).unwrap(), "same index: nothing new");
+        // The entry at 10 arrives again from the log: a replay.
+        let add3 = MemberChange::Promote(3);
+        assert_eq!(ms.apply(10, &add3).unwrap(), None);
+        let again = Members::open(&dir, vec![]).unwrap();
+        assert_eq!(again.snapshot().members, leader.members);
+        assert_eq!(
+            (again.snapshot().applied, again.snapshot().next_id),
+            (10, 4)
+        );
+        assert!(MemberTable::decode("member=1,0", "test").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -113,7 +113,8 @@ impl Link {
     }
 
     /// Queues `m`; gives it back when the queue is full (it is dropped and counted).
-    fn push(&self, m: Outgoing) -> Result<(), Outgoing> {
+    #[must_use]
+    fn push(&self, m: Outgoing) -> Option<Outgoing> {
         let mut q = self.queue.borrow_mut();
         if q.len() >= LINK_QUEUE_MAX {
             let d = self.dropped.get() + 1;
@@ -124,12 +125,12 @@ impl Link {
                     self.to, self.addr
                 );
             }
-            return Err(m);
+            return Some(m);
         }
         q.push(m);
         drop(q);
         self.wake.notify();
-        Ok(())
+        None
     }
 }
 
@@ -178,7 +179,7 @@ async fn send_snapshot(group: Rc<Group>, me: Me, link: Rc<Link>, mut m: Message)
     match result {
         Ok(()) => {
             let queued = link.push(Outgoing::Snapshot(SnapshotOut { path, message: m }));
-            if let Err(Outgoing::Snapshot(snap)) = queued {
+            if let Some(Outgoing::Snapshot(snap)) = queued {
                 finish_snapshot(&group, &link, snap, false).await;
             }
         }
