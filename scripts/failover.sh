@@ -137,7 +137,7 @@ LOAD_SECS=$((ROUNDS * 40 + 60))
 if [ -x "$BENCH" ]; then
     "$BENCH" --target corekv --endpoints "$ENDPOINTS" --workload put --inflight "$LOAD_INFLIGHT" \
         --conns 4 --duration "${LOAD_SECS}s" --warmup 0s --keys 10000 --timeout 2s \
-        --progress 0 >"$CLUSTER_DIR/load.out" 2>&1 &
+        --progress 1s >"$CLUSTER_DIR/load.out" 2>&1 &
     LOAD_PID=$!
     log "load: corekv-bench put x$LOAD_INFLIGHT for at most ${LOAD_SECS}s"
 else
@@ -185,6 +185,9 @@ for round in $(seq 1 "$ROUNDS"); do
     scripts/cluster.sh up 3 >/dev/null 2>&1
 done
 
+if [ -x "$BENCH" ]; then
+    log "load, last progress line: $(grep -v '^$' "$CLUSTER_DIR/load.out" | tail -n 1)"
+fi
 printf '%s\n' "${TIMES[@]}" | sort -n | awk '
     { t[NR] = $1 }
     END {
