@@ -178,7 +178,11 @@ for round in $(seq 1 "$ROUNDS"); do
     [ "$ok" = 1 ] || { log "round $round: no write to group $GROUP within 30 s of the kill"; exit 1; }
     ms=$(((t1 - t0) / 1000000))
     # Gone before its restart (it is not our child: cluster.sh started it).
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null && [ "$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)" != Z ] ||
+            break
+        sleep 0.05
+    done
     TIMES+=("$ms")
     new=$(status_rows "$survivors" | awk -v g="$GROUP" '$2 == g && $3 == "leader" { print $1 }' | head -n 1)
     echo "round $round: SIGKILL of n$leader (leader of group $GROUP): first write after $ms ms ($probes probes; new leader n${new:-?})"
