@@ -5,13 +5,17 @@
 #                                       is, and the client endpoints on its LAST line
 #                                       (comma-separated shard-0 addresses)
 #        scripts/cluster.sh down        SIGTERM every node, wait for it to exit
-#        scripts/cluster.sh status      which nodes run, and the endpoints
+#        scripts/cluster.sh status      which nodes run, the `corekvctl status` table
+#                                       (node x group: role, term, leader, commit,
+#                                       applied, lag) on stderr, and the endpoints
 # env:   CLUSTER_DIR  data, logs and NAME.pid files [default: /tmp/corekv-cluster]
 #        SHARDS       shards per node [default: 2]
 #        BASE_PORT    node i (1..N) serves clients on BASE_PORT+100*i (+shard) and peers
 #                     on BASE_PORT+100*i+50 (+shard) [default: 27000]
 #        CPUS         optional taskset CPU list for the servers
 #        COREKV       the server binary [default: target/release/corekv, built if missing]
+#        COREKVCTL    the command line for `status` [default: target/release/corekvctl;
+#                     the table is left out when it is missing]
 #
 # Nodes run with --cpu-pinning off (several nodes share the machine). Node names are
 # n1..nN; `--initial-cluster` names each member's client port too, so every node can
@@ -30,6 +34,9 @@ COREKV=${COREKV:-target/release/corekv}
 cmd=${1:-status}
 N=${2:-}
 log() { echo "[cluster.sh] $*" >&2; }
+
+# A process that runs (a killed one may linger as a zombie until its parent reaps it).
+alive() { kill -0 "$1" 2>/dev/null && [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
 
 client_port() { echo $((BASE_PORT + 100 * $1)); }
 peer_port() { echo $((BASE_PORT + 100 * $1 + 50)); }
@@ -69,7 +76,7 @@ case "$cmd" in
             spec+="${spec:+,}n$i=127.0.0.1:$(peer_port "$i")/$(client_port "$i")"
         done
         for i in $(seq 1 "$N"); do
-            if [ -f "$CLUSTER_DIR/n$i.pid" ] && kill -0 "$(cat "$CLUSTER_DIR/n$i.pid")" 2>/dev/null; then
+            if [ -f "$CLUSTER_DIR/n$i.pid" ] && alive "$(cat "$CLUSTER_DIR/n$i.pid")"; then
                 log "n$i already runs (pid $(cat "$CLUSTER_DIR/n$i.pid"))"
                 continue
             fi
@@ -94,8 +101,8 @@ case "$cmd" in
         for i in $(nodes_in_dir); do
             pid=$(cat "$CLUSTER_DIR/n$i.pid")
             if kill -TERM "$pid" 2>/dev/null; then
-                for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-                kill -0 "$pid" 2>/dev/null && { log "n$i (pid $pid) ignored SIGTERM; killing"; kill -KILL "$pid"; }
+                for _ in $(seq 1 300); do alive "$pid" || break; sleep 0.1; done
+                alive "$pid" && { log "n$i (pid $pid) ignored SIGTERM; killing"; kill -KILL "$pid"; }
             fi
             rm -f "$CLUSTER_DIR/n$i.pid"
             log "n$i stopped"
@@ -105,7 +112,7 @@ case "$cmd" in
         up=()
         for i in $(nodes_in_dir); do
             pid=$(cat "$CLUSTER_DIR/n$i.pid")
-            if kill -0 "$pid" 2>/dev/null; then
+            if alive "$pid"; then
                 log "n$i: running (pid $pid), clients on 127.0.0.1:$(client_port "$i")"
                 up+=("$i")
             else
@@ -113,10 +120,15 @@ case "$cmd" in
             fi
         done
         log "data and logs in $CLUSTER_DIR"
+        COREKVCTL=${COREKVCTL:-target/release/corekvctl}
+        if [ "${#up[@]}" -gt 0 ] && [ -x "$COREKVCTL" ]; then
+            "$COREKVCTL" --endpoints "$(endpoints "${up[@]}")" --timeout 3 status >&2 ||
+                log "corekvctl status failed"
+        fi
         endpoints "${up[@]}"
         ;;
     *)
-        sed -n '2,18p' "$0"
+        sed -n '2,22p' "$0"
         exit 2
         ;;
 esac

@@ -3,7 +3,8 @@
 //! SIGKILL of a group's leader under load (no acknowledged write lost, the node catches
 //! up on restart, every replica ends with the same per-group hash and contents), a node
 //! isolated with SIGSTOP, a node catching up through a snapshot, a client history under
-//! faults checked for linearizability, and the peer port refusing strangers.
+//! faults checked for linearizability, the peer port refusing strangers, and
+//! `corekvctl status` listing every node x group (a killed node's rows unreachable).
 
 mod common;
 
@@ -444,6 +445,31 @@ fn check_peer_port_refusals(c: &Cluster) {
     assert!(log.contains("refused a peer connection"), "{log}");
 }
 
+/// `corekvctl status` through node `via` (index); its stdout.
+fn ctl_status(c: &Cluster, via: usize, extra: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_corekvctl"))
+        .args(["--endpoints", &format!("127.0.0.1:{}", c.ports[via])])
+        .args(["--timeout", "5", "status"])
+        .args(extra)
+        .output()
+        .expect("running corekvctl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "corekvctl status failed: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// The table row of node `node` (id) and group `g` in `corekvctl status` output.
+fn status_row(st: &str, node: usize, g: u32) -> Option<&str> {
+    st.lines().find(|l| {
+        let f: Vec<&str> = l.split('|').map(str::trim).collect();
+        f.len() > 3 && f[1] == node.to_string() && f[3] == g.to_string()
+    })
+}
+
 #[test]
 fn sigkill_a_leader_under_load_then_restart_and_catch_up() {
     let mut c = Cluster::start("kill", 3);
@@ -455,6 +481,20 @@ fn sigkill_a_leader_under_load_then_restart_and_catch_up() {
         acked.push((k, v));
     }
     let victim = c.leader_of(0).expect("group 0 has a leader");
+    let survivor = (victim + 1) % 3;
+    // `corekvctl status` through any node lists every node x group.
+    let st = ctl_status(&c, survivor, &[]);
+    for node in 1..=3 {
+        for g in 0..SHARDS {
+            let row =
+                status_row(&st, node, g).unwrap_or_else(|| panic!("no row {node}/{g}:\n{st}"));
+            assert!(!row.contains("unreachable"), "{st}");
+        }
+    }
+    assert!(
+        st.starts_with(&"cluster 0x".to_string()) && st.contains("3 of 3 members answered"),
+        "{st}"
+    );
     let killed_at = Instant::now();
     c.nodes[victim].kill();
     // Keep writing to group 0 (and 1): the first success after the kill needs a new leader.
@@ -474,7 +514,44 @@ fn sigkill_a_leader_under_load_then_restart_and_catch_up() {
         victim + 1,
         first_ok.unwrap()
     );
-    let survivor = (victim + 1) % 3;
+    // The killed node's rows say unreachable (with its error below the table); the
+    // others' rows are still there, a leader in each group.
+    let st = ctl_status(&c, survivor, &[]);
+    assert!(st.contains("2 of 3 members answered"), "{st}");
+    for g in 0..SHARDS {
+        let row = status_row(&st, victim + 1, g).unwrap_or_else(|| panic!("{st}"));
+        assert!(row.contains("unreachable"), "{st}");
+        assert!(
+            (1..=3)
+                .filter(|&n| n != victim + 1)
+                .all(|n| status_row(&st, n, g).is_some_and(|r| !r.contains("unreachable"))),
+            "{st}"
+        );
+        assert!(
+            st.lines()
+                .any(|l| l.starts_with("| ") && l.contains(" leader ") && {
+                    let f: Vec<&str> = l.split('|').map(str::trim).collect();
+                    f[3] == g.to_string()
+                }),
+            "group {g} has no leader row:\n{st}"
+        );
+    }
+    assert!(
+        st.contains(&format!(
+            "node {} (n{}) at 127.0.0.1:{} unreachable: ",
+            victim + 1,
+            victim + 1,
+            c.ports[victim]
+        )),
+        "{st}"
+    );
+    let json = ctl_status(&c, survivor, &["-w", "json"]);
+    assert_eq!(json.matches("\"error\":").count(), 1, "{json}");
+    assert_eq!(
+        json.matches("\"lag\":").count(),
+        2 * SHARDS as usize,
+        "{json}"
+    );
     let mut reader = Client::new(&c, 0, survivor);
     for (k, v) in &acked {
         assert_eq!(
@@ -551,6 +628,23 @@ fn a_node_behind_the_compacted_log_catches_up_through_a_snapshot() {
     }
     let down = 2;
     c.nodes[down].stop();
+    // A member change while node 3 is down: compacted away below, it reaches node 3 only
+    // inside group 0's snapshot. (Node 4 is never started: a learner, it counts for no
+    // quorum.)
+    let p4 = port_base();
+    let mut admin = Client::new(&c, 0, 0);
+    let added = member_op(
+        &mut admin,
+        Op::MemberAdd(corekv::proto::MemberAddRequest {
+            name: "n4".into(),
+            host: "127.0.0.1".into(),
+            peer_port_base: p4 + 8,
+            client_port_base: p4,
+            learner: true,
+        }),
+    )
+    .expect("member add");
+    assert!(added.members.iter().any(|m| m.name == "n4"));
     let mut acked = Vec::new();
     // Enough entries, spread over several B+tree commits, for the leaders to compact
     // their logs well past what node 3 has.
@@ -569,6 +663,33 @@ fn a_node_behind_the_compacted_log_catches_up_through_a_snapshot() {
         log.contains("installed a snapshot"),
         "node 3 caught up without a snapshot; log:\n{log}"
     );
+    // Node 3 knows the member added while it was away, from the snapshot's table.
+    assert!(
+        log.contains("took the member table of the snapshot"),
+        "node 3's log:\n{log}"
+    );
+    let members_on = |node: usize| {
+        let mut conn = RawConn::connect(c.nodes[node].addr(0));
+        match conn
+            .call(&Request {
+                session: 0,
+                seq: 0,
+                op: Op::MemberList,
+            })
+            .expect("member list")
+            .body
+        {
+            ResponseBody::Members(m) => m.members,
+            other => panic!("{other:?}"),
+        }
+    };
+    let on_3 = members_on(down);
+    assert!(
+        on_3.iter()
+            .any(|m| m.name == "n4" && m.learner && m.client_port_base == p4),
+        "{on_3:?}"
+    );
+    assert_eq!(on_3, members_on(0));
     let mut reader = Client::new(&c, 0, down);
     for (k, v) in acked.iter().step_by(13) {
         assert_eq!(read_on(&mut reader, down, k), Some(v.clone().into_bytes()));

@@ -8,8 +8,11 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use corekv::client::cli::output as out;
-use corekv::client::cli::{parse_args, txn::parse_txn, Command, Invocation, OutputFormat};
+use corekv::client::cli::{
+    parse_args, txn::parse_txn, Command, Invocation, NodeStatus, OutputFormat,
+};
 use corekv::client::{ClientConfig, ClientError, ThreadedClient};
+use corekv::proto::{MemberInfo, Op, ResponseBody};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -50,23 +53,114 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            match &e {
-                ClientError::Server { code, message } => {
-                    eprintln!("Error: {code:?}: {message}")
-                }
-                other => eprintln!("Error: {other}"),
-            }
+            eprintln!("Error: {}", describe(&e));
             ExitCode::from(1)
         }
     }
 }
 
-fn run(inv: &Invocation, txn: Option<corekv::mvcc::TxnRequest>) -> Result<String, ClientError> {
-    let mut cfg = ClientConfig::with_endpoints(inv.endpoints.clone());
+fn describe(e: &ClientError) -> String {
+    match e {
+        ClientError::Server { code, message } => format!("{code:?}: {message}"),
+        other => other.to_string(),
+    }
+}
+
+fn client_config(endpoints: Vec<String>, inv: &Invocation) -> ClientConfig {
+    let mut cfg = ClientConfig::with_endpoints(endpoints);
     cfg.request_timeout = inv.timeout;
     cfg.connect_timeout = inv.timeout.min(cfg.connect_timeout);
     cfg.channel_capacity = 16;
-    let client = ThreadedClient::connect(cfg)?;
+    cfg
+}
+
+/// `status` of every member: the member list from the node `client` is connected to,
+/// then each member's own answer, asked in parallel at its client address (the
+/// connected node's answer through `client`). A member that does not answer gets its
+/// error, not a failure of the command.
+fn cluster_status(
+    client: &ThreadedClient,
+    inv: &Invocation,
+) -> Result<Vec<NodeStatus>, ClientError> {
+    let c = client.blocking();
+    let me = client.bootstrap_info().node_id;
+    let mut members = match c.execute(Op::MemberList)?.body {
+        ResponseBody::Members(list) => list.members,
+        other => {
+            return Err(ClientError::Protocol(format!(
+                "expected a member list, got {other:?}"
+            )))
+        }
+    };
+    if !members.iter().any(|m| m.node_id == me) {
+        // Not in its own table (a node being removed): list it anyway.
+        members.push(MemberInfo {
+            node_id: me,
+            name: String::new(),
+            host: String::new(),
+            peer_port_base: 0,
+            client_port_base: 0,
+            learner: false,
+        });
+    }
+    let asked: Vec<_> = members
+        .into_iter()
+        .map(|m| {
+            let endpoint = match m.host.parse::<std::net::IpAddr>() {
+                Ok(ip) if m.client_port_base != 0 => {
+                    std::net::SocketAddr::new(ip, m.client_port_base).to_string()
+                }
+                _ => String::new(),
+            };
+            let answer = if m.node_id == me {
+                Ok(c.status().map(|r| r.body).map_err(|e| describe(&e)))
+            } else if endpoint.is_empty() {
+                Ok(Err(format!(
+                    "no client address known (host {:?}, client port {})",
+                    m.host, m.client_port_base
+                )))
+            } else {
+                let cfg = client_config(vec![endpoint.clone()], inv);
+                Err(std::thread::spawn(move || {
+                    let node = ThreadedClient::connect(cfg).map_err(|e| describe(&e))?;
+                    let st = node.blocking().status().map_err(|e| describe(&e))?;
+                    Ok(st.body)
+                }))
+            };
+            (m, endpoint, answer)
+        })
+        .collect();
+    Ok(asked
+        .into_iter()
+        .map(|(m, endpoint, answer)| {
+            let status = match answer {
+                Ok(st) => st,
+                Err(thread) => thread
+                    .join()
+                    .unwrap_or_else(|_| Err("the status thread panicked".to_string())),
+            };
+            let status = status.and_then(|st| {
+                if st.node_id == m.node_id {
+                    Ok(st)
+                } else {
+                    Err(format!(
+                        "{endpoint} answers as node {}, not node {}",
+                        st.node_id, m.node_id
+                    ))
+                }
+            });
+            NodeStatus {
+                node_id: m.node_id,
+                name: m.name,
+                endpoint,
+                status,
+            }
+        })
+        .collect())
+}
+
+fn run(inv: &Invocation, txn: Option<corekv::mvcc::TxnRequest>) -> Result<String, ClientError> {
+    let client = ThreadedClient::connect(client_config(inv.endpoints.clone(), inv))?;
     let c = client.blocking();
     let json = inv.format == OutputFormat::Json;
     Ok(match &inv.command {
@@ -115,11 +209,12 @@ fn run(inv: &Invocation, txn: Option<corekv::mvcc::TxnRequest>) -> Result<String
             text
         }
         Command::Status => {
-            let r = c.status()?;
+            let info = client.bootstrap_info();
+            let nodes = cluster_status(&client, inv)?;
             if json {
-                out::status_json(&r.body)
+                out::cluster_status_json(&nodes, info.cluster_id)
             } else {
-                out::status_simple(&r.body)
+                out::cluster_status_simple(&nodes, info.cluster_id, info.shard_count)
             }
         }
         Command::Topology => {
@@ -132,7 +227,6 @@ fn run(inv: &Invocation, txn: Option<corekv::mvcc::TxnRequest>) -> Result<String
         }
         Command::Member(m) => {
             use corekv::client::cli::MemberCommand;
-            use corekv::proto::{Op, ResponseBody};
             let op = match m {
                 MemberCommand::List => Op::MemberList,
                 MemberCommand::Add(a) => Op::MemberAdd(a.clone()),

@@ -33,7 +33,10 @@
 //!   promoted once within `PROMOTE_LAG_MAX` entries, removed members are removed.
 //! - A Ready carrying a snapshot (received from the leader) is installed before the rest
 //!   of it is processed: the received B+tree file replaces the store, the WAL records the
-//!   snapshot, and Raft is told it is applied.
+//!   snapshot, and Raft is told it is applied; group 0 then adopts the member table the
+//!   file carries (see [`super::members`]). Snapshot files are written, renamed and
+//!   removed through glommio; the leader's copy (`write_snapshot`) yields between
+//!   batches.
 //!
 //! Everything here runs on one executor: `RefCell`s are never borrowed across an
 //! `.await`, and the store is moved out of its cell while its commit is in flight
@@ -48,7 +51,7 @@ use std::time::{Duration, Instant};
 use glommio::timer::Timer;
 
 use super::entry::{decode_payload, MemberChange, MemberEntry, Payload, ShardEntry};
-use super::members::SharedMembers;
+use super::members::{MemberTable, SharedMembers, MEMBERS_KEY, MEMBERS_TREE};
 use super::notify::{Broadcast, Notify};
 use super::wait::{IdGenerator, WaitTable};
 use crate::btree::{Db, Options as BtreeOptions};
@@ -75,6 +78,12 @@ const RECEIVED_SNAPSHOTS_MAX: usize = 4;
 /// How long a linearizable read waits for its ReadIndex round (a follower's request to
 /// the leader may be lost with a connection).
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Pairs a snapshot copy writes between two yields of its task queue.
+const SNAPSHOT_BATCH_PAIRS: usize = 1024;
+
+/// Bytes a snapshot copy writes between two commits of the copy.
+const SNAPSHOT_COMMIT_BYTES: usize = 64 << 20;
 
 /// A learner is promoted once its log is at most this many entries behind the leader.
 const PROMOTE_LAG_MAX: u64 = 100;
@@ -262,14 +271,9 @@ impl Group {
             // A crash during a snapshot install, after the WAL recorded the snapshot and
             // before the received store replaced ours: finish the install.
             drop(store);
-            std::fs::rename(&received, &db_path)
-                .and_then(|_| std::fs::File::open(dir)?.sync_all())
-                .map_err(|e| {
-                    format!(
-                        "group {index}: finishing the install of {}: {e}",
-                        received.display()
-                    )
-                })?;
+            rename_durably(&received, &db_path, dir)
+                .await
+                .map_err(|e| format!("group {index}: finishing the install: {e}"))?;
             store = open_store().await?;
             if store.applied_index() != rec.snapshot.index {
                 return Err(format!(
@@ -928,7 +932,7 @@ impl Group {
     async fn install_snapshot(&self, rd: &raft::Ready) -> Result<(), String> {
         let snap = rd.snapshot.as_ref().expect("called with a snapshot");
         let meta = snap.meta.clone();
-        let path = {
+        let (path, older) = {
             let mut rs = self.received_snapshots.borrow_mut();
             let Some(at) = rs
                 .iter()
@@ -942,16 +946,18 @@ impl Group {
             };
             let (_, _, path) = rs.remove(at);
             // Older ones are useless now.
-            for (_, _, p) in rs.extract_if(.., |(i, _, _)| *i <= meta.index) {
-                let _ = std::fs::remove_file(p);
-            }
-            path
+            let older: Vec<PathBuf> = rs
+                .extract_if(.., |(i, _, _)| *i <= meta.index)
+                .map(|(_, _, p)| p)
+                .collect();
+            (path, older)
         };
+        for p in older {
+            let _ = glommio::io::remove(p).await;
+        }
         // Under the name `Group::open` looks for, before the WAL records the snapshot.
         let received = self.dir.join(RECEIVED_SNAPSHOT_FILE);
-        std::fs::rename(&path, &received)
-            .and_then(|_| std::fs::File::open(&self.dir)?.sync_all())
-            .map_err(|e| format!("renaming {} to {}: {e}", path.display(), received.display()))?;
+        rename_durably(&path, &received, &self.dir).await?;
         let path = received;
         let old = loop {
             if let Some(s) = self.store.borrow_mut().take() {
@@ -965,14 +971,9 @@ impl Group {
             .await
             .map_err(|e| format!("recording snapshot {} in the WAL: {e}", meta.index))?;
         let db_path = self.dir.join("store.btree");
-        let swapped = std::fs::rename(&path, &db_path)
-            .and_then(|_| std::fs::File::open(&self.dir)?.sync_all());
+        let swapped = rename_durably(&path, &db_path, &self.dir).await;
         let reopened = match swapped {
-            Err(e) => Err(format!(
-                "installing snapshot {} as {}: {e}",
-                meta.index,
-                db_path.display()
-            )),
+            Err(e) => Err(format!("installing snapshot {}: {e}", meta.index)),
             Ok(()) => match Db::open(
                 &db_path,
                 BtreeOptions {
@@ -994,6 +995,8 @@ impl Group {
                 meta.index
             ));
         }
+        // Group 0's snapshot carries the member table of the changes it compacted away.
+        let carried = self.carried_members(&store)?;
         *self.store.borrow_mut() = Some(store);
         self.store_idle.notify();
         self.durable_applied.set(applied);
@@ -1006,12 +1009,49 @@ impl Group {
             "corekv: group {}: installed a snapshot from the leader at index {} (term {})",
             self.index, meta.index, meta.term
         );
+        let members = self.members.borrow().clone();
+        if let (Some(table), Some(members)) = (carried, members) {
+            let applied = table.applied;
+            if members.adopt(table).await? {
+                eprintln!(
+                    "corekv: group {}: took the member table of the snapshot (member changes \
+                     up to index {applied})",
+                    self.index
+                );
+            }
+        }
         Ok(())
     }
 
+    /// The member table a snapshot of group 0 carries in `store` (see
+    /// [`super::members`]); `None` for other groups or a file without one.
+    fn carried_members(&self, store: &Store<Db>) -> Result<Option<MemberTable>, String> {
+        if self.index != 0 {
+            return Ok(None);
+        }
+        let what = format!(
+            "the member table in {}",
+            self.dir.join("store.btree").display()
+        );
+        match store.backend().get(MEMBERS_TREE, MEMBERS_KEY) {
+            Err(e) => Err(format!("reading {what}: {e}")),
+            Ok(None) => Ok(None),
+            Ok(Some(bytes)) => {
+                let text = String::from_utf8(bytes).map_err(|_| format!("{what}: not UTF-8"))?;
+                MemberTable::decode(&text, &what).map(Some)
+            }
+        }
+    }
+
     /// Leader: writes a consistent copy of the store as of its last commit to `path` (a
-    /// fresh B+tree holding every tree of that committed version) and returns the
-    /// snapshot's metadata (the commit's applied index, its term and configuration).
+    /// fresh B+tree holding every tree of that committed version; group 0's also holds
+    /// this node's member table, see [`super::members`]) and returns the snapshot's
+    /// metadata (the commit's applied index, its term and configuration).
+    ///
+    /// The copy goes in batches of `SNAPSHOT_BATCH_PAIRS` pairs; after each the task
+    /// yields its task queue (the shard's clients and its Raft driver run between
+    /// batches), and every `SNAPSHOT_COMMIT_BYTES` the copy is committed, so its dirty
+    /// pages never hold the whole store in memory.
     pub async fn write_snapshot(&self, path: &Path) -> Result<SnapshotMeta, String> {
         let (snap, trees, index) = self
             .with_store(|s| {
@@ -1030,7 +1070,8 @@ impl Group {
                 _ => return Err(format!("no term or configuration known at index {index}")),
             }
         };
-        let _ = std::fs::remove_file(path);
+        // A leftover of an earlier attempt (absent is the usual case).
+        let _ = glommio::io::remove(path).await;
         let mut out = Db::open(
             path,
             BtreeOptions {
@@ -1040,18 +1081,51 @@ impl Group {
         )
         .await
         .map_err(|e| format!("creating {}: {e}", path.display()))?;
-        for t in &trees {
-            let mut failed = None;
-            snap.scan(t, &[], None, false, &mut |k, v| match out.put(t, k, v) {
-                Ok(()) => true,
-                Err(e) => {
-                    failed = Some(e.to_string());
-                    false
+        let mut uncommitted_bytes = 0usize;
+        for t in trees.iter().filter(|t| *t != MEMBERS_TREE) {
+            // Resume each batch just after the last key copied.
+            let mut from: Vec<u8> = Vec::new();
+            loop {
+                let mut copied = 0usize;
+                let mut last: Option<Vec<u8>> = None;
+                let mut failed = None;
+                snap.scan(t, &from, None, false, &mut |k, v| {
+                    if let Err(e) = out.put(t, k, v) {
+                        failed = Some(e.to_string());
+                        return false;
+                    }
+                    copied += 1;
+                    uncommitted_bytes += k.len() + v.len();
+                    if copied == SNAPSHOT_BATCH_PAIRS {
+                        last = Some(k.to_vec());
+                        return false;
+                    }
+                    true
+                })
+                .map_err(|e| format!("reading tree {t} of the store: {e}"))?;
+                if let Some(e) = failed {
+                    return Err(format!("writing tree {t} to {}: {e}", path.display()));
                 }
-            })
-            .map_err(|e| format!("reading tree {t} of the store: {e}"))?;
-            if let Some(e) = failed {
-                return Err(format!("writing tree {t} to {}: {e}", path.display()));
+                if uncommitted_bytes >= SNAPSHOT_COMMIT_BYTES {
+                    out.commit()
+                        .await
+                        .map_err(|e| format!("committing {}: {e}", path.display()))?;
+                    uncommitted_bytes = 0;
+                }
+                glommio::executor().yield_task_queue_now().await;
+                match last {
+                    Some(mut k) => {
+                        k.push(0);
+                        from = k;
+                    }
+                    None => break,
+                }
+            }
+        }
+        if self.index == 0 {
+            if let Some(m) = self.members.borrow().as_ref() {
+                out.put(MEMBERS_TREE, MEMBERS_KEY, m.snapshot().encode().as_bytes())
+                    .map_err(|e| format!("writing the member table to {}: {e}", path.display()))?;
             }
         }
         out.commit()
@@ -1070,14 +1144,17 @@ impl Group {
 
     /// Records a snapshot file received completely (the Raft `Snapshot` message that
     /// follows it may then be stepped).
-    pub fn set_received_snapshot(&self, index: u64, term: u64, path: PathBuf) {
-        let mut rs = self.received_snapshots.borrow_mut();
-        rs.retain(|(_, _, p)| *p != path);
-        if rs.len() >= RECEIVED_SNAPSHOTS_MAX {
-            let (_, _, old) = rs.remove(0);
-            let _ = std::fs::remove_file(old);
+    pub async fn set_received_snapshot(&self, index: u64, term: u64, path: PathBuf) {
+        let dropped = {
+            let mut rs = self.received_snapshots.borrow_mut();
+            rs.retain(|(_, _, p)| *p != path);
+            let dropped = (rs.len() >= RECEIVED_SNAPSHOTS_MAX).then(|| rs.remove(0).2);
+            rs.push((index, term, path));
+            dropped
+        };
+        if let Some(old) = dropped {
+            let _ = glommio::io::remove(old).await;
         }
-        rs.push((index, term, path));
     }
 
     /// Whether the received snapshot file is the one of (`index`, `term`).
@@ -1229,8 +1306,33 @@ impl Group {
         }))
     }
 
-    /// Gives the group the node's member table (in a cluster).
+    /// Gives the group the node's member table (in a cluster). Group 0 first adopts the
+    /// table its store carries when that is newer: a snapshot installed just before a
+    /// crash, whose table was not persisted yet. Call before the driver runs (a failure
+    /// to read or persist that table fails the group).
     pub fn set_members(&self, m: SharedMembers) {
+        let carried = match self.store.borrow().as_ref() {
+            Some(store) => self.carried_members(store),
+            None => Ok(None),
+        };
+        let adopted = carried.and_then(|c| match c {
+            Some(table) => {
+                let applied = table.applied;
+                m.adopt_now(table).map(|a| a.then_some(applied))
+            }
+            None => Ok(None),
+        });
+        match adopted {
+            Ok(Some(applied)) => eprintln!(
+                "corekv: group {}: took the member table of the installed snapshot (member \
+                 changes up to index {applied})",
+                self.index
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                self.fail(format!("adopting the snapshot's member table: {e}"));
+            }
+        }
         *self.members.borrow_mut() = Some(m);
     }
 
@@ -1419,6 +1521,20 @@ impl Group {
             self.wake.notify();
         }
     }
+}
+
+/// Renames `from` to `to` (both in `dir`) and makes the rename durable (fdatasync of
+/// the directory), through glommio: nothing blocks the executor.
+async fn rename_durably(from: &Path, to: &Path, dir: &Path) -> Result<(), String> {
+    glommio::io::rename(from, to)
+        .await
+        .map_err(|e| format!("renaming {} to {}: {e}", from.display(), to.display()))?;
+    let d = glommio::io::Directory::open(dir)
+        .await
+        .map_err(|e| format!("opening directory {}: {e}", dir.display()))?;
+    let synced = d.sync().await;
+    let _ = d.close().await;
+    synced.map_err(|e| format!("fsync of directory {}: {e}", dir.display()))
 }
 
 fn advance(store: &mut Store<Db>, index: u64) -> Result<(), String> {

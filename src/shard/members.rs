@@ -18,6 +18,20 @@
 //! ```
 //! The file is replaced atomically (write a temp file, fsync, rename, fsync the
 //! directory).
+//!
+//! Snapshots carry the table: a node that catches up on group 0 through a snapshot
+//! never applies the member changes compacted out of the leader's log, so the leader
+//! writes its table (the same text, under [`MEMBERS_TREE`]/[`MEMBERS_KEY`]) into the
+//! snapshot's B+tree file, and the receiver adopts it when it has applied more of group
+//! 0's log than its own ([`Members::adopt`] after the install; [`Members::adopt_now`]
+//! at start, when a crash came between the install and the adoption). The leader's
+//! table may be newer than the snapshot's index (its `applied` is later): the entries
+//! between are then skipped as replays, which leaves the same table.
+//!
+//! Who writes the file: group 0's driver (applies and adoptions after an install, one
+//! at a time) and the node's start. Applying a change writes it with blocking calls
+//! under the lock (rare, and it must be durable before the apply completes); an
+//! adoption after an install writes through `spawn_blocking`, off the executor.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -43,8 +57,26 @@ pub struct Members {
 
 pub type SharedMembers = Arc<Members>;
 
+/// The tree of a snapshot's B+tree file that holds the sender's member table (group 0).
+pub const MEMBERS_TREE: &str = "corekv.members";
+/// Its one key.
+pub const MEMBERS_KEY: &[u8] = b"table";
+
+/// Replaces `path` with `text` atomically: a temp file, fsync, rename, fsync of the
+/// directory. Blocking.
+fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .and_then(|_| std::fs::File::open(dir)?.sync_all())
+        .map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
 impl MemberTable {
-    fn encode(&self) -> String {
+    /// The table as text (the `members` file's format; also what a snapshot carries).
+    pub fn encode(&self) -> String {
         let mut s = format!(
             "applied={}\nnext_id={}\nremoved=",
             self.applied, self.next_id
@@ -66,8 +98,10 @@ impl MemberTable {
         s
     }
 
-    fn decode(text: &str, path: &Path) -> Result<MemberTable, String> {
-        let bad = |line: &str| format!("{}: bad line '{line}'", path.display());
+    /// Parses [`MemberTable::encode`]'s text; `origin` names where it came from in
+    /// errors.
+    pub fn decode(text: &str, origin: &str) -> Result<MemberTable, String> {
+        let bad = |line: &str| format!("{origin}: bad line '{line}'");
         let mut t = MemberTable::default();
         for line in text.lines().filter(|l| !l.is_empty()) {
             let (k, v) = line.split_once('=').ok_or_else(|| bad(line))?;
@@ -161,7 +195,7 @@ impl Members {
     pub fn open(data_dir: &Path, initial: Vec<MemberInfo>) -> Result<SharedMembers, String> {
         let path = data_dir.join("members");
         let table = match std::fs::read_to_string(&path) {
-            Ok(text) => MemberTable::decode(&text, &path)?,
+            Ok(text) => MemberTable::decode(&text, &path.display().to_string())?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => MemberTable {
                 next_id: initial.iter().map(|m| m.node_id).max().unwrap_or(0) + 1,
                 members: initial,
@@ -191,14 +225,43 @@ impl Members {
             return Ok(None);
         }
         let outcome = t.apply(index, change);
-        let tmp = self.path.with_extension("tmp");
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::write(&tmp, t.encode())
-            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|_| std::fs::rename(&tmp, &self.path))
-            .and_then(|_| std::fs::File::open(dir)?.sync_all())
-            .map_err(|e| format!("writing {}: {e}", self.path.display()))?;
+        write_atomically(&self.path, &t.encode())?;
         Ok(Some(outcome.map(|_| t.list())))
+    }
+
+    /// Takes `newer` in place of the table when it has applied more of group 0's log
+    /// (`false`: ours is as new, nothing changes), under the lock; the text to persist.
+    fn replace_if_newer(&self, newer: MemberTable) -> Option<String> {
+        let mut t = self.table.lock().expect("member table lock");
+        if newer.applied <= t.applied {
+            return None;
+        }
+        let version = t.version + 1;
+        *t = MemberTable { version, ..newer };
+        Some(t.encode())
+    }
+
+    /// Adopts the table a snapshot of group 0 carried when it is newer than ours, and
+    /// persists it off the executor. Called by group 0's driver only (the file's one
+    /// writer while the node runs). Returns whether it was adopted.
+    pub async fn adopt(&self, newer: MemberTable) -> Result<bool, String> {
+        let Some(text) = self.replace_if_newer(newer) else {
+            return Ok(false);
+        };
+        let path = self.path.clone();
+        glommio::executor()
+            .spawn_blocking(move || write_atomically(&path, &text))
+            .await?;
+        Ok(true)
+    }
+
+    /// [`Members::adopt`] with blocking writes, for the node's start (before it serves).
+    pub fn adopt_now(&self, newer: MemberTable) -> Result<bool, String> {
+        let Some(text) = self.replace_if_newer(newer) else {
+            return Ok(false);
+        };
+        write_atomically(&self.path, &text)?;
+        Ok(true)
     }
 }
 
@@ -258,6 +321,55 @@ mod tests {
         assert_eq!(again.snapshot().members, vec![m(2, false), m(3, false)]);
         assert!(again.snapshot().is_removed(1));
         assert_eq!(again.snapshot().next_id, 4);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A node that installs a snapshot of group 0 takes the table it carries only when
+    /// that table has applied more of group 0's log; the adopted table is persisted,
+    /// and later entries at or below its index are skipped as replays.
+    #[test]
+    fn a_newer_carried_table_is_adopted_and_persisted() {
+        let dir = std::env::temp_dir().join(format!("corekv-adopt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ms = Members::open(&dir, vec![m(1, false), m(2, false)]).unwrap();
+        ms.apply(3, &MemberChange::Promote(2)).unwrap();
+        // The leader's table: n3 added at index 10 (compacted away from the log).
+        let mut leader = ms.snapshot();
+        leader
+            .apply(
+                10,
+                &MemberChange::Add(MemberAddRequest {
+                    name: "n3".into(),
+                    host: "127.0.0.1".into(),
+                    peer_port_base: 103,
+                    client_port_base: 203,
+                    learner: true,
+                }),
+            )
+            .unwrap();
+        let carried = MemberTable::decode(&leader.encode(), "test").unwrap();
+        assert_eq!(carried.members, leader.members);
+        // An older table changes nothing.
+        let mut older = carried.clone();
+        older.applied = 2;
+        assert!(!ms.adopt_now(older).unwrap());
+        assert_eq!(ms.snapshot().members.len(), 2);
+        let before = ms.snapshot().version;
+        assert!(ms.adopt_now(carried.clone()).unwrap());
+        assert!(ms.snapshot().version > before, "shards notice the change");
+        assert_eq!(ms.snapshot().members, leader.members);
+        assert!(!ms.adopt_now(carried).unwrap(), "same index: nothing new");
+        // The entry at 10 arrives again from the log: a replay.
+        let add3 = MemberChange::Promote(3);
+        assert_eq!(ms.apply(10, &add3).unwrap(), None);
+        let again = Members::open(&dir, vec![]).unwrap();
+        assert_eq!(again.snapshot().members, leader.members);
+        assert_eq!(
+            (again.snapshot().applied, again.snapshot().next_id),
+            (10, 4)
+        );
+        assert!(MemberTable::decode("member=1,0", "test").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -26,18 +26,24 @@
 //!   validated in place, deserialized and stepped into the group; the driver is woken
 //!   once per read.
 //!
-//! - Snapshots (`send_snapshot`, `receive_chunk`): an outgoing Raft `Snapshot`
-//!   message makes the leader write a consistent copy of its store (the last B+tree
-//!   commit, see `Group::write_snapshot`), whose metadata replaces the one Raft chose (its
-//!   index is at or after it); the copy goes out as [`SNAPSHOT_CHUNK_BYTES`] chunks, each
-//!   with its crc32, followed on the same connection by the Raft message. The receiver
+//! - Snapshots (`send_snapshot`, `stream_snapshot`, `receive_chunk`): an outgoing Raft
+//!   `Snapshot` message makes the leader write a consistent copy of its store (the last
+//!   B+tree commit, see `Group::write_snapshot`; in a low-priority task queue, yielding
+//!   between batches), whose metadata replaces the one Raft chose (its index is at or
+//!   after it). The link queues it as one [`Outgoing::Snapshot`]; when the link task
+//!   reaches it, it reads the file [`SNAPSHOT_CHUNK_BYTES`] at a time (glommio file
+//!   reads) and writes each chunk as a frame with its crc32 before reading the next (one
+//!   chunk in memory, never the whole file), then the Raft message on the same
+//!   connection. Raft hears `report_snapshot` once the stream is written (or failed, or
+//!   was dropped with a lost connection), and the file is removed. The receiver
 //!   verifies and appends chunks in order to `snapshot-recv-<from>.tmp` (one file per
-//!   sender: two leaders around an election cannot mix their chunks), fsyncs and
-//!   renames it to `snapshot-recv-<from>-<index>-<term>.btree` on the last one, and steps the Raft message only when it
-//!   holds that complete file; the driver then installs it (`Group::install_snapshot`).
-//!   `SnapshotAck` is not used: the follower's Raft answer is the acknowledgement. The
-//!   receiver writes chunk files with blocking `std::fs` calls on the shard's thread
-//!   (one 512 KiB write per chunk; acceptable for rare snapshots, not for large stores).
+//!   sender: two leaders around an election cannot mix their chunks), fdatasyncs and
+//!   renames it to `snapshot-recv-<from>-<index>-<term>.btree` on the last one, and
+//!   steps the Raft message only when it holds that complete file; the driver then
+//!   installs it (`Group::install_snapshot`). `SnapshotAck` is not used: the follower's
+//!   Raft answer is the acknowledgement. Every file operation of both sides goes
+//!   through glommio (io_uring or its blocking-thread pool), never a blocking call on
+//!   the shard's thread.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -47,6 +53,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::io::BufferedFile;
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
@@ -105,7 +112,9 @@ impl Link {
         }
     }
 
-    fn push(&self, m: Outgoing) {
+    /// Queues `m`; gives it back when the queue is full (it is dropped and counted).
+    #[must_use]
+    fn push(&self, m: Outgoing) -> Option<Outgoing> {
         let mut q = self.queue.borrow_mut();
         if q.len() >= LINK_QUEUE_MAX {
             let d = self.dropped.get() + 1;
@@ -116,30 +125,38 @@ impl Link {
                     self.to, self.addr
                 );
             }
-            return;
+            return Some(m);
         }
         q.push(m);
         drop(q);
         self.wake.notify();
+        None
     }
 }
 
-/// What a link sends: a Raft message, or frames already encoded (a snapshot's chunks
-/// followed by its Raft message). Not boxed: Raft messages are the hot path, and the
-/// queue holds them by value.
+/// What a link sends: a Raft message, or a snapshot file to stream followed by its Raft
+/// message. Not boxed: Raft messages are the hot path, and the queue holds them by
+/// value.
 #[allow(clippy::large_enum_variant)]
 pub enum Outgoing {
     Raft(Message),
-    Encoded(Vec<u8>),
+    Snapshot(SnapshotOut),
+}
+
+/// A snapshot file written for one follower, waiting to be streamed.
+pub struct SnapshotOut {
+    path: PathBuf,
+    /// The Raft `Snapshot` message (its metadata is the file's) sent after the chunks.
+    message: Message,
 }
 
 /// Size of the data in one [`SnapshotChunk`] (well under the 2 MiB frame limit).
 pub const SNAPSHOT_CHUNK_BYTES: usize = 512 << 10;
 
-/// Leader: writes a snapshot of the store for `m.to`, then queues its chunks and the
+/// Leader: writes a snapshot of the store for `m.to` and queues it on `link` with the
 /// Raft `Snapshot` message (its metadata replaced by the snapshot's: the store's last
-/// commit, at or after the index Raft asked for) on `link`, in one piece so that the
-/// message arrives right after the last chunk.
+/// commit, at or after the index Raft asked for); the link streams it
+/// ([`stream_snapshot`]) and reports the outcome to Raft.
 async fn send_snapshot(group: Rc<Group>, me: Me, link: Rc<Link>, mut m: Message) {
     let to = m.to;
     let path = group.dir().join(format!("snapshot-out-{to}.btree"));
@@ -152,53 +169,123 @@ async fn send_snapshot(group: Rc<Group>, me: Me, link: Rc<Link>, mut m: Message)
                 meta.index
             ));
         }
-        let bytes = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        let mut buf = Vec::with_capacity(bytes.len() + bytes.len() / 16 + 4096);
-        let n = bytes.len().div_ceil(SNAPSHOT_CHUNK_BYTES).max(1);
-        for i in 0..n {
-            let lo = i * SNAPSHOT_CHUNK_BYTES;
-            let data = bytes[lo..bytes.len().min(lo + SNAPSHOT_CHUNK_BYTES)].to_vec();
-            let chunk = SnapshotChunk {
-                cluster_id: me.cluster_id,
-                from_node: me.node_id,
-                to_node: to,
-                group: me.shard,
-                snapshot_index: meta.index,
-                snapshot_term: meta.term,
-                offset: lo as u64,
-                crc: crc32fast::hash(&data),
-                data,
-                last: i + 1 == n,
-            };
-            encode_frame(&mut buf, 0, &chunk, DEFAULT_MAX_FRAME_BYTES)
-                .map_err(|e| format!("encoding a snapshot chunk: {e}"))?;
-        }
-        eprintln!(
-            "corekv: group {}: sending node {to} a snapshot at index {} ({} bytes)",
-            me.shard,
-            meta.index,
-            bytes.len()
-        );
         m.snapshot = Some(crate::raft::Snapshot {
             meta,
             data: Vec::new(),
         });
-        encode_batch(&mut buf, vec![m], me);
-        Ok(buf)
+        Ok(())
     }
     .await;
-    let _ = std::fs::remove_file(&path);
     match result {
-        Ok(buf) => {
-            link.push(Outgoing::Encoded(buf));
-            group.report_snapshot(to, true);
+        Ok(()) => {
+            let queued = link.push(Outgoing::Snapshot(SnapshotOut { path, message: m }));
+            if let Some(Outgoing::Snapshot(snap)) = queued {
+                finish_snapshot(&group, &link, snap, false).await;
+            }
         }
         Err(e) => {
             eprintln!("corekv: group {}: no snapshot for node {to}: {e}", me.shard);
+            let _ = glommio::io::remove(&path).await;
             group.report_snapshot(to, false);
+            link.snapshot_busy.set(false);
         }
     }
+}
+
+/// Writes the snapshot file of `snap` to `stream` as chunk frames, one
+/// [`SNAPSHOT_CHUNK_BYTES`] read at a time, then its Raft message. Returns the file's
+/// size.
+async fn stream_snapshot(
+    stream: &mut TcpStream,
+    snap: &SnapshotOut,
+    me: Me,
+    buf: &mut Vec<u8>,
+) -> Result<u64, String> {
+    let path = &snap.path;
+    let meta = &snap
+        .message
+        .snapshot
+        .as_ref()
+        .expect("set by send_snapshot")
+        .meta;
+    let file = BufferedFile::open(path)
+        .await
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    let streamed = async {
+        let size = file
+            .file_size()
+            .await
+            .map_err(|e| format!("size of {}: {e}", path.display()))?;
+        let mut offset = 0u64;
+        loop {
+            let want = (size - offset).min(SNAPSHOT_CHUNK_BYTES as u64) as usize;
+            let data = file
+                .read_at(offset, want)
+                .await
+                .map_err(|e| format!("reading {} at {offset}: {e}", path.display()))?;
+            if data.len() != want {
+                return Err(format!(
+                    "reading {} at {offset}: {} bytes, expected {want} (the file shrank?)",
+                    path.display(),
+                    data.len()
+                ));
+            }
+            let last = offset + want as u64 == size;
+            let chunk = SnapshotChunk {
+                cluster_id: me.cluster_id,
+                from_node: me.node_id,
+                to_node: snap.message.to,
+                group: me.shard,
+                snapshot_index: meta.index,
+                snapshot_term: meta.term,
+                offset,
+                crc: crc32fast::hash(&data),
+                data: data.to_vec(),
+                last,
+            };
+            drop(data);
+            buf.clear();
+            encode_frame(buf, 0, &chunk, DEFAULT_MAX_FRAME_BYTES)
+                .map_err(|e| format!("encoding a snapshot chunk: {e}"))?;
+            stream
+                .write_all(buf)
+                .await
+                .map_err(|e| format!("sending the chunk at {offset}: {e}"))?;
+            offset += want as u64;
+            if last {
+                break;
+            }
+        }
+        buf.clear();
+        encode_batch(buf, vec![snap.message.clone()], me);
+        stream
+            .write_all(buf)
+            .await
+            .map_err(|e| format!("sending the Snapshot message: {e}"))?;
+        Ok(size)
+    }
+    .await;
+    let _ = file.close().await;
+    streamed
+}
+
+/// A queued snapshot is done with (streamed: `ok`; failed or dropped: not): Raft hears
+/// of it, the file goes, the link may take the next snapshot.
+async fn finish_snapshot(group: &Group, link: &Link, snap: SnapshotOut, ok: bool) {
+    let _ = glommio::io::remove(&snap.path).await;
+    group.report_snapshot(link.to, ok);
     link.snapshot_busy.set(false);
+}
+
+/// Drops everything queued on `link` (a lost connection: Raft resends), finishing any
+/// snapshot among it as failed.
+async fn drop_queued(group: &Group, link: &Link, rest: impl IntoIterator<Item = Outgoing>) {
+    let queued = std::mem::take(&mut *link.queue.borrow_mut());
+    for o in rest.into_iter().chain(queued) {
+        if let Outgoing::Snapshot(snap) = o {
+            finish_snapshot(group, link, snap, false).await;
+        }
+    }
 }
 
 /// A link and the task that drives it (dropping the task stops the link).
@@ -209,6 +296,8 @@ type LinkSlot = (Rc<Link>, glommio::Task<()>);
 pub struct Transport {
     group: Rc<Group>,
     me: Me,
+    /// Where snapshot copies are written: a low-priority task queue.
+    snapshot_queue: glommio::TaskQueueHandle,
     links: RefCell<HashMap<u64, LinkSlot>>,
     members: RefCell<Vec<u64>>,
 }
@@ -217,9 +306,15 @@ impl Transport {
     /// Starts the pump that drains the group's outbox onto the links; the returned
     /// task runs until dropped.
     pub fn start(group: Rc<Group>, me: Me) -> (Rc<Transport>, glommio::Task<()>) {
+        let snapshot_queue = glommio::executor().create_task_queue(
+            glommio::Shares::Static(50),
+            glommio::Latency::NotImportant,
+            &format!("peer-{}-snapshots", me.shard),
+        );
         let t = Rc::new(Transport {
             group,
             me,
+            snapshot_queue,
             links: RefCell::new(HashMap::new()),
             members: RefCell::new(Vec::new()),
         });
@@ -246,9 +341,24 @@ impl Transport {
                     return;
                 }
                 let g = self.group.clone();
-                glommio::spawn_local(send_snapshot(g, me, l, m)).detach();
+                let spawned = glommio::spawn_local_into(
+                    send_snapshot(g, me, l.clone(), m),
+                    self.snapshot_queue,
+                );
+                match spawned {
+                    Ok(task) => {
+                        task.detach();
+                    }
+                    Err(e) => {
+                        eprintln!("corekv: group {}: starting a snapshot: {e}", me.shard);
+                        l.snapshot_busy.set(false);
+                    }
+                }
             }
-            Some(l) => l.push(Outgoing::Raft(m)),
+            Some(l) => {
+                // A full queue drops it (counted by the link); Raft resends.
+                let _ = l.push(Outgoing::Raft(m));
+            }
             None => eprintln!(
                 "corekv: group {}: a {:?} for unknown node {} dropped",
                 me.shard, m.kind, m.to
@@ -317,18 +427,7 @@ async fn dial(addr: SocketAddr, me: Me) -> Result<TcpStream, String> {
 /// Encodes `msgs` as peer frames appended to `buf`. A message too large for one frame
 /// is dropped (logged): Raft's `max_msg_bytes` keeps appends far below the limit.
 fn encode_batch(buf: &mut Vec<u8>, msgs: Vec<Message>, me: Me) {
-    encode_outgoing(buf, msgs.into_iter().map(Outgoing::Raft), me)
-}
-
-fn encode_outgoing(buf: &mut Vec<u8>, msgs: impl IntoIterator<Item = Outgoing>, me: Me) {
-    for o in msgs {
-        let m = match o {
-            Outgoing::Raft(m) => m,
-            Outgoing::Encoded(bytes) => {
-                buf.extend_from_slice(&bytes);
-                continue;
-            }
-        };
+    for m in msgs {
         let raft_message = match rkyv::to_bytes::<rkyv::rancor::Error>(&m) {
             Ok(b) => b.to_vec(),
             Err(e) => {
@@ -351,6 +450,56 @@ fn encode_outgoing(buf: &mut Vec<u8>, msgs: impl IntoIterator<Item = Outgoing>, 
                 "corekv: group {}: a {:?} to node {} dropped: {e}",
                 me.shard, m.kind, m.to
             );
+        }
+    }
+}
+
+/// Writes `msgs` to `stream`: Raft messages batched into one write, a snapshot streamed
+/// where it stands in the queue. On a failed write, the error and what was not sent.
+async fn send_queued(
+    group: &Group,
+    link: &Link,
+    stream: &mut TcpStream,
+    msgs: Vec<Outgoing>,
+    me: Me,
+    buf: &mut Vec<u8>,
+) -> Result<(), (String, Vec<Outgoing>)> {
+    let mut msgs = msgs.into_iter();
+    let mut batch = Vec::new();
+    loop {
+        let snap = match msgs.next() {
+            Some(Outgoing::Raft(m)) => {
+                batch.push(m);
+                continue;
+            }
+            Some(Outgoing::Snapshot(s)) => Some(s),
+            None => None,
+        };
+        if !batch.is_empty() {
+            buf.clear();
+            encode_batch(buf, std::mem::take(&mut batch), me);
+            if let Err(e) = stream.write_all(buf).await {
+                let unsent = snap.map(Outgoing::Snapshot).into_iter().chain(msgs);
+                return Err((e.to_string(), unsent.collect()));
+            }
+        }
+        let Some(snap) = snap else {
+            return Ok(());
+        };
+        let to = snap.message.to;
+        let index = snap.message.snapshot.as_ref().map_or(0, |s| s.meta.index);
+        match stream_snapshot(stream, &snap, me, buf).await {
+            Ok(size) => {
+                eprintln!(
+                    "corekv: group {}: sent node {to} a snapshot at index {index} ({size} bytes)",
+                    me.shard
+                );
+                finish_snapshot(group, link, snap, true).await;
+            }
+            Err(e) => {
+                finish_snapshot(group, link, snap, false).await;
+                return Err((format!("snapshot {index}: {e}"), msgs.collect()));
+            }
         }
     }
 }
@@ -383,7 +532,7 @@ async fn link_loop(group: Rc<Group>, me: Me, link: Rc<Link>) {
                     );
                     logged_down = true;
                 }
-                link.queue.borrow_mut().clear();
+                drop_queued(&group, &link, []).await;
                 group.report_unreachable(link.to);
                 Timer::new(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -395,14 +544,14 @@ async fn link_loop(group: Rc<Group>, me: Me, link: Rc<Link>) {
                 link.wake.wait().await;
             }
             let msgs = std::mem::take(&mut *link.queue.borrow_mut());
-            buf.clear();
-            encode_outgoing(&mut buf, msgs, me);
-            if let Err(e) = stream.write_all(&buf).await {
+            if let Err((e, unsent)) =
+                send_queued(&group, &link, &mut stream, msgs, me, &mut buf).await
+            {
                 eprintln!(
                     "corekv: group {}: connection to node {} lost: {e}",
                     me.shard, link.to
                 );
-                link.queue.borrow_mut().clear();
+                drop_queued(&group, &link, unsent).await;
                 group.report_unreachable(link.to);
                 break;
             }
@@ -537,7 +686,7 @@ pub async fn serve_peer(t: Rc<Transport>, mut stream: TcpStream) {
                             );
                             continue;
                         }
-                        if let Err(e) = receive_chunk(&group, &mut recv, c) {
+                        if let Err(e) = receive_chunk(&group, &mut recv, c).await {
                             eprintln!(
                                 "corekv: group {}: snapshot from node {from}: {e}; dropped",
                                 me.shard
@@ -606,20 +755,19 @@ struct SnapshotRecv {
     index: u64,
     term: u64,
     next_offset: u64,
-    file: std::fs::File,
+    file: BufferedFile,
     path: PathBuf,
 }
 
 /// Appends one verified chunk to the snapshot file being received; the last chunk
-/// fsyncs it, renames it to `snapshot-recv.btree` and tells the group. Chunks must come
-/// in order from offset 0 (one connection carries them in order); anything else
-/// restarts the transfer.
-fn receive_chunk(
+/// fdatasyncs it, renames it to `snapshot-recv-<from>-<index>-<term>.btree` and tells
+/// the group. Chunks must come in order from offset 0 (one connection carries them in
+/// order); anything else restarts the transfer. Every file call goes through glommio.
+async fn receive_chunk(
     group: &Group,
     recv: &mut Option<SnapshotRecv>,
     c: &ArchivedSnapshotChunk,
 ) -> Result<(), String> {
-    use std::io::Write;
     let (index, term, offset) = (
         c.snapshot_index.to_native(),
         c.snapshot_term.to_native(),
@@ -635,8 +783,12 @@ fn receive_chunk(
         ));
     }
     if offset == 0 {
+        if let Some(old) = recv.take() {
+            let _ = old.file.close().await;
+        }
         let path = group.dir().join(format!("snapshot-recv-{from}.tmp"));
-        let file = std::fs::File::create(&path)
+        let file = BufferedFile::create(&path)
+            .await
             .map_err(|e| format!("creating {}: {e}", path.display()))?;
         *recv = Some(SnapshotRecv {
             from,
@@ -658,21 +810,31 @@ fn receive_chunk(
             r.index, r.term, r.next_offset
         ));
     }
-    r.file
-        .write_all(data)
+    let written = r
+        .file
+        .write_at(data.to_vec(), offset)
+        .await
         .map_err(|e| format!("writing {} at {offset}: {e}", r.path.display()))?;
+    if written != data.len() {
+        return Err(format!(
+            "writing {} at {offset}: {written} of {} bytes written",
+            r.path.display(),
+            data.len()
+        ));
+    }
     r.next_offset += data.len() as u64;
     if c.last {
         let r = recv.take().expect("checked above");
-        r.file
-            .sync_all()
-            .map_err(|e| format!("fsync {}: {e}", r.path.display()))?;
+        let synced = r.file.fdatasync().await;
+        let _ = r.file.close().await;
+        synced.map_err(|e| format!("fdatasync {}: {e}", r.path.display()))?;
         let done = group
             .dir()
             .join(format!("snapshot-recv-{}-{index}-{term}.btree", r.from));
-        std::fs::rename(&r.path, &done)
+        glommio::io::rename(&r.path, &done)
+            .await
             .map_err(|e| format!("renaming {} to {}: {e}", r.path.display(), done.display()))?;
-        group.set_received_snapshot(index, term, done);
+        group.set_received_snapshot(index, term, done).await;
     }
     Ok(())
 }

@@ -5,14 +5,23 @@
 //! Syntax: `corekvctl [--endpoints host:port[,..]] [--timeout S] [-w simple|json] CMD
 //! ARGS`; flags may come before or after the command's arguments, as `--flag value` or
 //! `--flag=value`; `--` ends the flags (for keys that start with `-`).
+//!
+//! `status` is cluster-wide: the binary asks the node it connected to for the member
+//! list, then every member (at its client address) for its groups' state, and prints
+//! one table of node × group ([`output::cluster_status_simple`]). A member that does not
+//! answer is listed as unreachable, with its error; it does not fail the command. Each
+//! row's lag is [`group_lags`]: how far that replica's applied index is behind its
+//! group's commit index.
 
 pub mod output;
 pub mod txn;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::client::{prefix_range_end, DEFAULT_ENDPOINT};
 use crate::mvcc::{DeleteRangeRequest, PutRequest, RangeRequest, SortOrder, SortTarget};
+use crate::proto::{RaftRole, StatusResponse};
 
 /// How answers are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +70,44 @@ pub struct Invocation {
     pub command: Command,
 }
 
+/// One member's part of `corekvctl status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub node_id: u64,
+    /// Its name in the member table (empty for a single node).
+    pub name: String,
+    /// Where it was asked: `host:port` of its shard 0's client port; empty when the
+    /// member table knows no client port for it.
+    pub endpoint: String,
+    /// Its answer, or why there is none (connection refused, timeout, server error).
+    pub status: Result<StatusResponse, String>,
+}
+
+/// The commit index each group's lag is measured against: the commit index of the
+/// group's leader when the leader answered (a leader's commit index is the group's);
+/// otherwise the highest commit index any answering replica reports (a lower bound of
+/// the group's). A replica's lag is this minus its applied index (0 when it is ahead:
+/// it may have answered later than the leader). Like etcd's `RAFT INDEX - RAFT APPLIED
+/// INDEX`, but against the group's commit rather than the member's own.
+pub fn group_lags(nodes: &[NodeStatus]) -> BTreeMap<u32, u64> {
+    let mut highest: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut leaders: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    for n in nodes {
+        let Ok(st) = &n.status else { continue };
+        for g in &st.groups {
+            let h = highest.entry(g.group).or_default();
+            *h = (*h).max(g.committed_index);
+            if g.role == RaftRole::Leader {
+                // Two leaders (an old one not yet deposed): the newer term's.
+                let l = leaders.entry(g.group).or_default();
+                *l = (*l).max((g.term, g.committed_index));
+            }
+        }
+    }
+    highest.extend(leaders.into_iter().map(|(g, (_, commit))| (g, commit)));
+    highest
+}
+
 /// Bad usage: the message, and the help text to print after it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageError {
@@ -83,7 +130,7 @@ commands:
   del KEY [RANGE_END]   delete a key or a range
   txn                   run a transaction read from stdin (etcdctl's syntax)
   compact REV           compact history below REV
-  status                show every group of the node
+  status                show every group of every member (node x group table)
   topology              show shards, ports and leaders
   member list|add|promote|remove   show or change the cluster's members
 
@@ -139,9 +186,13 @@ usage: corekvctl compact REV [--group G]
 Compacts the history of group G (every group when not given) below revision REV.";
 
 const STATUS_USAGE: &str = "\
-usage: corekvctl status
-One line per group of the node behind the first endpoint: role, leader, term, revision,
-raft commit/applied index, db and wal size.";
+usage: corekvctl status [-w simple|json]
+Asks the node behind the first answering endpoint for the member list, then every
+member for its groups. One row per node and group: role, term, leader, commit and
+applied index, lag (the group's commit index - this replica's applied index; the
+group's commit is its leader's, or the highest reported when the leader does not
+answer), revision, db and wal size. A member that does not answer is listed as
+unreachable, with its error.";
 
 const TOPOLOGY_USAGE: &str = "\
 usage: corekvctl topology

@@ -11,6 +11,7 @@
 
 use std::fmt::Write;
 
+use super::{group_lags, NodeStatus};
 use crate::client::Reply;
 use crate::mvcc::{DeleteRangeResponse, KeyValue, PutResponse, ResponseOp, TxnResponse};
 use crate::proto::{
@@ -200,6 +201,129 @@ pub fn status_simple(s: &StatusResponse) -> String {
         s.cluster_id,
         table(&rows)
     )
+}
+
+/// `status` of the whole cluster, simple: one table row per node and group (sorted by
+/// node id, then group), an unreachable node's rows saying so, then one line per
+/// unreachable node with its error. `shard_count` is the number of groups (to list an
+/// unreachable node's rows).
+pub fn cluster_status_simple(nodes: &[NodeStatus], cluster_id: u64, shard_count: u32) -> String {
+    let lags = group_lags(nodes);
+    let mut rows = vec![[
+        "NODE", "NAME", "GROUP", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG", "REVISION",
+        "DB SIZE", "WAL SIZE",
+    ]
+    .map(String::from)
+    .to_vec()];
+    let mut sorted: Vec<&NodeStatus> = nodes.iter().collect();
+    sorted.sort_by_key(|n| n.node_id);
+    let mut errors = String::new();
+    let mut answered = 0;
+    for n in &sorted {
+        let name = if n.name.is_empty() { "-" } else { &n.name };
+        match &n.status {
+            Ok(st) => {
+                answered += 1;
+                let mut groups: Vec<&GroupStatus> = st.groups.iter().collect();
+                groups.sort_by_key(|g| g.group);
+                for g in groups {
+                    let lag = lags
+                        .get(&g.group)
+                        .map_or(0, |c| c.saturating_sub(g.applied_index));
+                    rows.push(vec![
+                        n.node_id.to_string(),
+                        name.to_string(),
+                        g.group.to_string(),
+                        role_name(g.role).to_string(),
+                        g.term.to_string(),
+                        leader_name(g.leader),
+                        g.committed_index.to_string(),
+                        g.applied_index.to_string(),
+                        lag.to_string(),
+                        g.revision.to_string(),
+                        human_bytes(g.db_size_bytes),
+                        human_bytes(g.wal_size_bytes),
+                    ]);
+                }
+            }
+            Err(e) => {
+                for g in 0..shard_count.max(1) {
+                    let mut row = vec![
+                        n.node_id.to_string(),
+                        name.to_string(),
+                        if shard_count == 0 {
+                            "-".to_string()
+                        } else {
+                            g.to_string()
+                        },
+                        "unreachable".to_string(),
+                    ];
+                    row.resize(12, "-".to_string());
+                    rows.push(row);
+                }
+                let at = if n.endpoint.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at {}", n.endpoint)
+                };
+                let _ = writeln!(errors, "node {} ({name}){at} unreachable: {e}", n.node_id);
+            }
+        }
+    }
+    format!(
+        "cluster {cluster_id:#x}: {answered} of {} members answered\n{}{errors}",
+        nodes.len(),
+        table(&rows)
+    )
+}
+
+/// `status` of the whole cluster, JSON: every member with its groups (each with its
+/// `lag`, see [`group_lags`]) or its `error`.
+pub fn cluster_status_json(nodes: &[NodeStatus], cluster_id: u64) -> String {
+    let lags = group_lags(nodes);
+    let mut sorted: Vec<&NodeStatus> = nodes.iter().collect();
+    sorted.sort_by_key(|n| n.node_id);
+    let members: Vec<String> = sorted
+        .iter()
+        .map(|n| {
+            let head = format!(
+                "\"node_id\":{},\"name\":{},\"endpoint\":{}",
+                n.node_id,
+                json_str(&n.name),
+                json_str(&n.endpoint)
+            );
+            match &n.status {
+                Ok(st) => {
+                    let groups: Vec<String> = st
+                        .groups
+                        .iter()
+                        .map(|g| {
+                            let lag = lags
+                                .get(&g.group)
+                                .map_or(0, |c| c.saturating_sub(g.applied_index));
+                            let mut obj = group_json(g);
+                            obj.pop();
+                            format!("{obj},\"lag\":{lag}}}")
+                        })
+                        .collect();
+                    format!("{{{head},\"groups\":[{}]}}", groups.join(","))
+                }
+                Err(e) => format!("{{{head},\"error\":{}}}", json_str(e)),
+            }
+        })
+        .collect();
+    format!(
+        "{{\"cluster_id\":{cluster_id},\"members\":[{}]}}\n",
+        members.join(",")
+    )
+}
+
+fn leader_name(leader: u64) -> String {
+    if leader == 0 {
+        "unknown".to_string()
+    } else {
+        leader.to_string()
+    }
 }
 
 /// `topology`, simple: the node's shards, then the members.
@@ -417,27 +541,26 @@ pub fn txn_json(r: &Reply<TxnResponse>) -> String {
     )
 }
 
+/// One group of a `status` answer as a JSON object.
+fn group_json(g: &GroupStatus) -> String {
+    format!(
+        "{{\"group\":{},\"role\":{},\"leader\":{},\"term\":{},\"revision\":{},\"compact_revision\":{},\"raft_commit\":{},\"raft_applied\":{},\"db_size\":{},\"wal_size\":{}}}",
+        g.group,
+        json_str(role_name(g.role)),
+        g.leader,
+        g.term,
+        g.revision,
+        g.compact_revision,
+        g.committed_index,
+        g.applied_index,
+        g.db_size_bytes,
+        g.wal_size_bytes
+    )
+}
+
 /// `status`, JSON.
 pub fn status_json(s: &StatusResponse) -> String {
-    let groups: Vec<String> = s
-        .groups
-        .iter()
-        .map(|g| {
-            format!(
-                "{{\"group\":{},\"role\":{},\"leader\":{},\"term\":{},\"revision\":{},\"compact_revision\":{},\"raft_commit\":{},\"raft_applied\":{},\"db_size\":{},\"wal_size\":{}}}",
-                g.group,
-                json_str(role_name(g.role)),
-                g.leader,
-                g.term,
-                g.revision,
-                g.compact_revision,
-                g.committed_index,
-                g.applied_index,
-                g.db_size_bytes,
-                g.wal_size_bytes
-            )
-        })
-        .collect();
+    let groups: Vec<String> = s.groups.iter().map(group_json).collect();
     format!(
         "{{\"node_id\":{},\"cluster_id\":{},\"groups\":[{}]}}\n",
         s.node_id,

@@ -693,3 +693,129 @@ fn member_commands_parse_and_refuse_bad_input() {
         assert!(parse(bad).is_err(), "{bad:?} accepted");
     }
 }
+
+fn group(group: u32, role: RaftRole, term: u64, commit: u64, applied: u64) -> GroupStatus {
+    GroupStatus {
+        group,
+        role,
+        leader: if role == RaftRole::Leader { 1 } else { 0 },
+        term,
+        revision: 5,
+        compact_revision: 0,
+        committed_index: commit,
+        applied_index: applied,
+        db_size_bytes: 4096,
+        wal_size_bytes: 8192,
+    }
+}
+
+fn node(id: u64, status: Result<Vec<GroupStatus>, &str>) -> NodeStatus {
+    NodeStatus {
+        node_id: id,
+        name: format!("n{id}"),
+        endpoint: format!("127.0.0.1:{}", 7000 + id),
+        status: status
+            .map(|groups| StatusResponse {
+                node_id: id,
+                cluster_id: 9,
+                groups,
+            })
+            .map_err(String::from),
+    }
+}
+
+#[test]
+fn lag_is_against_the_leaders_commit_or_the_highest_known() {
+    let nodes = vec![
+        node(
+            1,
+            Ok(vec![
+                group(0, RaftRole::Leader, 3, 100, 98),
+                group(1, RaftRole::Follower, 3, 40, 30),
+            ]),
+        ),
+        // A stale leader of group 0 (older term) with a higher commit is not the base.
+        node(
+            2,
+            Ok(vec![
+                group(0, RaftRole::Leader, 2, 120, 120),
+                group(1, RaftRole::Follower, 3, 50, 45),
+            ]),
+        ),
+        node(3, Err("connect: connection refused")),
+    ];
+    let lags = group_lags(&nodes);
+    // Group 0: the newer leader's commit; group 1 (leader unreachable): the highest.
+    assert_eq!(lags.get(&0), Some(&100));
+    assert_eq!(lags.get(&1), Some(&50));
+    assert_eq!(group_lags(&[node(1, Err("x"))]).len(), 0);
+}
+
+#[test]
+fn cluster_status_table_lists_every_node_and_group() {
+    let nodes = vec![
+        node(3, Err("connect: connection refused")),
+        node(
+            1,
+            Ok(vec![
+                group(1, RaftRole::Follower, 3, 40, 30),
+                group(0, RaftRole::Leader, 3, 100, 98),
+            ]),
+        ),
+        node(
+            2,
+            Ok(vec![
+                group(0, RaftRole::Follower, 3, 100, 90),
+                group(1, RaftRole::Leader, 3, 45, 45),
+            ]),
+        ),
+    ];
+    let out = cluster_status_simple(&nodes, 0xab, 2);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "cluster 0xab: 2 of 3 members answered");
+    assert!(
+        lines[2].contains("NODE") && lines[2].contains("LAG"),
+        "{out}"
+    );
+    let fields = |l: &str| -> Vec<String> { l.split('|').map(|f| f.trim().to_string()).collect() };
+    let rows: Vec<Vec<String>> = lines[4..10].iter().map(|l| fields(l)).collect();
+    // Sorted by node then group: node, name, group, role, term, leader, commit,
+    // applied, lag.
+    assert_eq!(
+        rows[0][1..10],
+        ["1", "n1", "0", "leader", "3", "1", "100", "98", "2"]
+    );
+    assert_eq!(
+        rows[1][1..10],
+        ["1", "n1", "1", "follower", "3", "unknown", "40", "30", "15"]
+    );
+    assert_eq!(
+        rows[2][1..10],
+        ["2", "n2", "0", "follower", "3", "unknown", "100", "90", "10"]
+    );
+    assert_eq!(
+        rows[3][1..10],
+        ["2", "n2", "1", "leader", "3", "1", "45", "45", "0"]
+    );
+    assert_eq!(rows[4][1..5], ["3", "n3", "0", "unreachable"]);
+    assert_eq!(rows[5][1..5], ["3", "n3", "1", "unreachable"]);
+    assert!(rows[5][5..13].iter().all(|f| f == "-"), "{out}");
+    assert_eq!(
+        lines.last().unwrap(),
+        &"node 3 (n3) at 127.0.0.1:7003 unreachable: connect: connection refused"
+    );
+    assert!(
+        lines[1..11].iter().all(|l| l.len() == lines[1].len()),
+        "{out}"
+    );
+
+    let json = cluster_status_json(&nodes, 0xab);
+    assert!(json.starts_with("{\"cluster_id\":171,\"members\":[{\"node_id\":1,\"name\":\"n1\""));
+    assert!(
+        json.contains(
+            "\"raft_commit\":40,\"raft_applied\":30,\"db_size\":4096,\"wal_size\":8192,\"lag\":15}"
+        ),
+        "{json}"
+    );
+    assert!(json.contains("{\"node_id\":3,\"name\":\"n3\",\"endpoint\":\"127.0.0.1:7003\",\"error\":\"connect: connection refused\"}"), "{json}");
+}
