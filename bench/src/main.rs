@@ -74,7 +74,8 @@ fn run_command(args: &RunArgs) -> Result<(), String> {
             }
             TargetKind::Corekv => {
                 let conns = args.conns.min(*args.inflight.iter().max().unwrap_or(&1));
-                let targets = corekv::connect_many(&args.endpoints, args.timeout, conns).await?;
+                let targets =
+                    corekv::connect_many(&args.endpoints, args.timeout, conns, threads).await?;
                 run_all(args, threads, &targets).await
             }
         }
