@@ -406,3 +406,49 @@ async fn serve(
         .detach();
     }
 }
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+
+    fn ok() -> Outcome {
+        Err(ClientError::Protocol("the answer".into()))
+    }
+
+    #[test]
+    fn an_answer_reaches_an_async_waiter_once() {
+        let (tx, rx) = answer_pair();
+        let waiter = std::thread::spawn(move || futures_lite::future::block_on(rx));
+        tx.send(ok());
+        assert_eq!(waiter.join().unwrap(), ok());
+    }
+
+    #[test]
+    fn an_answer_sent_before_the_wait_is_kept() {
+        let (tx, rx) = answer_pair();
+        tx.send(ok());
+        assert_eq!(futures_lite::future::block_on(rx), ok());
+        let (tx, rx) = answer_pair();
+        tx.send(ok());
+        assert_eq!(rx.wait(), ok());
+    }
+
+    #[test]
+    fn a_blocking_waiter_is_woken_from_another_thread() {
+        let (tx, rx) = answer_pair();
+        let sender = std::thread::spawn(move || tx.send(ok()));
+        assert_eq!(rx.wait(), ok());
+        sender.join().unwrap();
+    }
+
+    #[test]
+    fn dropping_the_sender_unanswered_answers_closed() {
+        let (tx, rx) = answer_pair();
+        drop(tx);
+        assert_eq!(futures_lite::future::block_on(rx), Err(ClientError::Closed));
+        let (tx, rx) = answer_pair();
+        let dropper = std::thread::spawn(move || drop(tx));
+        assert_eq!(rx.wait(), Err(ClientError::Closed));
+        dropper.join().unwrap();
+    }
+}
