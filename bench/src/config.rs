@@ -14,6 +14,7 @@ corekv-bench: drive etcd and corekv with the same workload
 
 usage: corekv-bench [run] [options]
        corekv-bench report --input FILE [--input FILE ...] [--md FILE] [--cdf FILE] [--ratio-line]
+                           [--median-ops WORKLOAD:TOPOLOGY:INFLIGHT:TARGET]
 
 run options (defaults in brackets):
   --target etcd|corekv        server kind [etcd]
@@ -43,7 +44,10 @@ report options:
   --input FILE                JSON lines from runs (repeatable)
   --md FILE                   write the markdown table of medians there (else stdout)
   --cdf FILE                  write merged latency-CDF series (JSON) for plotting
-  --ratio-line                print the corekv/etcd ratio line last
+  --ratio-line                print the open-loop p99 comparisons, then the corekv/etcd
+                              ratio line last
+  --median-ops W:T:N:TARGET   print only the median closed-loop ops/s of that row and
+                              target (e.g. put:single:256:etcd); fails if there is none
 ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +86,8 @@ pub struct ReportArgs {
     pub md: Option<String>,
     pub cdf: Option<String>,
     pub ratio_line: bool,
+    /// `(workload, topology, in flight, target)` whose median ops/s to print.
+    pub median_ops: Option<(String, String, usize, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -153,6 +159,7 @@ fn parse_report(args: &[String]) -> Result<Command, String> {
         md: None,
         cdf: None,
         ratio_line: false,
+        median_ops: None,
     };
     for (name, value) in pairs(args)? {
         let v = value.unwrap_or_default();
@@ -161,6 +168,7 @@ fn parse_report(args: &[String]) -> Result<Command, String> {
             "md" => r.md = Some(v),
             "cdf" => r.cdf = Some(v),
             "ratio-line" => r.ratio_line = true,
+            "median-ops" => r.median_ops = Some(parse_row(&v)?),
             "help" => return Ok(Command::Help),
             other => return Err(format!("report: unknown option --{other}")),
         }
@@ -169,6 +177,21 @@ fn parse_report(args: &[String]) -> Result<Command, String> {
         return Err("report: give at least one --input FILE".into());
     }
     Ok(Command::Report(r))
+}
+
+/// `WORKLOAD:TOPOLOGY:INFLIGHT:TARGET` of `--median-ops`.
+fn parse_row(v: &str) -> Result<(String, String, usize, String), String> {
+    match v.split(':').collect::<Vec<_>>()[..] {
+        [w, t, n, target] if !w.is_empty() && !t.is_empty() && !target.is_empty() => Ok((
+            w.to_string(),
+            t.to_string(),
+            parse_num("median-ops", n)?,
+            target.to_string(),
+        )),
+        _ => Err(format!(
+            "--median-ops: {v:?} is not WORKLOAD:TOPOLOGY:INFLIGHT:TARGET"
+        )),
+    }
 }
 
 fn parse_run(args: &[String]) -> Result<Command, String> {
@@ -417,8 +440,20 @@ mod tests {
                 md: Some("t.md".into()),
                 cdf: Some("c.json".into()),
                 ratio_line: true,
+                median_ops: None,
             })
         );
         assert!(parse(&args("report")).is_err());
+        match parse(&args("report --input a --median-ops put:single:256:etcd")).unwrap() {
+            Command::Report(r) => assert_eq!(
+                r.median_ops,
+                Some(("put".into(), "single".into(), 256, "etcd".into()))
+            ),
+            other => panic!("{other:?}"),
+        }
+        for bad in ["put:single:256", "put:single:many:etcd", ":single:1:etcd"] {
+            let err = parse(&args(&format!("report --input a --median-ops {bad}"))).unwrap_err();
+            assert!(err.contains("--median-ops"), "{bad}: {err}");
+        }
     }
 }

@@ -3,10 +3,11 @@
 //!
 //! `ThreadedClient` is the runtime-neutral handle: each one owns a background thread
 //! running a glommio executor that keeps one pipelined connection per shard and routes
-//! each key to its group's shard. The driver's "connections" map onto at most
-//! [`CLIENT_THREADS_MAX`] such clients (round-robin): more client threads than that
-//! would only fight over the client's CPU, while each one already pipelines every request
-//! it is given.
+//! each key to its group's shard (following `NotLeader` to the group's leader node in a
+//! cluster). The driver's "connections" map onto at most [`CLIENT_THREADS_MAX`] such
+//! clients, and no more than the client's CPUs (`--client-threads`), round-robin: more
+//! client threads than that would only fight over the client's CPU (context switches per
+//! batch), while each one already pipelines every request it is given.
 
 use std::time::Duration;
 
@@ -26,14 +27,15 @@ pub struct CorekvTarget {
     client: ThreadedClient,
 }
 
-/// Opens `conns` handles (sharing at most [`CLIENT_THREADS_MAX`] clients).
+/// Opens `conns` handles sharing at most `threads` (and [`CLIENT_THREADS_MAX`]) clients.
 pub async fn connect_many(
     endpoints: &[String],
     timeout: Duration,
     conns: usize,
+    threads: usize,
 ) -> Result<Vec<CorekvTarget>, String> {
     let mut clients = Vec::new();
-    for _ in 0..conns.clamp(1, CLIENT_THREADS_MAX) {
+    for _ in 0..conns.min(threads).clamp(1, CLIENT_THREADS_MAX) {
         let cfg = ClientConfig {
             connect_timeout: timeout,
             request_timeout: timeout,

@@ -74,7 +74,8 @@ fn run_command(args: &RunArgs) -> Result<(), String> {
             }
             TargetKind::Corekv => {
                 let conns = args.conns.min(*args.inflight.iter().max().unwrap_or(&1));
-                let targets = corekv::connect_many(&args.endpoints, args.timeout, conns).await?;
+                let targets =
+                    corekv::connect_many(&args.endpoints, args.timeout, conns, threads).await?;
                 run_all(args, threads, &targets).await
             }
         }
@@ -233,6 +234,17 @@ fn report_command(args: &ReportArgs) -> Result<(), String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
         records.extend(output::parse_records(path, &text)?);
     }
+    if let Some((w, t, n, target)) = &args.median_ops {
+        return match output::median_ops(&records, w, t, *n, target) {
+            Some(ops) => {
+                println!("{ops:.0}");
+                Ok(())
+            }
+            None => Err(format!(
+                "no closed-loop {w} runs of {target} at {n} in flight in topology {t}"
+            )),
+        };
+    }
     let table = output::markdown_table(&records);
     match &args.md {
         Some(path) => {
@@ -246,6 +258,9 @@ fn report_command(args: &ReportArgs) -> Result<(), String> {
         std::fs::write(path, text).map_err(|e| format!("cannot write {path}: {e}"))?;
     }
     if args.ratio_line {
+        for line in output::open_lines(&records) {
+            println!("{line}");
+        }
         println!("{}", output::ratio_line(&records));
     }
     Ok(())

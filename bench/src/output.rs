@@ -74,6 +74,11 @@ impl RunRecord {
             .unwrap_or("-")
     }
 
+    /// Client CPU µs per successful operation (None without operations).
+    pub fn client_us_per_op(&self) -> Option<f64> {
+        (self.ops > 0).then(|| self.client_cpu_s * 1e6 / self.ops as f64)
+    }
+
     pub fn to_json_line(&self) -> String {
         serde_json::to_string(self).expect("a run record always serialises")
     }
@@ -124,6 +129,8 @@ pub struct Cell {
     pub p99_us: f64,
     pub p999_us: f64,
     pub client_busy: f64,
+    /// Median client CPU µs per successful op (None when no run completed an op).
+    pub client_us_per_op: Option<f64>,
     /// Median server CPU µs per op over the rounds that measured it.
     pub server_us_per_op: Option<f64>,
     pub errors: u64,
@@ -195,6 +202,10 @@ impl<'a> Summary<'a> {
             p99_us: m(|r| r.latency_us.p99),
             p999_us: m(|r| r.latency_us.p999),
             client_busy: m(|r| r.client_busy),
+            client_us_per_op: {
+                let xs: Vec<f64> = runs.iter().filter_map(|r| r.client_us_per_op()).collect();
+                (!xs.is_empty()).then(|| median(&xs))
+            },
             server_us_per_op: {
                 let xs: Vec<f64> = runs.iter().filter_map(|r| r.server_cpu_us_per_op).collect();
                 (!xs.is_empty()).then(|| median(&xs))
@@ -273,6 +284,7 @@ pub fn markdown_table(records: &[RunRecord]) -> String {
             "p99 ms",
             "p99.9 ms",
             "client busy",
+            "client CPU µs/op",
             "server CPU µs/op",
             "rounds",
             "errors",
@@ -305,6 +317,8 @@ pub fn markdown_table(records: &[RunRecord]) -> String {
                         ms(c.p99_us),
                         ms(c.p999_us),
                         format!("{:.2}", c.client_busy),
+                        c.client_us_per_op
+                            .map_or("-".to_string(), |us| format!("{us:.1}")),
                         c.server_us_per_op
                             .map_or("-".to_string(), |us| format!("{us:.0}")),
                         c.rounds.to_string(),
@@ -316,7 +330,7 @@ pub fn markdown_table(records: &[RunRecord]) -> String {
                     ]);
                     cells.insert(t.as_str(), c);
                 }
-                None => cols.extend(std::iter::repeat_n("-".to_string(), 8)),
+                None => cols.extend(std::iter::repeat_n("-".to_string(), 9)),
             }
         }
         if summary.has_ratio() {
@@ -351,6 +365,50 @@ pub fn ratio_line(records: &[RunRecord]) -> String {
         one("get", "single"),
         one("get", "cluster")
     )
+}
+
+/// The median closed-loop ops/s of `target` in the row (`workload`, `topology`,
+/// `inflight`), if there were such runs.
+pub fn median_ops(
+    records: &[RunRecord],
+    workload: &str,
+    topology: &str,
+    inflight: usize,
+    target: &str,
+) -> Option<f64> {
+    Summary::new(records)
+        .find(workload, topology, inflight, target)
+        .map(|c| c.ops_per_s)
+}
+
+/// One line per open-loop row that has both corekv and etcd runs:
+/// `open put single rate=8000/s p99 corekv=1.20ms etcd=30.1ms corekv/etcd=0.04`
+/// (medians over rounds; the offered rate is the median of the runs' rates).
+pub fn open_lines(records: &[RunRecord]) -> Vec<String> {
+    let summary = Summary::new(records);
+    let mut out = Vec::new();
+    for (key, by_target) in &summary.rows {
+        if key.mode != "open" {
+            continue;
+        }
+        let (Some(c), Some(e)) = (by_target.get("corekv"), by_target.get("etcd")) else {
+            continue;
+        };
+        let rates: Vec<f64> = c.iter().chain(e.iter()).filter_map(|r| r.rate).collect();
+        let (c, e) = (Summary::cell(c), Summary::cell(e));
+        out.push(format!(
+            "open {} {} rate={:.0}/s p99 corekv={}ms etcd={}ms corekv/etcd={} unsent corekv={} etcd={}",
+            key.workload,
+            key.topology,
+            median(&rates),
+            ms(c.p99_us),
+            ms(e.p99_us),
+            ratio(c.p99_us, e.p99_us),
+            c.missed,
+            e.missed
+        ));
+    }
+    out
 }
 
 /// One line of a CDF plot: the merged histogram of one target's rounds in one row.
@@ -539,11 +597,11 @@ mod tests {
         // Rows in workload order (put before get), then in-flight order.
         assert_eq!(
             lines[2],
-            "| put | single | closed | 1 | 700 | 0.750 | 1.50 | 1.50 | 0.50 | - | 1 | 0 |"
+            "| put | single | closed | 1 | 700 | 0.750 | 1.50 | 1.50 | 0.50 | 50000.0 | - | 1 | 0 |"
         );
         assert_eq!(
             lines[3],
-            "| put | single | closed | 256 | 2000 | 1.00 | 2.00 | 2.00 | 0.50 | 55 | 3 | 0 |"
+            "| put | single | closed | 256 | 2000 | 1.00 | 2.00 | 2.00 | 0.50 | 50000.0 | 55 | 3 | 0 |"
         );
         assert!(lines[4].starts_with("| get | single | closed | 1 | 900 |"));
         assert!(!table.contains("fill"));
@@ -603,6 +661,41 @@ mod tests {
         assert!(
             put_cluster.contains("| - | - |"),
             "missing corekv cells are dashes"
+        );
+    }
+
+    #[test]
+    fn open_loop_lines_and_median_ops() {
+        let open = |target: &str, p99_us: f64, round: u32| {
+            let mut r = record(target, "put", "single", 1024, 8000.0, p99_us, round);
+            r.mode = "open".into();
+            r.rate = Some(8000.0);
+            r
+        };
+        let mut recs = vec![
+            record("etcd", "put", "single", 256, 10_000.0, 9000.0, 1),
+            record("etcd", "put", "single", 256, 12_000.0, 9000.0, 2),
+            record("etcd", "put", "single", 256, 30_000.0, 9000.0, 3),
+            open("etcd", 40_000.0, 1),
+        ];
+        assert!(open_lines(&recs).is_empty(), "no line without corekv");
+        recs.push(open("corekv", 2_000.0, 1));
+        recs.push(open("corekv", 4_000.0, 2));
+        assert_eq!(
+            open_lines(&recs),
+            vec![
+                "open put single rate=8000/s p99 corekv=3.00ms etcd=40.0ms corekv/etcd=0.07 unsent corekv=0 etcd=0"
+            ]
+        );
+        assert_eq!(
+            median_ops(&recs, "put", "single", 256, "etcd"),
+            Some(12_000.0)
+        );
+        assert_eq!(median_ops(&recs, "put", "cluster", 256, "etcd"), None);
+        assert_eq!(
+            median_ops(&recs, "put", "single", 1024, "etcd"),
+            None,
+            "open runs are not closed-loop rows"
         );
     }
 

@@ -21,6 +21,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -95,12 +96,33 @@ impl Future for SlotFuture<'_> {
     }
 }
 
+/// Hashes a request id (a counter) with one multiplication: ids are not chosen by the
+/// server, so SipHash's flooding resistance buys nothing here.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
 /// State shared by the connection handle and its two tasks.
 struct Shared {
     addr: String,
     max_frame_bytes: usize,
     next_id: Cell<u64>,
-    pending: RefCell<HashMap<u64, SlotRef>>,
+    pending: RefCell<IdMap<SlotRef>>,
     /// Frames encoded but not yet handed to the writer.
     out: RefCell<Vec<u8>>,
     writer_waker: RefCell<Option<Waker>>,
@@ -202,7 +224,7 @@ impl Conn {
             addr: addr.to_string(),
             max_frame_bytes: cfg.max_frame_bytes,
             next_id: Cell::new(1),
-            pending: RefCell::new(HashMap::new()),
+            pending: RefCell::new(IdMap::default()),
             out: RefCell::new(Vec::new()),
             writer_waker: RefCell::new(None),
             closed: RefCell::new(None),

@@ -251,6 +251,12 @@ impl Client {
         Ok(conn)
     }
 
+    /// The open connection the routing table names for `target`, if there is one.
+    fn cached_conn(&self, target: Target) -> Option<Rc<Conn>> {
+        let routing = self.inner.routing.borrow();
+        self.live_conn(routing.addr_for(target))
+    }
+
     fn live_conn(&self, addr: &str) -> Option<Rc<Conn>> {
         let mut conns = self.inner.conns.borrow_mut();
         match conns.get(addr) {
@@ -326,9 +332,19 @@ impl Client {
                 });
             }
             let target = target_of(&req.op, self.shard_count());
-            let addr = self.inner.routing.borrow().addr_for(target).to_string();
-            let result = match with_timeout(remaining, name, self.conn(&addr)).await {
-                Ok(Ok(conn)) => {
+            // The common case, an open connection to the group's shard, allocates nothing.
+            let (conn, opened_for) = match self.cached_conn(target) {
+                Some(c) => (Ok(c), None),
+                None => {
+                    let addr = self.inner.routing.borrow().addr_for(target).to_string();
+                    match with_timeout(remaining, name, self.conn(&addr)).await {
+                        Ok(Ok(c)) => (Ok(c), Some(addr)),
+                        Ok(Err(e)) | Err(e) => (Err(e), Some(addr)),
+                    }
+                }
+            };
+            let result = match &conn {
+                Ok(conn) => {
                     let r = conn.call(req, remaining).await;
                     if matches!(
                         r,
@@ -338,7 +354,7 @@ impl Client {
                     }
                     r
                 }
-                Ok(Err(e)) | Err(e) => Err(e),
+                Err(e) => Err(e.clone()),
             };
             let err = match result {
                 Ok(r) => {
@@ -354,6 +370,11 @@ impl Client {
                     return Ok(r);
                 }
                 Err(e) => e,
+            };
+            let addr = match (opened_for, &conn) {
+                (Some(addr), _) => addr,
+                (None, Ok(c)) => c.addr().to_string(),
+                (None, Err(_)) => unreachable!("a cached connection is always Ok"),
             };
             let action = self
                 .inner

@@ -9,9 +9,10 @@
 //!   merges (a delete range over several groups is refused by the server).
 //! - [`ThreadedClient`] is a `Send + Clone` handle for every other runtime (tokio,
 //!   async-std, plain threads): it owns a background thread running a glommio executor
-//!   with a [`Client`] and exchanges requests and answers with it over bounded flume
-//!   channels (`*_async` methods on any runtime; [`ThreadedClient::blocking`] for
-//!   blocking callers).
+//!   with a [`Client`]; requests go to it over one bounded flume channel, each answer
+//!   comes back through a one-use slot that wakes the caller's task or thread
+//!   (`*_async` methods on any runtime; [`ThreadedClient::blocking`] for blocking
+//!   callers).
 //! - [`cli`] is the pure logic of `corekvctl`: argument parsing, etcdctl's txn text
 //!   syntax, output formatting.
 //!

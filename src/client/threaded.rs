@@ -2,11 +2,16 @@
 //!
 //! The thread runs one unpinned glommio executor (1 MiB of io memory). Requests travel to
 //! it over one bounded flume channel (capacity `ClientConfig::channel_capacity`); each
-//! carries a one-slot channel for its answer. The executor runs at most that many
-//! requests at once (a semaphore), so memory stays bounded whatever the callers do.
-//! The thread ends when the last handle is dropped (the drop joins it).
+//! carries an [`AnswerTx`]: a one-use slot (one allocation, a mutex that is never
+//! contended for long) that the executor fills and that wakes the async caller's task or
+//! the blocking caller's thread. The executor runs at most that many requests at once (a
+//! semaphore), so memory stays bounded whatever the callers do. The thread ends when the
+//! last handle is dropped (the drop joins it).
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 
 use glommio::{LocalExecutorBuilder, Placement};
@@ -29,7 +34,99 @@ const _: fn() = || {
     fn check<T: Send + Sync + Clone + 'static>() {}
     check::<ThreadedClient>();
 };
-type Job = (Op, flume::Sender<Outcome>);
+type Job = (Op, AnswerTx);
+
+/// The answer to one request, shared by its caller and the client thread.
+struct Answer {
+    slot: Mutex<AnswerSlot>,
+    /// Signalled for a blocking caller (only when one waits: `blocking_waiter`).
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct AnswerSlot {
+    outcome: Option<Outcome>,
+    /// Set once: answered, or the sender was dropped unanswered (the client is gone).
+    done: bool,
+    waker: Option<Waker>,
+    blocking_waiter: bool,
+}
+
+/// The client thread's end: [`AnswerTx::send`] once; dropping it unsent answers
+/// [`ClientError::Closed`].
+struct AnswerTx(Arc<Answer>);
+
+/// The caller's end: a future, or [`AnswerRx::wait`] for blocking callers.
+struct AnswerRx(Arc<Answer>);
+
+fn answer_pair() -> (AnswerTx, AnswerRx) {
+    let a = Arc::new(Answer {
+        slot: Mutex::new(AnswerSlot::default()),
+        ready: Condvar::new(),
+    });
+    (AnswerTx(a.clone()), AnswerRx(a))
+}
+
+impl AnswerTx {
+    fn send(self, outcome: Outcome) {
+        self.finish(Some(outcome));
+    }
+
+    fn finish(&self, outcome: Option<Outcome>) {
+        let (waker, notify) = {
+            let mut s = self.0.slot.lock().unwrap_or_else(|p| p.into_inner());
+            if s.done {
+                return;
+            }
+            s.done = true;
+            s.outcome = outcome;
+            (s.waker.take(), s.blocking_waiter)
+        };
+        if notify {
+            self.0.ready.notify_one();
+        }
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl Drop for AnswerTx {
+    fn drop(&mut self) {
+        self.finish(None);
+    }
+}
+
+impl AnswerRx {
+    fn take(s: &mut AnswerSlot) -> Outcome {
+        s.outcome.take().unwrap_or(Err(ClientError::Closed))
+    }
+
+    /// Blocks the calling thread until the answer is there.
+    fn wait(self) -> Outcome {
+        let mut s = self.0.slot.lock().unwrap_or_else(|p| p.into_inner());
+        s.blocking_waiter = true;
+        while !s.done {
+            s = self.0.ready.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        Self::take(&mut s)
+    }
+}
+
+impl Future for AnswerRx {
+    type Output = Outcome;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let mut s = self.0.slot.lock().unwrap_or_else(|p| p.into_inner());
+        if s.done {
+            return Poll::Ready(Self::take(&mut s));
+        }
+        match &s.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => s.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
 
 struct Shared {
     tx: Option<flume::Sender<Job>>,
@@ -136,21 +233,21 @@ impl ThreadedClient {
 
     /// Sends `op` and waits for its answer (async, any runtime).
     pub async fn execute(&self, op: Op) -> Outcome {
-        let (tx, rx) = flume::bounded(1);
+        let (tx, rx) = answer_pair();
         self.sender()
             .send_async((op, tx))
             .await
             .map_err(|_| ClientError::Closed)?;
-        rx.recv_async().await.map_err(|_| ClientError::Closed)?
+        rx.await
     }
 
     /// Sends `op` and waits for its answer, blocking the calling thread.
     pub fn execute_blocking(&self, op: Op) -> Outcome {
-        let (tx, rx) = flume::bounded(1);
+        let (tx, rx) = answer_pair();
         self.sender()
             .send((op, tx))
             .map_err(|_| ClientError::Closed)?;
-        rx.recv().map_err(|_| ClientError::Closed)?
+        rx.wait()
     }
 
     /// The same operations as blocking calls.
@@ -303,9 +400,55 @@ async fn serve(
         glommio::spawn_local(async move {
             let outcome = c.execute(op).await;
             // The caller may have given up (dropped its future): nothing to do then.
-            let _ = reply.send(outcome);
+            reply.send(outcome);
             drop(permit);
         })
         .detach();
+    }
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+
+    fn ok() -> Outcome {
+        Err(ClientError::Protocol("the answer".into()))
+    }
+
+    #[test]
+    fn an_answer_reaches_an_async_waiter_once() {
+        let (tx, rx) = answer_pair();
+        let waiter = std::thread::spawn(move || futures_lite::future::block_on(rx));
+        tx.send(ok());
+        assert_eq!(waiter.join().unwrap(), ok());
+    }
+
+    #[test]
+    fn an_answer_sent_before_the_wait_is_kept() {
+        let (tx, rx) = answer_pair();
+        tx.send(ok());
+        assert_eq!(futures_lite::future::block_on(rx), ok());
+        let (tx, rx) = answer_pair();
+        tx.send(ok());
+        assert_eq!(rx.wait(), ok());
+    }
+
+    #[test]
+    fn a_blocking_waiter_is_woken_from_another_thread() {
+        let (tx, rx) = answer_pair();
+        let sender = std::thread::spawn(move || tx.send(ok()));
+        assert_eq!(rx.wait(), ok());
+        sender.join().unwrap();
+    }
+
+    #[test]
+    fn dropping_the_sender_unanswered_answers_closed() {
+        let (tx, rx) = answer_pair();
+        drop(tx);
+        assert_eq!(futures_lite::future::block_on(rx), Err(ClientError::Closed));
+        let (tx, rx) = answer_pair();
+        let dropper = std::thread::spawn(move || drop(tx));
+        assert_eq!(rx.wait(), Err(ClientError::Closed));
+        dropper.join().unwrap();
     }
 }
