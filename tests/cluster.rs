@@ -480,6 +480,12 @@ fn sigkill_a_leader_under_load_then_restart_and_catch_up() {
         cl.put(&k, &v);
         acked.push((k, v));
     }
+    // Leaders move to their preferred node (group 0: node 1) after start: wait for
+    // that (bounded), so the kill hits a settled leader, not one handing over.
+    let settle = Instant::now();
+    while c.leader_of(0) != Some(0) && settle.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let victim = c.leader_of(0).expect("group 0 has a leader");
     let survivor = (victim + 1) % 3;
     // `corekvctl status` through any node lists every node x group.
@@ -495,8 +501,35 @@ fn sigkill_a_leader_under_load_then_restart_and_catch_up() {
         st.starts_with(&"cluster 0x".to_string()) && st.contains("3 of 3 members answered"),
         "{st}"
     );
+    // The project's client, bootstrapped from the victim (the worst case), knows the old
+    // leader of group 0 before the kill: after it, a write must find the new leader
+    // (connection refused -> topology from another endpoint) within its retry policy.
+    let endpoints = std::iter::once(victim)
+        .chain((0..3).filter(|&i| i != victim))
+        .map(|i| format!("127.0.0.1:{}", c.ports[i]));
+    let project_client = corekv::client::ThreadedClient::connect(
+        corekv::client::ClientConfig::with_endpoints(endpoints),
+    )
+    .expect("client connects");
+    let g0_key = (0..)
+        .map(|i| format!("pc{i}"))
+        .find(|k| group_for(k.as_bytes(), SHARDS) == 0)
+        .unwrap();
+    project_client
+        .blocking()
+        .put(g0_key.as_str(), "before")
+        .expect("put before the kill");
     let killed_at = Instant::now();
     c.nodes[victim].kill();
+    let r = project_client.blocking().put(g0_key.as_str(), "after");
+    eprintln!(
+        "SIGKILL of group 0's leader: the project's client's next write to group 0 took {:?}: \
+         {:?}",
+        killed_at.elapsed(),
+        r.as_ref().map(|r| r.header.revision)
+    );
+    r.expect("the client finds group 0's new leader after its leader was killed");
+    acked.push((g0_key.clone(), "after".into()));
     // Keep writing to group 0 (and 1): the first success after the kill needs a new leader.
     let mut first_ok = None;
     for i in 0..300 {

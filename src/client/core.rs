@@ -322,6 +322,9 @@ impl Client {
         let budget = self.inner.cfg.request_timeout;
         let start = Instant::now();
         let mut attempt = 1u32;
+        // Addresses this request could not reach: a hint pointing back at one of them
+        // (a follower still naming its dead leader) is not news, so it waits.
+        let mut unreachable: Vec<String> = Vec::new();
         loop {
             let remaining = budget.saturating_sub(start.elapsed());
             if remaining.is_zero() {
@@ -384,12 +387,23 @@ impl Client {
             match action {
                 RetryAction::Fail => return Err(err),
                 RetryAction::Reroute => {
-                    let learned = self.apply_hint(&err, target, &addr);
+                    let learned = self.apply_hint(&err, target, &addr) && {
+                        let routing = self.inner.routing.borrow();
+                        let next = routing.addr_for(target);
+                        !unreachable.iter().any(|a| a == next)
+                    };
                     if !learned {
                         self.sleep_then_refresh(attempt, remaining).await;
                     }
                 }
                 RetryAction::Backoff { refresh_topology } => {
+                    if matches!(
+                        err,
+                        ClientError::Connect { .. } | ClientError::ConnectionLost { .. }
+                    ) && !unreachable.contains(&addr)
+                    {
+                        unreachable.push(addr.clone());
+                    }
                     if matches!(err, ClientError::Connect { .. })
                         && matches!(target, Target::Any | Target::Node)
                     {
@@ -398,8 +412,7 @@ impl Client {
                     let wait = self.backoff(attempt).min(remaining);
                     glommio::timer::sleep(wait).await;
                     if refresh_topology {
-                        // Best effort: a failure shows up again on the next attempt.
-                        let _ = self.refresh_topology().await;
+                        self.refresh_topology_anywhere().await;
                     }
                 }
             }
@@ -423,7 +436,21 @@ impl Client {
 
     async fn sleep_then_refresh(&self, attempt: u32, remaining: Duration) {
         glommio::timer::sleep(self.backoff(attempt).min(remaining)).await;
-        let _ = self.refresh_topology().await;
+        self.refresh_topology_anywhere().await;
+    }
+
+    /// Best-effort topology refresh: when the bootstrap node cannot be reached (it may
+    /// be the node that just died), the next configured endpoint is asked. A failure
+    /// shows up again on the next attempt.
+    async fn refresh_topology_anywhere(&self) {
+        for _ in 0..self.inner.cfg.endpoints.len().max(1) {
+            match self.refresh_topology().await {
+                Err(
+                    ClientError::Connect { addr, .. } | ClientError::ConnectionLost { addr, .. },
+                ) if self.inner.cfg.endpoints.len() > 1 => self.next_bootstrap(&addr),
+                _ => return,
+            }
+        }
     }
 
     /// Applies a routing hint; `false` when it taught nothing.

@@ -202,9 +202,11 @@ impl RetryPolicy {
                 },
                 _ => RetryAction::Fail,
             },
+            // The node may be gone for good (a killed leader): ask the cluster who
+            // serves the group now.
             ClientError::Connect { .. } | ClientError::ConnectionLost { .. } => {
                 RetryAction::Backoff {
-                    refresh_topology: false,
+                    refresh_topology: true,
                 }
             }
             ClientError::Handshake { .. }

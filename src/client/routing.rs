@@ -187,10 +187,6 @@ impl Routing {
         if leader == 0 {
             return false;
         }
-        if leader == self.local_node {
-            self.groups[group as usize] = self.local_addr(group);
-            return true;
-        }
         match self.nodes.get(&leader) {
             Some((host, base)) => match base.checked_add(group as u16) {
                 Some(port) => {
@@ -199,6 +195,10 @@ impl Routing {
                 }
                 None => false,
             },
+            None if leader == self.local_node => {
+                self.groups[group as usize] = self.local_addr(group);
+                true
+            }
             None => false,
         }
     }
@@ -207,6 +207,10 @@ impl Routing {
     /// after the bootstrap node stopped answering).
     pub fn set_bootstrap(&mut self, addr: &str) {
         self.bootstrap = addr.to_string();
+        // The "local" node is now another one, whose id we do not know: leaders are
+        // found through the member list only (the next topology fills in the ports).
+        self.local_host = host_of(addr).to_string();
+        self.local_node = 0;
     }
 
     pub fn shard_count(&self) -> u32 {

@@ -67,16 +67,19 @@ fn retry_decisions() {
     let backoff = RetryAction::Backoff {
         refresh_topology: false,
     };
+    let reconnect = RetryAction::Backoff {
+        refresh_topology: true,
+    };
     let lost = ClientError::ConnectionLost {
         addr: "a:1".into(),
         reason: "eof".into(),
     };
-    assert_eq!(p.decide(&lost, 1, t0, budget), backoff);
+    assert_eq!(p.decide(&lost, 1, t0, budget), reconnect);
     let refused = ClientError::Connect {
         addr: "a:1".into(),
         reason: "refused".into(),
     };
-    assert_eq!(p.decide(&refused, 1, t0, budget), backoff);
+    assert_eq!(p.decide(&refused, 1, t0, budget), reconnect);
     assert_eq!(
         p.decide(&server_err(ErrorCode::Unavailable), 1, t0, budget),
         backoff
