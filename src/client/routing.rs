@@ -187,6 +187,10 @@ impl Routing {
         if leader == 0 {
             return false;
         }
+        if leader == self.local_node {
+            self.groups[group as usize] = self.local_addr(group);
+            return true;
+        }
         match self.nodes.get(&leader) {
             Some((host, base)) => match base.checked_add(group as u16) {
                 Some(port) => {
@@ -195,10 +199,6 @@ impl Routing {
                 }
                 None => false,
             },
-            None if leader == self.local_node => {
-                self.groups[group as usize] = self.local_addr(group);
-                true
-            }
             None => false,
         }
     }

@@ -929,3 +929,31 @@ fn an_unanswered_write_times_out_and_retires_its_session() {
         assert_eq!(c.idle_sessions(), 1);
     });
 }
+
+/// After the bootstrap node is replaced (it stopped answering), its id no longer means
+/// "here": a hint naming it routes to its member address, not to the new bootstrap.
+#[test]
+fn routing_after_switching_bootstrap() {
+    let mut r = Routing::from_handshake("127.0.0.1:7000", 1, 0, 2).unwrap();
+    let nodes = vec![
+        NodeAddr {
+            node_id: 1,
+            host: "127.0.0.1".into(),
+            client_port_base: 7000,
+            peer_port_base: 8000,
+        },
+        NodeAddr {
+            node_id: 2,
+            host: "127.0.0.1".into(),
+            client_port_base: 7100,
+            peer_port_base: 8100,
+        },
+    ];
+    r.set_bootstrap("127.0.0.1:7100");
+    r.apply_topology(&topo(2, &[7100, 7101], &[1, 0], nodes))
+        .unwrap();
+    assert_eq!(r.addr_for(Target::Group(0)), "127.0.0.1:7000");
+    assert_eq!(r.addr_for(Target::Group(1)), "127.0.0.1:7101");
+    assert!(r.on_not_leader(1, 1));
+    assert_eq!(r.addr_for(Target::Group(1)), "127.0.0.1:7001");
+}
