@@ -294,13 +294,69 @@ impl LogIndex {
             .filter(|r| r.first <= index && index < r.first + r.count)
     }
 
-    /// Sets the disk location of record `id` once it has been written.
-    pub fn locate(&mut self, id: u64, at: DiskLoc) {
-        let i = self.recs.partition_point(|r| r.id < id);
-        if let Some(r) = self.recs.get_mut(i) {
-            if r.id == id {
+    /// Sets the disk location of record `id` once it has been written, and returns the
+    /// position to pass as `hint` for the next record of the same group commit (ids
+    /// increase along `recs`, so that one is usually right there: no search). Any
+    /// `hint` is correct; a record truncated away meanwhile is skipped.
+    pub fn locate(&mut self, hint: usize, id: u64, at: DiskLoc) -> usize {
+        let i = if self.recs.get(hint).is_some_and(|r| r.id == id) {
+            hint
+        } else {
+            self.recs.partition_point(|r| r.id < id)
+        };
+        match self.recs.get_mut(i) {
+            Some(r) if r.id == id => {
                 r.at = Some(at);
+                i + 1
             }
+            _ => i,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::types::EntryKind;
+
+    fn ent(index: u64, term: u64) -> Entry {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data: vec![index as u8],
+        }
+    }
+
+    fn at(offset: u64) -> DiskLoc {
+        DiskLoc {
+            seq: 0,
+            offset,
+            len: 1,
+        }
+    }
+
+    /// One group commit locates its records in id order with the returned hint; a
+    /// record truncated away while its write was in flight is skipped, and a stale or
+    /// wrong hint still finds the right record.
+    #[test]
+    fn locate_follows_hints_and_skips_truncated_records() {
+        let mut log = LogIndex::new();
+        let ids: Vec<u64> = (1..=5).map(|i| log.append(&[ent(i, 1)], None)).collect();
+        // Entry 4 is replaced (term 2) while records 1..=5 are being written: records
+        // of entries 4 and 5 are gone, a new one (not in this write) takes their place.
+        let new_id = log.append(&[ent(4, 2)], None);
+        let mut hint = 0;
+        for (k, &id) in ids.iter().enumerate() {
+            hint = log.locate(hint, id, at(k as u64));
+        }
+        let located: Vec<Option<u64>> = log.recs.iter().map(|r| r.at.map(|a| a.offset)).collect();
+        assert_eq!(located, vec![Some(0), Some(1), Some(2), None]);
+        assert_eq!(log.recs[3].id, new_id);
+        // Any hint is correct, also one past the end or pointing at another record.
+        assert_eq!(log.locate(99, new_id, at(7)), 4);
+        assert_eq!(log.locate(0, ids[2], at(8)), 3);
+        assert_eq!(log.rec_for(3).unwrap().at, Some(at(8)));
+        assert_eq!(log.rec_for(4).unwrap().at, Some(at(7)));
     }
 }

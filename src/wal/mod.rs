@@ -249,8 +249,15 @@ struct Event {
 impl Event {
     fn notify(&self) {
         self.generation.set(self.generation.get() + 1);
-        for w in self.wakers.take() {
+        let mut wakers = self.wakers.take();
+        for w in wakers.drain(..) {
             w.wake();
+        }
+        // Keep the allocation for the next generation's listeners (a group commit
+        // wakes up to one waiter per appender, every time).
+        let mut cur = self.wakers.borrow_mut();
+        if cur.is_empty() {
+            *cur = wakers;
         }
     }
     fn listen(&self) -> Listen<'_> {
@@ -293,6 +300,32 @@ impl std::future::Future for YieldOnce {
         self.0 = true;
         cx.waker().wake_by_ref();
         std::task::Poll::Pending
+    }
+}
+
+/// A waiter's claim on the next flush ([`Inner::flush_due`]). Released by
+/// [`FlushClaim::release`]; if the claiming task is cancelled during its yield instead,
+/// dropping the claim releases it and wakes the listeners, so one of them flushes.
+struct FlushClaim<'a, D: Disk>(&'a Inner<D>, bool);
+
+impl<'a, D: Disk> FlushClaim<'a, D> {
+    fn new(inner: &'a Inner<D>) -> Self {
+        assert!(!inner.flush_due.get(), "wal: two flush claims at once");
+        inner.flush_due.set(true);
+        FlushClaim(inner, false)
+    }
+    fn release(mut self) {
+        self.0.flush_due.set(false);
+        self.1 = true;
+    }
+}
+
+impl<D: Disk> Drop for FlushClaim<'_, D> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.flush_due.set(false);
+            self.0.flushed.notify();
+        }
     }
 }
 
@@ -345,6 +378,9 @@ struct Inner<D: Disk> {
     opts: WalOptions,
     st: RefCell<State<D::File>>,
     flushing: Cell<bool>,
+    /// A waiter has claimed the next flush and is yielding once before it starts (so
+    /// that the runnable appenders join the group); other waiters just listen.
+    flush_due: Cell<bool>,
     preparing: Cell<bool>,
     /// Held while renaming or removing segments, so that the segment files on disk stay
     /// contiguous at every crash point.
@@ -572,6 +608,7 @@ impl<D: Disk> Wal<D> {
                 opts,
                 st: RefCell::new(st),
                 flushing: Cell::new(false),
+                flush_due: Cell::new(false),
                 preparing: Cell::new(false),
                 dir_busy: Cell::new(false),
                 dir_event: Event::default(),
@@ -697,14 +734,22 @@ impl<D: Disk> Wal<D> {
                     st.last_ready
                 );
             }
-            if self.inner.flushing.get() {
-                self.inner.flushed.listen().await;
+            let inner = &*self.inner;
+            if inner.flushing.get() || inner.flush_due.get() {
+                inner.flushed.listen().await;
             } else {
-                // Let the other runnable tasks append first, so that they join this
-                // group instead of waiting for the next one.
+                // Claim the next flush, and let the other runnable tasks append first,
+                // so that they join this group instead of waiting for the next one.
+                // They see the claim and only listen (one poll each, not two).
+                let claim = FlushClaim::new(inner);
                 YieldOnce(false).await;
-                if !self.inner.flushing.get() && self.inner.st.borrow().durable_ready < ready {
+                claim.release();
+                if !inner.flushing.get() && inner.st.borrow().durable_ready < ready {
                     self.flush_once().await?;
+                } else if !inner.flushing.get() {
+                    // Another task made our Ready durable meanwhile: the waiters that
+                    // saw our claim must look again.
+                    inner.flushed.notify();
                 }
             }
         }
@@ -759,13 +804,16 @@ impl<D: Disk> Wal<D> {
 
     async fn flush_inner(&self) -> Result<(), WalError> {
         let inner = &*self.inner;
-        // 1. Take a group: whole appends, at most group_commit_bytes_max (at least one).
-        let (data, taken, total) = {
-            let mut st = inner.st.borrow_mut();
+        // 1. Take a group: the first `n` pending appends (whole ones, at most
+        //    group_commit_bytes_max, at least one). They stay at the front of `appends`
+        //    until published: appends and snapshots only ever push at the back.
+        let (n, data_len, total, base) = {
+            let st = inner.st.borrow();
             if st.appends.is_empty() {
                 return Ok(());
             }
             let base = st.pending_base;
+            assert_eq!(st.appends[0].start, base, "wal: pending stream out of step");
             let mut n = 0;
             let mut end = base;
             for a in &st.appends {
@@ -775,18 +823,15 @@ impl<D: Disk> Wal<D> {
                 end = a.end;
                 n += 1;
             }
-            let taken: Vec<Pending> = st.appends.drain(..n).collect();
-            let cut = (end - base) as usize;
-            let data: Vec<u8> = st.pending.drain(..cut).collect();
-            st.pending_base = end;
+            let data_len = (end - base) as usize;
             let mut total = 0;
-            if !data.is_empty() {
-                total = align_up(data.len() as u64);
-                if total - (data.len() as u64) < REC_HEADER_LEN as u64 {
+            if data_len > 0 {
+                total = align_up(data_len as u64);
+                if total - (data_len as u64) < REC_HEADER_LEN as u64 {
                     total += BLOCK_BYTES;
                 }
             }
-            (data, taken, total)
+            (n, data_len, total, base)
         };
         let mut loc = None;
         if total > 0 {
@@ -798,27 +843,32 @@ impl<D: Disk> Wal<D> {
             if !fits {
                 self.switch_segment().await?;
             }
-            let (file, pos, wsn, seq) = {
-                let st = inner.st.borrow();
+            // 3. Fill one aligned buffer straight from the pending stream: records
+            //    (sealed with wsn + crc), then a Pad. The only copy of the records.
+            let (file, pos, seq, buf) = {
+                let mut st = inner.st.borrow_mut();
+                let st = &mut *st;
                 let seg = &st.segments[&st.active];
-                (seg.file.clone(), st.write_pos, st.next_wsn, st.active)
-            };
-            assert!(pos % BLOCK_BYTES == 0 && pos + total <= inner.opts.segment_bytes);
-            // 3. Fill one aligned buffer: records (sealed with wsn + crc), then a Pad.
-            let mut buf = file.alloc_buf(total as usize);
-            let b = buf.as_mut_slice();
-            b[..data.len()].copy_from_slice(&data);
-            let base = taken[0].start;
-            for a in &taken {
-                if a.end > a.start {
-                    let s = (a.start - base) as usize;
-                    let e = (a.end - base) as usize;
-                    seal_record(&mut b[s..e], wsn);
-                    debug_assert!(check_record(&b[s..]).is_some());
+                let (file, pos, wsn, seq) =
+                    (seg.file.clone(), st.write_pos, st.next_wsn, st.active);
+                assert!(pos % BLOCK_BYTES == 0 && pos + total <= inner.opts.segment_bytes);
+                let mut buf = file.alloc_buf(total as usize);
+                let b = buf.as_mut_slice();
+                b[..data_len].copy_from_slice(&st.pending[..data_len]);
+                for a in st.appends.iter().take(n) {
+                    if a.end > a.start {
+                        let s = (a.start - base) as usize;
+                        let e = (a.end - base) as usize;
+                        seal_record(&mut b[s..e], wsn);
+                        debug_assert!(check_record(&b[s..]).is_some());
+                    }
                 }
-            }
-            b[data.len()..].fill(0);
-            write_pad(&mut b[data.len()..], wsn);
+                b[data_len..].fill(0);
+                write_pad(&mut b[data_len..], wsn);
+                st.pending.drain(..data_len);
+                st.pending_base = base + data_len as u64;
+                (file, pos, seq, buf)
+            };
             // 4. One write, one fdatasync.
             let path = || inner.disk.describe(&segment_name(seq));
             let t0 = std::time::Instant::now();
@@ -828,13 +878,13 @@ impl<D: Disk> Wal<D> {
             file.sync()
                 .await
                 .map_err(|e| WalError::io("fdatasync", path(), pos, e))?;
-            loc = Some((seq, pos, base));
+            loc = Some((seq, pos));
             inner.st.borrow_mut().stats.io_ns += t0.elapsed().as_nanos() as u64;
         }
         // 5. Publish.
         let mut st = inner.st.borrow_mut();
         let st = &mut *st;
-        if let Some((seq, pos, base)) = loc {
+        if let Some((_, pos)) = loc {
             st.write_pos = pos + total;
             let half = inner.opts.segment_bytes / 2;
             if pos < half && st.write_pos >= half {
@@ -843,31 +893,36 @@ impl<D: Disk> Wal<D> {
             st.next_wsn += 1;
             st.stats.flushes += 1;
             st.stats.bytes_written += total;
-            st.stats.pad_bytes += total - data.len() as u64;
-            for a in &taken {
-                match a.kind {
-                    PendingKind::Append { rec_id, last_index } => {
-                        let at = DiskLoc {
-                            seq,
-                            offset: pos + (a.start - base),
-                            len: (a.end - a.start) as u32,
-                        };
-                        st.log.locate(rec_id, at);
-                        if last_index > 0 {
-                            st.located_upto = last_index;
-                            let seg = st.segments.get_mut(&seq).expect("active segment");
-                            seg.max_index = seg.max_index.max(last_index);
-                        }
+            st.stats.pad_bytes += total - data_len as u64;
+        }
+        let mut hint = 0;
+        let mut last = 0;
+        for a in st.appends.drain(..n) {
+            last = a.ready;
+            let Some((seq, pos)) = loc else {
+                continue;
+            };
+            match a.kind {
+                PendingKind::Append { rec_id, last_index } => {
+                    let at = DiskLoc {
+                        seq,
+                        offset: pos + (a.start - base),
+                        len: (a.end - a.start) as u32,
+                    };
+                    hint = st.log.locate(hint, rec_id, at);
+                    if last_index > 0 {
+                        st.located_upto = last_index;
+                        let seg = st.segments.get_mut(&seq).expect("active segment");
+                        seg.max_index = seg.max_index.max(last_index);
                     }
-                    PendingKind::Snapshot => {
-                        st.snaps_durable += 1;
-                        st.snap_seq = Some(seq);
-                    }
-                    PendingKind::Empty => {}
                 }
+                PendingKind::Snapshot => {
+                    st.snaps_durable += 1;
+                    st.snap_seq = Some(seq);
+                }
+                PendingKind::Empty => {}
             }
         }
-        let last = taken.last().expect("took at least one").ready;
         let durable = match st.appends.front() {
             Some(next) if next.ready == last => last.saturating_sub(1),
             _ => last,
