@@ -4,8 +4,43 @@
 //! replaying at recovery, so the WAL never writes what it would refuse to read.
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 
-use crate::raft::types::{Entry, HardState, SnapshotMeta};
+use super::format::append_data_offsets;
+use crate::raft::types::{Entry, EntryKind, HardState, SnapshotMeta};
+
+/// A cached entry. Its data lies inside the encoded bytes of the Append record that
+/// holds it, shared by all of that record's entries, so that appending `n` entries
+/// costs one allocation and one copy of their data, not `n` (reads build an [`Entry`]).
+#[derive(Clone, Debug)]
+pub struct CachedEntry {
+    pub term: u64,
+    pub index: u64,
+    pub kind: EntryKind,
+    rec: Rc<[u8]>,
+    data_at: u32,
+    data_len: u32,
+}
+
+impl CachedEntry {
+    pub fn data(&self) -> &[u8] {
+        &self.rec[self.data_at as usize..(self.data_at + self.data_len) as usize]
+    }
+
+    pub fn to_entry(&self) -> Entry {
+        Entry {
+            term: self.term,
+            index: self.index,
+            kind: self.kind,
+            data: self.data().to_vec(),
+        }
+    }
+
+    /// Same as [`Entry::size_bytes`].
+    pub fn size_bytes(&self) -> u64 {
+        self.data_len as u64 + 24
+    }
+}
 
 /// Where the record holding some entries lies: segment, offset, record length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +76,7 @@ pub struct LogIndex {
     pub recs: VecDeque<RecLoc>,
     next_rec_id: u64,
     /// The most recent entries, always a suffix of the log.
-    pub cache: VecDeque<Entry>,
+    pub cache: VecDeque<CachedEntry>,
     pub cache_bytes: u64,
 }
 
@@ -127,8 +162,10 @@ impl LogIndex {
     }
 
     /// Appends (after `check_append` passed), truncating any conflicting suffix.
-    /// Returns the record id the entries were filed under.
-    pub fn append(&mut self, entries: &[Entry], at: Option<DiskLoc>) -> u64 {
+    /// `rec` is the encoded Append record of `entries` (header included; wsn and crc
+    /// may be unset): the cache keeps the entries' data there. Returns the record id
+    /// the entries were filed under.
+    pub fn append(&mut self, entries: &[Entry], rec: &Rc<[u8]>, at: Option<DiskLoc>) -> u64 {
         let id = self.next_rec_id;
         self.next_rec_id += 1;
         let Some(e0) = entries.first() else {
@@ -147,10 +184,18 @@ impl LogIndex {
         }
         assert!(e0.index > self.snapshot.index && e0.index <= self.last_index() + 1);
         self.truncate_from(e0.index);
-        for e in entries {
+        for (e, (data_at, data_len)) in entries.iter().zip(append_data_offsets(entries)) {
+            debug_assert_eq!(&rec[data_at..data_at + data_len], &e.data[..]);
             self.terms.push_back(e.term);
             self.cache_bytes += e.size_bytes();
-            self.cache.push_back(e.clone());
+            self.cache.push_back(CachedEntry {
+                term: e.term,
+                index: e.index,
+                kind: e.kind,
+                rec: rec.clone(),
+                data_at: data_at as u32,
+                data_len: data_len as u32,
+            });
         }
         self.recs.push_back(RecLoc {
             id,
@@ -342,10 +387,19 @@ mod tests {
     #[test]
     fn locate_follows_hints_and_skips_truncated_records() {
         let mut log = LogIndex::new();
-        let ids: Vec<u64> = (1..=5).map(|i| log.append(&[ent(i, 1)], None)).collect();
+        let rec = |e: &Entry| -> Rc<[u8]> {
+            let mut b = Vec::new();
+            crate::wal::format::encode_append(&mut b, 0, None, std::slice::from_ref(e));
+            b.into()
+        };
+        let ids: Vec<u64> = (1..=5)
+            .map(|i| log.append(&[ent(i, 1)], &rec(&ent(i, 1)), None))
+            .collect();
         // Entry 4 is replaced (term 2) while records 1..=5 are being written: records
         // of entries 4 and 5 are gone, a new one (not in this write) takes their place.
-        let new_id = log.append(&[ent(4, 2)], None);
+        let new_id = log.append(&[ent(4, 2)], &rec(&ent(4, 2)), None);
+        assert_eq!(log.cache[3].to_entry(), ent(4, 2));
+        assert_eq!(log.cache[2].data(), &[3]);
         let mut hint = 0;
         for (k, &id) in ids.iter().enumerate() {
             hint = log.locate(hint, id, at(k as u64));

@@ -342,10 +342,16 @@ enum PendingKind {
 
 struct Pending {
     ready: u64,
-    /// Byte range in the pending stream (absolute, see `State::pending_base`).
-    start: u64,
-    end: u64,
+    /// The encoded record (unsealed: wsn and crc are stamped in the write buffer);
+    /// None for an empty append. Shared with the cache, which keeps entry data there.
+    rec: Option<Rc<[u8]>>,
     kind: PendingKind,
+}
+
+impl Pending {
+    fn len(&self) -> u64 {
+        self.rec.as_ref().map_or(0, |r| r.len() as u64)
+    }
 }
 
 struct State<F> {
@@ -358,8 +364,8 @@ struct State<F> {
     recyclable: VecDeque<(u64, Rc<F>)>,
     next_seq: u64,
     next_wsn: u64,
-    pending: Vec<u8>,
-    pending_base: u64,
+    /// Bytes of the records in `appends` (appended, not yet handed to a write).
+    pending_bytes: u64,
     appends: VecDeque<Pending>,
     last_ready: u64,
     durable_ready: u64,
@@ -555,7 +561,7 @@ impl<D: Disk> Wal<D> {
                 recovered = Recovered {
                     hard_state: r.log.hard_state,
                     snapshot: r.log.snapshot.clone(),
-                    entries: r.log.cache.iter().cloned().collect(),
+                    entries: r.log.cache.iter().map(log::CachedEntry::to_entry).collect(),
                     last_ready: r.last_ready,
                     torn_tail: r.torn_tail,
                 };
@@ -589,8 +595,7 @@ impl<D: Disk> Wal<D> {
             recyclable: VecDeque::new(),
             next_seq,
             next_wsn,
-            pending: Vec::new(),
-            pending_base: 0,
+            pending_bytes: 0,
             appends: VecDeque::new(),
             last_ready,
             durable_ready: last_ready,
@@ -659,21 +664,26 @@ impl<D: Disk> Wal<D> {
         }
         st.last_ready = ready;
         st.stats.appends += 1;
-        let start = st.pending_base + st.pending.len() as u64;
         if hard_state.is_none() && entries.is_empty() {
             st.appends.push_back(Pending {
                 ready,
-                start,
-                end: start,
+                rec: None,
                 kind: PendingKind::Empty,
             });
             return Ok(());
         }
-        encode_append(&mut st.pending, ready, hard_state.as_ref(), entries);
+        // One allocation per record, encoded in place; the cache shares it.
+        let mut rec: Rc<[u8]> = std::iter::repeat_n(0u8, bytes as usize).collect();
+        encode_append_into(
+            Rc::get_mut(&mut rec).expect("fresh record"),
+            ready,
+            hard_state.as_ref(),
+            entries,
+        );
         if let Some(hs) = hard_state {
             st.log.hard_state = hs;
         }
-        let rec_id = st.log.append(entries, None);
+        let rec_id = st.log.append(entries, &rec, None);
         if let Some(e0) = entries.first() {
             st.located_upto = st.located_upto.min(e0.index - 1);
             let mut fetched = inner.fetched.borrow_mut();
@@ -682,11 +692,10 @@ impl<D: Disk> Wal<D> {
             }
         }
         let last_index = entries.last().map_or(0, |e| e.index);
-        let end = st.pending_base + st.pending.len() as u64;
+        st.pending_bytes += bytes;
         st.appends.push_back(Pending {
             ready,
-            start,
-            end,
+            rec: Some(rec),
             kind: PendingKind::Append { rec_id, last_index },
         });
         Ok(())
@@ -710,7 +719,7 @@ impl<D: Disk> Wal<D> {
 
     /// Bytes appended and not yet handed to a write.
     pub fn pending_bytes(&self) -> u64 {
-        self.inner.st.borrow().pending.len() as u64
+        self.inner.st.borrow().pending_bytes
     }
 
     pub fn stats(&self) -> WalStats {
@@ -807,23 +816,21 @@ impl<D: Disk> Wal<D> {
         // 1. Take a group: the first `n` pending appends (whole ones, at most
         //    group_commit_bytes_max, at least one). They stay at the front of `appends`
         //    until published: appends and snapshots only ever push at the back.
-        let (n, data_len, total, base) = {
+        let (n, data_len, total) = {
             let st = inner.st.borrow();
             if st.appends.is_empty() {
                 return Ok(());
             }
-            let base = st.pending_base;
-            assert_eq!(st.appends[0].start, base, "wal: pending stream out of step");
             let mut n = 0;
-            let mut end = base;
+            let mut end = 0;
             for a in &st.appends {
-                if n > 0 && a.end - base > inner.opts.group_commit_bytes_max {
+                if n > 0 && end + a.len() > inner.opts.group_commit_bytes_max {
                     break;
                 }
-                end = a.end;
+                end += a.len();
                 n += 1;
             }
-            let data_len = (end - base) as usize;
+            let data_len = end as usize;
             let mut total = 0;
             if data_len > 0 {
                 total = align_up(data_len as u64);
@@ -831,7 +838,7 @@ impl<D: Disk> Wal<D> {
                     total += BLOCK_BYTES;
                 }
             }
-            (n, data_len, total, base)
+            (n, data_len, total)
         };
         let mut loc = None;
         if total > 0 {
@@ -843,8 +850,8 @@ impl<D: Disk> Wal<D> {
             if !fits {
                 self.switch_segment().await?;
             }
-            // 3. Fill one aligned buffer straight from the pending stream: records
-            //    (sealed with wsn + crc), then a Pad. The only copy of the records.
+            // 3. Fill one aligned buffer: the records (copied once, sealed there with
+            //    wsn + crc), then a Pad.
             let (file, pos, seq, buf) = {
                 let mut st = inner.st.borrow_mut();
                 let st = &mut *st;
@@ -854,19 +861,20 @@ impl<D: Disk> Wal<D> {
                 assert!(pos % BLOCK_BYTES == 0 && pos + total <= inner.opts.segment_bytes);
                 let mut buf = file.alloc_buf(total as usize);
                 let b = buf.as_mut_slice();
-                b[..data_len].copy_from_slice(&st.pending[..data_len]);
+                let mut s = 0;
                 for a in st.appends.iter().take(n) {
-                    if a.end > a.start {
-                        let s = (a.start - base) as usize;
-                        let e = (a.end - base) as usize;
+                    if let Some(rec) = &a.rec {
+                        let e = s + rec.len();
+                        b[s..e].copy_from_slice(rec);
                         seal_record(&mut b[s..e], wsn);
                         debug_assert!(check_record(&b[s..]).is_some());
+                        s = e;
                     }
                 }
+                assert_eq!(s, data_len);
                 b[data_len..].fill(0);
                 write_pad(&mut b[data_len..], wsn);
-                st.pending.drain(..data_len);
-                st.pending_base = base + data_len as u64;
+                st.pending_bytes -= data_len as u64;
                 (file, pos, seq, buf)
             };
             // 4. One write, one fdatasync.
@@ -897,17 +905,20 @@ impl<D: Disk> Wal<D> {
         }
         let mut hint = 0;
         let mut last = 0;
+        let mut offset = loc.map_or(0, |(_, pos)| pos);
         for a in st.appends.drain(..n) {
             last = a.ready;
-            let Some((seq, pos)) = loc else {
+            let Some((seq, _)) = loc else {
                 continue;
             };
+            let len = a.len();
+            offset += len;
             match a.kind {
                 PendingKind::Append { rec_id, last_index } => {
                     let at = DiskLoc {
                         seq,
-                        offset: pos + (a.start - base),
-                        len: (a.end - a.start) as u32,
+                        offset: offset - len,
+                        len: len as u32,
                     };
                     hint = st.log.locate(hint, rec_id, at);
                     if last_index > 0 {
@@ -1046,14 +1057,13 @@ impl<D: Disk> Wal<D> {
             if st.log.last_index() == meta.index {
                 st.located_upto = st.located_upto.max(meta.index);
             }
-            let start = st.pending_base + st.pending.len() as u64;
-            encode_snapshot(&mut st.pending, &hs, &meta);
-            let end = st.pending_base + st.pending.len() as u64;
+            let mut rec = Vec::new();
+            encode_snapshot(&mut rec, &hs, &meta);
             let ready = st.last_ready;
+            st.pending_bytes += rec.len() as u64;
             st.appends.push_back(Pending {
                 ready,
-                start,
-                end,
+                rec: Some(rec.into()),
                 kind: PendingKind::Snapshot,
             });
             st.snaps_appended += 1;
@@ -1279,12 +1289,15 @@ impl<D: Disk> Storage for Wal<D> {
         let mut out = Vec::new();
         let mut bytes = 0;
         for idx in lo..hi {
-            let e = if idx >= cache_first {
-                &log.cache[(idx - cache_first) as usize]
+            let (size, e) = if idx >= cache_first {
+                let e = &log.cache[(idx - cache_first) as usize];
+                (e.size_bytes(), Ok(e))
             } else {
                 let f0 = fetched.front().map_or(u64::MAX, |e| e.index);
                 match fetched.get(idx.wrapping_sub(f0) as usize) {
-                    Some(e) if idx >= f0 && log.term(idx) == Some(e.term) => e,
+                    Some(e) if idx >= f0 && log.term(idx) == Some(e.term) => {
+                        (e.size_bytes(), Err(e))
+                    }
                     _ => {
                         // Start loading the rest; serve the prefix we have, if any.
                         *self.inner.fetch_want.borrow_mut() = Some((idx, hi));
@@ -1295,11 +1308,14 @@ impl<D: Disk> Storage for Wal<D> {
                     }
                 }
             };
-            bytes += e.size_bytes();
+            bytes += size;
             if !out.is_empty() && bytes > max_bytes {
                 break;
             }
-            out.push(e.clone());
+            out.push(match e {
+                Ok(cached) => cached.to_entry(),
+                Err(fetched) => fetched.clone(),
+            });
         }
         Ok(out)
     }

@@ -304,8 +304,10 @@ pub(super) async fn recover<D: Disk>(disk: &D) -> Result<Option<Recovery<D::File
                     r.log
                         .check_append(&a.entries)
                         .map_err(|m| corrupt(&path, pos, m))?;
+                    let rec: std::rc::Rc<[u8]> = bytes[pos as usize..pos as usize + rec_len].into();
                     r.log.append(
                         &a.entries,
+                        &rec,
                         Some(DiskLoc {
                             seq,
                             offset: pos,
