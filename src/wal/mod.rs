@@ -344,7 +344,7 @@ struct Pending {
     ready: u64,
     /// The encoded record (unsealed: wsn and crc are stamped in the write buffer);
     /// None for an empty append. Shared with the cache, which keeps entry data there.
-    rec: Option<Rc<[u8]>>,
+    rec: Option<log::RecRef>,
     kind: PendingKind,
 }
 
@@ -672,14 +672,10 @@ impl<D: Disk> Wal<D> {
             });
             return Ok(());
         }
-        // One allocation per record, encoded in place; the cache shares it.
-        let mut rec: Rc<[u8]> = std::iter::repeat_n(0u8, bytes as usize).collect();
-        encode_append_into(
-            Rc::get_mut(&mut rec).expect("fresh record"),
-            ready,
-            hard_state.as_ref(),
-            entries,
-        );
+        // Encoded once, in place; the cache keeps the entries' data there.
+        let rec = st.log.arena.alloc(bytes as usize, |b| {
+            encode_append_into(b, ready, hard_state.as_ref(), entries)
+        });
         if let Some(hs) = hard_state {
             st.log.hard_state = hs;
         }
@@ -865,7 +861,7 @@ impl<D: Disk> Wal<D> {
                 for a in st.appends.iter().take(n) {
                     if let Some(rec) = &a.rec {
                         let e = s + rec.len();
-                        b[s..e].copy_from_slice(rec);
+                        rec.with(|r| b[s..e].copy_from_slice(r));
                         seal_record(&mut b[s..e], wsn);
                         debug_assert!(check_record(&b[s..]).is_some());
                         s = e;
@@ -1061,9 +1057,10 @@ impl<D: Disk> Wal<D> {
             encode_snapshot(&mut rec, &hs, &meta);
             let ready = st.last_ready;
             st.pending_bytes += rec.len() as u64;
+            let rec = st.log.arena.alloc(rec.len(), |b| b.copy_from_slice(&rec));
             st.appends.push_back(Pending {
                 ready,
-                rec: Some(rec.into()),
+                rec: Some(rec),
                 kind: PendingKind::Snapshot,
             });
             st.snaps_appended += 1;
