@@ -206,6 +206,7 @@ struct Cmp {
     /// WAL: appending, group forming, sealing, publishing, waking the appenders).
     raw_gap_us: f64,
     wal_gap_us: f64,
+    raw_io_mean_us: f64,
 }
 
 impl Cmp {
@@ -235,6 +236,7 @@ impl Cmp {
             raw_cpu_us: raw.cpu_us_per_append(),
             raw_gap_us,
             wal_gap_us,
+            raw_io_mean_us: raw_io_us / raw.lat.len().max(1) as f64,
         }
     }
 
@@ -576,6 +578,7 @@ async fn compare(
     let wal_gap_us = (wal_secs * 1e6 - wal.io_ns as f64 / 1e3) / wal.flushes.max(1) as f64;
     let c = Cmp::new(label, bytes, &mut rs, &mut ws, wal_gap_us);
     c.show();
+    println!("    raw: mean write+fdatasync {:.0} us", c.raw_io_mean_us);
     wal.report(wal_secs);
     c
 }
