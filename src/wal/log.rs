@@ -1,7 +1,9 @@
 //! The in-memory index of the Raft log the WAL holds: snapshot metadata, hard state,
 //! the term of every retained entry, where each entry's record lies on disk, and a
-//! cache of the most recent entries. The same rules apply when appending live and when
-//! replaying at recovery, so the WAL never writes what it would refuse to read.
+//! cache of the most recent entries, and the arena holding the encoded records (the
+//! pending ones, and those whose entries are cached: a cached entry's data is a range
+//! of its record). The same rules apply when appending live and when replaying at
+//! recovery, so the WAL never writes what it would refuse to read.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
