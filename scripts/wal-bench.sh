@@ -2,7 +2,10 @@
 # WAL benchmark: raw O_DIRECT write+fdatasync limit vs the WAL, batch sizes 1..1024,
 # 1..1024 concurrent appenders, fallocate vs zero-fill, fdatasync vs O_DSYNC.
 # Usage: scripts/wal-bench.sh [DIR]   (DIR must not be tmpfs; default /var/tmp/corekv-wal-bench)
-# WAL_BENCH_SECS=n sets the length of each measurement (default 1.5).
+# WAL_BENCH_SECS=n: measured seconds per side of each comparison (default 1.5);
+# WAL_BENCH_ROUNDS=n: interleaved raw/WAL rounds they are split into (default 20);
+# WAL_BENCH_ONLY=prep,batch,concurrent and WAL_BENCH_SIZES=1,1024 pick what runs.
+# See src/bin/wal-bench.rs for what "raw" is and why the comparison is fair.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${1:-/var/tmp/corekv-wal-bench}"

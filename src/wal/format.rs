@@ -116,26 +116,81 @@ fn put_hs(out: &mut Vec<u8>, hs: &HardState) {
 /// Appends an Append record (unsealed) to `out`.
 pub fn encode_append(out: &mut Vec<u8>, ready: u64, hs: Option<&HardState>, entries: &[Entry]) {
     let start = out.len();
+    out.resize(start + append_record_len(entries), 0);
+    encode_append_into(&mut out[start..], ready, hs, entries);
+}
+
+/// Writes an Append record (unsealed) into `out`, which must be exactly
+/// [`append_record_len`]`(entries)` bytes long.
+pub fn encode_append_into(out: &mut [u8], ready: u64, hs: Option<&HardState>, entries: &[Entry]) {
     let total = append_record_len(entries);
-    begin_record(out, KIND_APPEND, total - REC_HEADER_LEN);
-    put_u64(out, ready);
-    out.push(if hs.is_some() { APP_FLAG_HAS_HS } else { 0 });
-    out.extend_from_slice(&[0; 7]);
-    put_hs(out, &hs.copied().unwrap_or_default());
-    put_u32(out, entries.len() as u32);
-    put_u32(out, 0);
+    assert_eq!(out.len(), total, "append record length mismatch");
+    let mut w = SliceWriter { out, at: 0 };
+    w.u32(u32::try_from(total - REC_HEADER_LEN).expect("record payload over 4 GiB"));
+    w.skip(REC_KIND_OFF - REC_CRC_OFF);
+    w.u8(KIND_APPEND);
+    w.skip(REC_HEADER_LEN - REC_RESERVED_OFF);
+    debug_assert_eq!(w.at, REC_HEADER_LEN);
+    w.u64(ready);
+    w.u8(if hs.is_some() { APP_FLAG_HAS_HS } else { 0 });
+    w.skip(APP_HS_OFF - APP_FLAGS_OFF - 1);
+    let hs = hs.copied().unwrap_or_default();
+    w.u64(hs.term);
+    w.u64(hs.vote);
+    w.u64(hs.commit);
+    w.u32(entries.len() as u32);
+    w.skip(APP_ENTRIES_OFF - APP_COUNT_OFF - 4);
+    debug_assert_eq!(w.at, REC_HEADER_LEN + APP_ENTRIES_OFF);
     for e in entries {
-        put_u64(out, e.term);
-        put_u64(out, e.index);
-        out.push(match e.kind {
+        w.u64(e.term);
+        w.u64(e.index);
+        w.u8(match e.kind {
             EntryKind::Normal => 0,
             EntryKind::ConfChange => 1,
         });
-        out.extend_from_slice(&[0; 3]);
-        put_u32(out, u32::try_from(e.data.len()).expect("entry over 4 GiB"));
-        out.extend_from_slice(&e.data);
+        w.skip(ENT_DATA_LEN_OFF - ENT_KIND_OFF - 1);
+        w.u32(u32::try_from(e.data.len()).expect("entry over 4 GiB"));
+        w.bytes(&e.data);
     }
-    assert_eq!(out.len() - start, total, "append record length mismatch");
+    assert_eq!(w.at, total, "append record length mismatch");
+}
+
+/// Writes little-endian fields into a zeroed slice (skipped bytes stay zero).
+struct SliceWriter<'a> {
+    out: &'a mut [u8],
+    at: usize,
+}
+
+impl SliceWriter<'_> {
+    fn bytes(&mut self, b: &[u8]) {
+        self.out[self.at..self.at + b.len()].copy_from_slice(b);
+        self.at += b.len();
+    }
+    fn u8(&mut self, v: u8) {
+        self.out[self.at] = v;
+        self.at += 1;
+    }
+    fn u32(&mut self, v: u32) {
+        self.bytes(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
+    }
+    fn skip(&mut self, n: usize) {
+        debug_assert!(self.out[self.at..self.at + n].iter().all(|&b| b == 0));
+        self.at += n;
+    }
+}
+
+/// Where the data of each entry lies in an encoded Append record (header included),
+/// in order: (offset, length). The inverse of [`encode_append_into`]'s layout.
+pub fn append_data_offsets(entries: &[Entry]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut off = REC_HEADER_LEN + APP_ENTRIES_OFF;
+    entries.iter().map(move |e| {
+        let at = off + ENT_HEADER_LEN;
+        off = at + e.data.len();
+        (at, e.data.len())
+    })
 }
 
 /// Appends a Snapshot record (unsealed) to `out`.
@@ -419,6 +474,9 @@ mod tests {
         let mut buf = Vec::new();
         encode_append(&mut buf, 77, Some(&hs), &entries);
         assert_eq!(buf.len(), append_record_len(&entries));
+        for ((at, len), e) in append_data_offsets(&entries).zip(&entries) {
+            assert_eq!(&buf[at..at + len], &e.data[..]);
+        }
         seal_record(&mut buf, 9);
         let h = check_record(&buf).expect("valid");
         assert_eq!((h.kind, h.wsn), (KIND_APPEND, 9));

@@ -1,11 +1,134 @@
 //! The in-memory index of the Raft log the WAL holds: snapshot metadata, hard state,
 //! the term of every retained entry, where each entry's record lies on disk, and a
-//! cache of the most recent entries. The same rules apply when appending live and when
-//! replaying at recovery, so the WAL never writes what it would refuse to read.
+//! cache of the most recent entries, and the arena holding the encoded records (the
+//! pending ones, and those whose entries are cached: a cached entry's data is a range
+//! of its record). The same rules apply when appending live and when replaying at
+//! recovery, so the WAL never writes what it would refuse to read.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 
-use crate::raft::types::{Entry, HardState, SnapshotMeta};
+use super::format::append_data_offsets;
+use crate::raft::types::{Entry, EntryKind, HardState, SnapshotMeta};
+
+/// Bytes of one [`Arena`] chunk (a larger record gets a chunk of its own).
+pub const CHUNK_BYTES: usize = 1 << 20;
+/// Unreferenced chunks an [`Arena`] keeps for reuse.
+const SPARE_CHUNKS_MAX: usize = 2;
+
+type Chunk = Rc<RefCell<Vec<u8>>>;
+
+/// Where the encoded records (pending ones, and those whose entries are cached) live:
+/// appended one after the other into chunks of [`CHUNK_BYTES`]. A chunk is freed once
+/// no record in it is referenced, or kept for reuse: memory that is already faulted
+/// in. (A fresh allocation per record made each 1024-entry append page-fault its
+/// 290 KB in: 8% of the executor's time.) Appending costs no allocation and one copy
+/// of the entries' data, however many entries a record has.
+#[derive(Debug, Default)]
+pub struct Arena {
+    cur: Option<Chunk>,
+    /// Chunks filled earlier, oldest first; those only the arena refers to are free.
+    full: VecDeque<Chunk>,
+}
+
+impl Arena {
+    /// A record of `len` bytes, written by `fill` (which gets zeroed bytes).
+    pub fn alloc(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> RecRef {
+        let fits = self.cur.as_ref().is_some_and(|c| {
+            let c = c.borrow();
+            c.capacity() - c.len() >= len
+        });
+        if !fits {
+            if let Some(c) = self.cur.take() {
+                self.full.push_back(c);
+            }
+            let cap = len.max(CHUNK_BYTES);
+            let mut reuse = None;
+            let mut spare = 0;
+            self.full.retain(|c| {
+                if Rc::strong_count(c) > 1 {
+                    return true;
+                }
+                if reuse.is_none() && c.borrow().capacity() >= cap {
+                    reuse = Some(c.clone());
+                    return false;
+                }
+                spare += 1;
+                spare <= SPARE_CHUNKS_MAX
+            });
+            let chunk = match reuse {
+                Some(c) => {
+                    c.borrow_mut().clear();
+                    c
+                }
+                None => Rc::new(RefCell::new(Vec::with_capacity(cap))),
+            };
+            self.cur = Some(chunk);
+        }
+        let chunk = self.cur.clone().expect("current chunk");
+        let mut c = chunk.borrow_mut();
+        let at = c.len();
+        c.resize(at + len, 0);
+        fill(&mut c[at..]);
+        drop(c);
+        RecRef {
+            chunk,
+            at: at as u32,
+            len: len as u32,
+        }
+    }
+}
+
+/// One encoded record in an [`Arena`].
+#[derive(Clone, Debug)]
+pub struct RecRef {
+    chunk: Chunk,
+    at: u32,
+    len: u32,
+}
+
+impl RecRef {
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Calls `f` with the record's bytes.
+    pub fn with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        let c = self.chunk.borrow();
+        f(&c[self.at as usize..(self.at + self.len) as usize])
+    }
+}
+
+/// A cached entry. Its data lies inside the encoded Append record that holds it
+/// (in the [`Arena`]), so caching it costs no allocation or copy; reads build an
+/// [`Entry`].
+#[derive(Clone, Debug)]
+pub struct CachedEntry {
+    pub term: u64,
+    pub index: u64,
+    pub kind: EntryKind,
+    chunk: Chunk,
+    data_at: u32,
+    data_len: u32,
+}
+
+impl CachedEntry {
+    pub fn to_entry(&self) -> Entry {
+        let c = self.chunk.borrow();
+        Entry {
+            term: self.term,
+            index: self.index,
+            kind: self.kind,
+            data: c[self.data_at as usize..(self.data_at + self.data_len) as usize].to_vec(),
+        }
+    }
+
+    /// Same as [`Entry::size_bytes`].
+    pub fn size_bytes(&self) -> u64 {
+        self.data_len as u64 + 24
+    }
+}
 
 /// Where the record holding some entries lies: segment, offset, record length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +164,9 @@ pub struct LogIndex {
     pub recs: VecDeque<RecLoc>,
     next_rec_id: u64,
     /// The most recent entries, always a suffix of the log.
-    pub cache: VecDeque<Entry>,
+    pub cache: VecDeque<CachedEntry>,
+    /// The encoded records: pending ones, and those holding cached entries.
+    pub arena: Arena,
     pub cache_bytes: u64,
 }
 
@@ -127,8 +252,10 @@ impl LogIndex {
     }
 
     /// Appends (after `check_append` passed), truncating any conflicting suffix.
-    /// Returns the record id the entries were filed under.
-    pub fn append(&mut self, entries: &[Entry], at: Option<DiskLoc>) -> u64 {
+    /// `rec` is the encoded Append record of `entries` (header included; wsn and crc
+    /// may be unset): the cache keeps the entries' data there. Returns the record id
+    /// the entries were filed under.
+    pub fn append(&mut self, entries: &[Entry], rec: &RecRef, at: Option<DiskLoc>) -> u64 {
         let id = self.next_rec_id;
         self.next_rec_id += 1;
         let Some(e0) = entries.first() else {
@@ -147,10 +274,20 @@ impl LogIndex {
         }
         assert!(e0.index > self.snapshot.index && e0.index <= self.last_index() + 1);
         self.truncate_from(e0.index);
-        for e in entries {
+        debug_assert!(rec.with(|b| append_data_offsets(entries)
+            .zip(entries)
+            .all(|((at, len), e)| b[at..at + len] == e.data[..])));
+        for (e, (data_at, data_len)) in entries.iter().zip(append_data_offsets(entries)) {
             self.terms.push_back(e.term);
             self.cache_bytes += e.size_bytes();
-            self.cache.push_back(e.clone());
+            self.cache.push_back(CachedEntry {
+                term: e.term,
+                index: e.index,
+                kind: e.kind,
+                chunk: rec.chunk.clone(),
+                data_at: rec.at + data_at as u32,
+                data_len: data_len as u32,
+            });
         }
         self.recs.push_back(RecLoc {
             id,
@@ -294,13 +431,112 @@ impl LogIndex {
             .filter(|r| r.first <= index && index < r.first + r.count)
     }
 
-    /// Sets the disk location of record `id` once it has been written.
-    pub fn locate(&mut self, id: u64, at: DiskLoc) {
-        let i = self.recs.partition_point(|r| r.id < id);
-        if let Some(r) = self.recs.get_mut(i) {
-            if r.id == id {
+    /// Sets the disk location of record `id` once it has been written, and returns the
+    /// position to pass as `hint` for the next record of the same group commit (ids
+    /// increase along `recs`, so that one is usually right there: no search). Any
+    /// `hint` is correct; a record truncated away meanwhile is skipped.
+    pub fn locate(&mut self, hint: usize, id: u64, at: DiskLoc) -> usize {
+        let i = if self.recs.get(hint).is_some_and(|r| r.id == id) {
+            hint
+        } else {
+            self.recs.partition_point(|r| r.id < id)
+        };
+        match self.recs.get_mut(i) {
+            Some(r) if r.id == id => {
                 r.at = Some(at);
+                i + 1
             }
+            _ => i,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::types::EntryKind;
+
+    fn ent(index: u64, term: u64) -> Entry {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data: vec![index as u8],
+        }
+    }
+
+    fn at(offset: u64) -> DiskLoc {
+        DiskLoc {
+            seq: 0,
+            offset,
+            len: 1,
+        }
+    }
+
+    /// One group commit locates its records in id order with the returned hint; a
+    /// record truncated away while its write was in flight is skipped, and a stale or
+    /// wrong hint still finds the right record.
+    #[test]
+    fn locate_follows_hints_and_skips_truncated_records() {
+        let mut log = LogIndex::new();
+        let rec = |log: &mut LogIndex, e: &Entry| -> RecRef {
+            let mut b = Vec::new();
+            crate::wal::format::encode_append(&mut b, 0, None, std::slice::from_ref(e));
+            log.arena.alloc(b.len(), |out| out.copy_from_slice(&b))
+        };
+        let ids: Vec<u64> = (1..=5)
+            .map(|i| {
+                let r = rec(&mut log, &ent(i, 1));
+                log.append(&[ent(i, 1)], &r, None)
+            })
+            .collect();
+        // Entry 4 is replaced (term 2) while records 1..=5 are being written: records
+        // of entries 4 and 5 are gone, a new one (not in this write) takes their place.
+        let r = rec(&mut log, &ent(4, 2));
+        let new_id = log.append(&[ent(4, 2)], &r, None);
+        assert_eq!(log.cache[3].to_entry(), ent(4, 2));
+        assert_eq!(log.cache[2].to_entry(), ent(3, 1));
+        let mut hint = 0;
+        for (k, &id) in ids.iter().enumerate() {
+            hint = log.locate(hint, id, at(k as u64));
+        }
+        let located: Vec<Option<u64>> = log.recs.iter().map(|r| r.at.map(|a| a.offset)).collect();
+        assert_eq!(located, vec![Some(0), Some(1), Some(2), None]);
+        assert_eq!(log.recs[3].id, new_id);
+        // Any hint is correct, also one past the end or pointing at another record.
+        assert_eq!(log.locate(99, new_id, at(7)), 4);
+        assert_eq!(log.locate(0, ids[2], at(8)), 3);
+        assert_eq!(log.rec_for(3).unwrap().at, Some(at(8)));
+        assert_eq!(log.rec_for(4).unwrap().at, Some(at(7)));
+    }
+
+    /// Records keep their bytes while referenced; a chunk nothing refers to is reused
+    /// (no new allocation), and at most a few unreferenced ones are kept.
+    #[test]
+    fn arena_reuses_unreferenced_chunks() {
+        let mut a = Arena::default();
+        let third = CHUNK_BYTES / 3;
+        let mut recs: Vec<RecRef> = (0..9u8)
+            .map(|k| a.alloc(third, |b| b.fill(k + 1)))
+            .collect();
+        // 3 records per chunk: chunks 0, 1 full, chunk 2 current.
+        assert_eq!(a.full.len(), 2);
+        for (k, r) in recs.iter().enumerate() {
+            assert_eq!(r.len(), third);
+            r.with(|b| assert!(b.iter().all(|&x| x == k as u8 + 1)));
+        }
+        let first_chunk = Rc::as_ptr(&recs[0].chunk);
+        let keep: Vec<RecRef> = recs.drain(..3).collect(); // chunk 0 stays referenced
+        drop(recs);
+        // Chunk 2 is full; a new chunk is needed: chunk 1 is free and is reused.
+        let second_chunk = Rc::as_ptr(&a.full[1]);
+        let r = a.alloc(CHUNK_BYTES / 2, |b| b.fill(0xee));
+        assert_eq!(Rc::as_ptr(&r.chunk), second_chunk);
+        r.with(|b| assert!(b.iter().all(|&x| x == 0xee)));
+        assert!(a.full.iter().any(|c| Rc::as_ptr(c) == first_chunk));
+        // A record bigger than a chunk gets one of its own.
+        let big = a.alloc(CHUNK_BYTES + 1, |b| b.fill(1));
+        assert!(big.chunk.borrow().capacity() > CHUNK_BYTES);
+        keep[0].with(|b| assert!(b.iter().all(|&x| x == 1)));
     }
 }

@@ -29,13 +29,17 @@
 //!
 //! # Write path and crash argument
 //!
-//! Appends are encoded into a pending buffer and return at once. A flush (the first
-//! waiter in [`Wal::wait_durable`] that finds no write in flight, after yielding once so
-//! the runnable appenders join its group; or [`Wal::flush`]) takes everything pending, up to
-//! `group_commit_bytes_max`, stamps wsn and crc, pads to a block and issues ONE
-//! O_DIRECT write at the next free block of the active segment and ONE fdatasync. Only
-//! one write is in flight at a time; appends arriving meanwhile form the next group.
-//! After the sync, the highest Ready number whose appends are all durable is published.
+//! Each append encodes its record once, into the log's record arena (1 MiB chunks,
+//! reused once nothing refers to them; the cache keeps the entries' data in the same
+//! bytes, so no entry is copied one by one), and returns at once. A flush is done by
+//! the first waiter in [`Wal::wait_durable`] that finds no write in flight: it claims
+//! the flush (later waiters only listen), yields once so that the runnable appenders
+//! join its group, then takes everything pending (or [`Wal::flush`] does), up to
+//! `group_commit_bytes_max`, copies the records into one aligned buffer, stamps wsn and
+//! crc there, pads to a block and issues ONE O_DIRECT write at the next free block of
+//! the active segment and ONE fdatasync. Only one write is in flight at a time; appends
+//! arriving meanwhile form the next group. After the sync, the highest Ready number
+//! whose appends are all durable is published and the waiters are woken.
 //!
 //! * A write never touches a block an earlier write used: each starts on a fresh block,
 //!   so no acknowledged byte is ever rewritten (a torn rewrite cannot lose it).
@@ -249,8 +253,15 @@ struct Event {
 impl Event {
     fn notify(&self) {
         self.generation.set(self.generation.get() + 1);
-        for w in self.wakers.take() {
+        let mut wakers = self.wakers.take();
+        for w in wakers.drain(..) {
             w.wake();
+        }
+        // Keep the allocation for the next generation's listeners (a group commit
+        // wakes up to one waiter per appender, every time).
+        let mut cur = self.wakers.borrow_mut();
+        if cur.is_empty() {
+            *cur = wakers;
         }
     }
     fn listen(&self) -> Listen<'_> {
@@ -296,6 +307,32 @@ impl std::future::Future for YieldOnce {
     }
 }
 
+/// A waiter's claim on the next flush ([`Inner::flush_due`]). Released by
+/// [`FlushClaim::release`]; if the claiming task is cancelled during its yield instead,
+/// dropping the claim releases it and wakes the listeners, so one of them flushes.
+struct FlushClaim<'a, D: Disk>(&'a Inner<D>, bool);
+
+impl<'a, D: Disk> FlushClaim<'a, D> {
+    fn new(inner: &'a Inner<D>) -> Self {
+        assert!(!inner.flush_due.get(), "wal: two flush claims at once");
+        inner.flush_due.set(true);
+        FlushClaim(inner, false)
+    }
+    fn release(mut self) {
+        self.0.flush_due.set(false);
+        self.1 = true;
+    }
+}
+
+impl<D: Disk> Drop for FlushClaim<'_, D> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.flush_due.set(false);
+            self.0.flushed.notify();
+        }
+    }
+}
+
 struct Segment<F> {
     file: Rc<F>,
     max_index: u64,
@@ -309,10 +346,16 @@ enum PendingKind {
 
 struct Pending {
     ready: u64,
-    /// Byte range in the pending stream (absolute, see `State::pending_base`).
-    start: u64,
-    end: u64,
+    /// The encoded record (unsealed: wsn and crc are stamped in the write buffer);
+    /// None for an empty append. Shared with the cache, which keeps entry data there.
+    rec: Option<log::RecRef>,
     kind: PendingKind,
+}
+
+impl Pending {
+    fn len(&self) -> u64 {
+        self.rec.as_ref().map_or(0, |r| r.len() as u64)
+    }
 }
 
 struct State<F> {
@@ -325,8 +368,8 @@ struct State<F> {
     recyclable: VecDeque<(u64, Rc<F>)>,
     next_seq: u64,
     next_wsn: u64,
-    pending: Vec<u8>,
-    pending_base: u64,
+    /// Bytes of the records in `appends` (appended, not yet handed to a write).
+    pending_bytes: u64,
     appends: VecDeque<Pending>,
     last_ready: u64,
     durable_ready: u64,
@@ -345,6 +388,9 @@ struct Inner<D: Disk> {
     opts: WalOptions,
     st: RefCell<State<D::File>>,
     flushing: Cell<bool>,
+    /// A waiter has claimed the next flush and is yielding once before it starts (so
+    /// that the runnable appenders join the group); other waiters just listen.
+    flush_due: Cell<bool>,
     preparing: Cell<bool>,
     /// Held while renaming or removing segments, so that the segment files on disk stay
     /// contiguous at every crash point.
@@ -519,7 +565,7 @@ impl<D: Disk> Wal<D> {
                 recovered = Recovered {
                     hard_state: r.log.hard_state,
                     snapshot: r.log.snapshot.clone(),
-                    entries: r.log.cache.iter().cloned().collect(),
+                    entries: r.log.cache.iter().map(log::CachedEntry::to_entry).collect(),
                     last_ready: r.last_ready,
                     torn_tail: r.torn_tail,
                 };
@@ -553,8 +599,7 @@ impl<D: Disk> Wal<D> {
             recyclable: VecDeque::new(),
             next_seq,
             next_wsn,
-            pending: Vec::new(),
-            pending_base: 0,
+            pending_bytes: 0,
             appends: VecDeque::new(),
             last_ready,
             durable_ready: last_ready,
@@ -572,6 +617,7 @@ impl<D: Disk> Wal<D> {
                 opts,
                 st: RefCell::new(st),
                 flushing: Cell::new(false),
+                flush_due: Cell::new(false),
                 preparing: Cell::new(false),
                 dir_busy: Cell::new(false),
                 dir_event: Event::default(),
@@ -622,21 +668,22 @@ impl<D: Disk> Wal<D> {
         }
         st.last_ready = ready;
         st.stats.appends += 1;
-        let start = st.pending_base + st.pending.len() as u64;
         if hard_state.is_none() && entries.is_empty() {
             st.appends.push_back(Pending {
                 ready,
-                start,
-                end: start,
+                rec: None,
                 kind: PendingKind::Empty,
             });
             return Ok(());
         }
-        encode_append(&mut st.pending, ready, hard_state.as_ref(), entries);
+        // Encoded once, in place; the cache keeps the entries' data there.
+        let rec = st.log.arena.alloc(bytes as usize, |b| {
+            encode_append_into(b, ready, hard_state.as_ref(), entries)
+        });
         if let Some(hs) = hard_state {
             st.log.hard_state = hs;
         }
-        let rec_id = st.log.append(entries, None);
+        let rec_id = st.log.append(entries, &rec, None);
         if let Some(e0) = entries.first() {
             st.located_upto = st.located_upto.min(e0.index - 1);
             let mut fetched = inner.fetched.borrow_mut();
@@ -645,11 +692,10 @@ impl<D: Disk> Wal<D> {
             }
         }
         let last_index = entries.last().map_or(0, |e| e.index);
-        let end = st.pending_base + st.pending.len() as u64;
+        st.pending_bytes += bytes;
         st.appends.push_back(Pending {
             ready,
-            start,
-            end,
+            rec: Some(rec),
             kind: PendingKind::Append { rec_id, last_index },
         });
         Ok(())
@@ -673,7 +719,7 @@ impl<D: Disk> Wal<D> {
 
     /// Bytes appended and not yet handed to a write.
     pub fn pending_bytes(&self) -> u64 {
-        self.inner.st.borrow().pending.len() as u64
+        self.inner.st.borrow().pending_bytes
     }
 
     pub fn stats(&self) -> WalStats {
@@ -697,14 +743,22 @@ impl<D: Disk> Wal<D> {
                     st.last_ready
                 );
             }
-            if self.inner.flushing.get() {
-                self.inner.flushed.listen().await;
+            let inner = &*self.inner;
+            if inner.flushing.get() || inner.flush_due.get() {
+                inner.flushed.listen().await;
             } else {
-                // Let the other runnable tasks append first, so that they join this
-                // group instead of waiting for the next one.
+                // Claim the next flush, and let the other runnable tasks append first,
+                // so that they join this group instead of waiting for the next one.
+                // They see the claim and only listen (one poll each, not two).
+                let claim = FlushClaim::new(inner);
                 YieldOnce(false).await;
-                if !self.inner.flushing.get() && self.inner.st.borrow().durable_ready < ready {
+                claim.release();
+                if !inner.flushing.get() && inner.st.borrow().durable_ready < ready {
                     self.flush_once().await?;
+                } else if !inner.flushing.get() {
+                    // Another task made our Ready durable meanwhile: the waiters that
+                    // saw our claim must look again.
+                    inner.flushed.notify();
                 }
             }
         }
@@ -759,34 +813,32 @@ impl<D: Disk> Wal<D> {
 
     async fn flush_inner(&self) -> Result<(), WalError> {
         let inner = &*self.inner;
-        // 1. Take a group: whole appends, at most group_commit_bytes_max (at least one).
-        let (data, taken, total) = {
-            let mut st = inner.st.borrow_mut();
+        // 1. Take a group: the first `n` pending appends (whole ones, at most
+        //    group_commit_bytes_max, at least one). They stay at the front of `appends`
+        //    until published: appends and snapshots only ever push at the back.
+        let (n, data_len, total) = {
+            let st = inner.st.borrow();
             if st.appends.is_empty() {
                 return Ok(());
             }
-            let base = st.pending_base;
             let mut n = 0;
-            let mut end = base;
+            let mut end = 0;
             for a in &st.appends {
-                if n > 0 && a.end - base > inner.opts.group_commit_bytes_max {
+                if n > 0 && end + a.len() > inner.opts.group_commit_bytes_max {
                     break;
                 }
-                end = a.end;
+                end += a.len();
                 n += 1;
             }
-            let taken: Vec<Pending> = st.appends.drain(..n).collect();
-            let cut = (end - base) as usize;
-            let data: Vec<u8> = st.pending.drain(..cut).collect();
-            st.pending_base = end;
+            let data_len = end as usize;
             let mut total = 0;
-            if !data.is_empty() {
-                total = align_up(data.len() as u64);
-                if total - (data.len() as u64) < REC_HEADER_LEN as u64 {
+            if data_len > 0 {
+                total = align_up(data_len as u64);
+                if total - (data_len as u64) < REC_HEADER_LEN as u64 {
                     total += BLOCK_BYTES;
                 }
             }
-            (data, taken, total)
+            (n, data_len, total)
         };
         let mut loc = None;
         if total > 0 {
@@ -798,27 +850,33 @@ impl<D: Disk> Wal<D> {
             if !fits {
                 self.switch_segment().await?;
             }
-            let (file, pos, wsn, seq) = {
-                let st = inner.st.borrow();
+            // 3. Fill one aligned buffer: the records (copied once, sealed there with
+            //    wsn + crc), then a Pad.
+            let (file, pos, seq, buf) = {
+                let mut st = inner.st.borrow_mut();
+                let st = &mut *st;
                 let seg = &st.segments[&st.active];
-                (seg.file.clone(), st.write_pos, st.next_wsn, st.active)
-            };
-            assert!(pos % BLOCK_BYTES == 0 && pos + total <= inner.opts.segment_bytes);
-            // 3. Fill one aligned buffer: records (sealed with wsn + crc), then a Pad.
-            let mut buf = file.alloc_buf(total as usize);
-            let b = buf.as_mut_slice();
-            b[..data.len()].copy_from_slice(&data);
-            let base = taken[0].start;
-            for a in &taken {
-                if a.end > a.start {
-                    let s = (a.start - base) as usize;
-                    let e = (a.end - base) as usize;
-                    seal_record(&mut b[s..e], wsn);
-                    debug_assert!(check_record(&b[s..]).is_some());
+                let (file, pos, wsn, seq) =
+                    (seg.file.clone(), st.write_pos, st.next_wsn, st.active);
+                assert!(pos % BLOCK_BYTES == 0 && pos + total <= inner.opts.segment_bytes);
+                let mut buf = file.alloc_buf(total as usize);
+                let b = buf.as_mut_slice();
+                let mut s = 0;
+                for a in st.appends.iter().take(n) {
+                    if let Some(rec) = &a.rec {
+                        let e = s + rec.len();
+                        rec.with(|r| b[s..e].copy_from_slice(r));
+                        seal_record(&mut b[s..e], wsn);
+                        debug_assert!(check_record(&b[s..]).is_some());
+                        s = e;
+                    }
                 }
-            }
-            b[data.len()..].fill(0);
-            write_pad(&mut b[data.len()..], wsn);
+                assert_eq!(s, data_len);
+                b[data_len..].fill(0);
+                write_pad(&mut b[data_len..], wsn);
+                st.pending_bytes -= data_len as u64;
+                (file, pos, seq, buf)
+            };
             // 4. One write, one fdatasync.
             let path = || inner.disk.describe(&segment_name(seq));
             let t0 = std::time::Instant::now();
@@ -828,13 +886,13 @@ impl<D: Disk> Wal<D> {
             file.sync()
                 .await
                 .map_err(|e| WalError::io("fdatasync", path(), pos, e))?;
-            loc = Some((seq, pos, base));
+            loc = Some((seq, pos));
             inner.st.borrow_mut().stats.io_ns += t0.elapsed().as_nanos() as u64;
         }
         // 5. Publish.
         let mut st = inner.st.borrow_mut();
         let st = &mut *st;
-        if let Some((seq, pos, base)) = loc {
+        if let Some((_, pos)) = loc {
             st.write_pos = pos + total;
             let half = inner.opts.segment_bytes / 2;
             if pos < half && st.write_pos >= half {
@@ -843,31 +901,39 @@ impl<D: Disk> Wal<D> {
             st.next_wsn += 1;
             st.stats.flushes += 1;
             st.stats.bytes_written += total;
-            st.stats.pad_bytes += total - data.len() as u64;
-            for a in &taken {
-                match a.kind {
-                    PendingKind::Append { rec_id, last_index } => {
-                        let at = DiskLoc {
-                            seq,
-                            offset: pos + (a.start - base),
-                            len: (a.end - a.start) as u32,
-                        };
-                        st.log.locate(rec_id, at);
-                        if last_index > 0 {
-                            st.located_upto = last_index;
-                            let seg = st.segments.get_mut(&seq).expect("active segment");
-                            seg.max_index = seg.max_index.max(last_index);
-                        }
+            st.stats.pad_bytes += total - data_len as u64;
+        }
+        let mut hint = 0;
+        let mut last = 0;
+        let mut offset = loc.map_or(0, |(_, pos)| pos);
+        for a in st.appends.drain(..n) {
+            last = a.ready;
+            let Some((seq, _)) = loc else {
+                continue;
+            };
+            let len = a.len();
+            offset += len;
+            match a.kind {
+                PendingKind::Append { rec_id, last_index } => {
+                    let at = DiskLoc {
+                        seq,
+                        offset: offset - len,
+                        len: len as u32,
+                    };
+                    hint = st.log.locate(hint, rec_id, at);
+                    if last_index > 0 {
+                        st.located_upto = last_index;
+                        let seg = st.segments.get_mut(&seq).expect("active segment");
+                        seg.max_index = seg.max_index.max(last_index);
                     }
-                    PendingKind::Snapshot => {
-                        st.snaps_durable += 1;
-                        st.snap_seq = Some(seq);
-                    }
-                    PendingKind::Empty => {}
                 }
+                PendingKind::Snapshot => {
+                    st.snaps_durable += 1;
+                    st.snap_seq = Some(seq);
+                }
+                PendingKind::Empty => {}
             }
         }
-        let last = taken.last().expect("took at least one").ready;
         let durable = match st.appends.front() {
             Some(next) if next.ready == last => last.saturating_sub(1),
             _ => last,
@@ -991,14 +1057,14 @@ impl<D: Disk> Wal<D> {
             if st.log.last_index() == meta.index {
                 st.located_upto = st.located_upto.max(meta.index);
             }
-            let start = st.pending_base + st.pending.len() as u64;
-            encode_snapshot(&mut st.pending, &hs, &meta);
-            let end = st.pending_base + st.pending.len() as u64;
+            let mut rec = Vec::new();
+            encode_snapshot(&mut rec, &hs, &meta);
             let ready = st.last_ready;
+            st.pending_bytes += rec.len() as u64;
+            let rec = st.log.arena.alloc(rec.len(), |b| b.copy_from_slice(&rec));
             st.appends.push_back(Pending {
                 ready,
-                start,
-                end,
+                rec: Some(rec),
                 kind: PendingKind::Snapshot,
             });
             st.snaps_appended += 1;
@@ -1224,12 +1290,15 @@ impl<D: Disk> Storage for Wal<D> {
         let mut out = Vec::new();
         let mut bytes = 0;
         for idx in lo..hi {
-            let e = if idx >= cache_first {
-                &log.cache[(idx - cache_first) as usize]
+            let (size, e) = if idx >= cache_first {
+                let e = &log.cache[(idx - cache_first) as usize];
+                (e.size_bytes(), Ok(e))
             } else {
                 let f0 = fetched.front().map_or(u64::MAX, |e| e.index);
                 match fetched.get(idx.wrapping_sub(f0) as usize) {
-                    Some(e) if idx >= f0 && log.term(idx) == Some(e.term) => e,
+                    Some(e) if idx >= f0 && log.term(idx) == Some(e.term) => {
+                        (e.size_bytes(), Err(e))
+                    }
                     _ => {
                         // Start loading the rest; serve the prefix we have, if any.
                         *self.inner.fetch_want.borrow_mut() = Some((idx, hi));
@@ -1240,11 +1309,14 @@ impl<D: Disk> Storage for Wal<D> {
                     }
                 }
             };
-            bytes += e.size_bytes();
+            bytes += size;
             if !out.is_empty() && bytes > max_bytes {
                 break;
             }
-            out.push(e.clone());
+            out.push(match e {
+                Ok(cached) => cached.to_entry(),
+                Err(fetched) => fetched.clone(),
+            });
         }
         Ok(out)
     }

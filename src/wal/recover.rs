@@ -304,8 +304,11 @@ pub(super) async fn recover<D: Disk>(disk: &D) -> Result<Option<Recovery<D::File
                     r.log
                         .check_append(&a.entries)
                         .map_err(|m| corrupt(&path, pos, m))?;
+                    let raw = &bytes[pos as usize..pos as usize + rec_len];
+                    let rec = r.log.arena.alloc(rec_len, |b| b.copy_from_slice(raw));
                     r.log.append(
                         &a.entries,
+                        &rec,
                         Some(DiskLoc {
                             seq,
                             offset: pos,

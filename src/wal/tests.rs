@@ -720,6 +720,62 @@ fn group_commit_batches_concurrent_waiters() {
     });
 }
 
+/// A waiter that claimed the next flush and is cancelled during its yield must not
+/// leave the waiters that saw its claim asleep: dropping the claim wakes them, and one
+/// of them flushes.
+#[test]
+fn cancelled_flush_claim_wakes_the_other_waiters() {
+    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .make()
+        .unwrap();
+    ex.run(async {
+        let (wal, _) = Wal::open_on(SimDisk::new(), small_opts()).await.unwrap();
+        let e = |i| Entry {
+            term: 1,
+            index: i,
+            kind: EntryKind::Normal,
+            data: vec![1; 16],
+        };
+        wal.append(1, None, &[e(1)]).unwrap();
+        let mut first = Box::pin(wal.wait_durable(1));
+        assert!(futures_lite::future::poll_once(first.as_mut())
+            .await
+            .is_none());
+        assert!(
+            wal.inner.flush_due.get(),
+            "the first waiter claimed the flush"
+        );
+        wal.append(2, None, &[e(2)]).unwrap();
+        let done = Rc::new(Cell::new(false));
+        let (w, d) = (wal.clone(), done.clone());
+        let second = glommio::spawn_local(async move {
+            w.wait_durable(2).await.unwrap();
+            d.set(true);
+        });
+        for _ in 0..3 {
+            glommio::yield_if_needed().await;
+            futures_lite::future::yield_now().await;
+        }
+        assert!(
+            !done.get(),
+            "the second waiter listens while the flush is claimed"
+        );
+        drop(first);
+        assert!(!wal.inner.flush_due.get());
+        for _ in 0..100 {
+            if done.get() {
+                break;
+            }
+            futures_lite::future::yield_now().await;
+        }
+        assert!(done.get(), "the second waiter was left asleep");
+        second.await;
+        assert_eq!(wal.durable_ready(), 2);
+        assert_eq!(wal.stats().flushes, 1);
+    });
+}
+
 // ---------- real files and real crashes ----------
 
 fn temp_dir(tag: &str) -> PathBuf {
