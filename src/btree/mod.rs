@@ -121,7 +121,7 @@ mod write;
 #[cfg(test)]
 mod tests;
 
-pub use db::{Db, PageStats, Snapshot};
+pub use db::{CommitDone, CommitJob, Db, PageStats, Snapshot};
 pub use disk::{Disk, GlommioDisk, SimDisk};
 pub use read::Cursor;
 pub use store::{MmapStore, PageStore, PreadStore};
