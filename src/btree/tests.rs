@@ -11,6 +11,8 @@ use futures_lite::future::block_on;
 use super::format::*;
 use super::*;
 
+mod pipeline;
+
 type Model = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
 
 /// SplitMix64: seeded, deterministic.
