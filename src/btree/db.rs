@@ -3,14 +3,17 @@
 //!
 //! Write path: `put`/`delete` copy-on-write the root-to-leaf path into *dirty* pages
 //! (memory only; a page allocated in this transaction is modified in place; the
-//! mutations themselves are in `write.rs`). Reads through the `Db` see dirty pages
-//! first. [`Db::commit`] writes the dirty pages, syncs, then writes the meta page and
-//! syncs again (see the crash argument in the module docs).
+//! mutations themselves are in `write.rs`). [`Db::begin_commit`] writes the catalog
+//! and the freelist, then moves the dirty pages into the *in-flight* set, shared with
+//! the [`CommitJob`] that writes them, syncs, then writes the meta page and syncs again
+//! (see the crash argument in the module docs); [`Db::finish_commit`] publishes the
+//! version. Reads through the `Db` see dirty pages, then in-flight pages, then the file.
 //!
 //! Page reuse: a page freed by transaction `t` is still reachable from version `t - 1`.
 //! It becomes allocatable once every live snapshot has version >= `t` **and**
-//! `t <= committed - 1`, i.e. neither meta slot (the newest and the one before it, which
-//! a corrupt newest meta falls back to) can reach it.
+//! `t <= committed - 1`, where `committed` is the last *finished* version: then neither
+//! meta slot (the newest and the one before it, which a corrupt newest meta falls back
+//! to) nor the in-flight version can reach it.
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
