@@ -416,3 +416,55 @@ fn second_begin_while_in_flight_panics() {
     p.db.put("a", b"k", b"v3").unwrap();
     let _ = p.db.begin_commit();
 }
+
+/// On the real file through glommio (mmap, pwrite pool): each job runs in its own
+/// task while the writer keeps putting; the file grows (remaps) under in-flight jobs;
+/// reads through the Db and through snapshots stay right; a reopen gives the last
+/// finished version.
+#[test]
+fn pipelined_commits_on_the_real_file() {
+    use super::{dump_tree, run_glommio, TempDir};
+    let dir = TempDir::new("pipelined");
+    let path = dir.path().join("db");
+    run_glommio(move || async move {
+        let opts = Options::default();
+        let mut db = Db::open(&path, opts.clone()).await.unwrap();
+        let mut rng = Rng::new(8);
+        let mut model = BTreeMap::new();
+        let mut sealed = BTreeMap::from([(0, BTreeMap::new())]);
+        let mut overlapped = 0;
+        for round in 0..8u64 {
+            let job = db.begin_commit().unwrap();
+            let task = job.map(|j| {
+                sealed.insert(j.txn(), model.clone());
+                glommio::spawn_local(j.run())
+            });
+            // Writes of the next version while the job runs in its task.
+            for i in 0..1500 {
+                let k = rng.below(20_000).to_be_bytes().to_vec();
+                let v = vec![round as u8; if i % 100 == 0 { 9000 } else { 200 }];
+                db.put("t", &k, &v).unwrap();
+                model.insert(k, v);
+                if i % 300 == 0 {
+                    glommio::yield_if_needed().await;
+                    futures_lite::future::yield_now().await;
+                }
+            }
+            let s = db.snapshot();
+            assert!(dump_tree(|f| s.scan("t", b"", None, false, f)) == sealed[&s.txn()]);
+            if let Some(task) = task {
+                overlapped += db.commit_in_flight() as u32;
+                db.finish_commit(task.await).unwrap();
+            }
+            assert!(dump_tree(|f| db.scan("t", b"", None, false, f)) == model);
+        }
+        assert!(overlapped > 0);
+        db.commit().await.unwrap();
+        let last = db.committed_txn();
+        db.close().await.unwrap();
+        let db = Db::open(&path, opts).await.unwrap();
+        assert_eq!(db.committed_txn(), last);
+        assert!(dump_tree(|f| db.scan("t", b"", None, false, f)) == model);
+        db.check_integrity().unwrap();
+    });
+}
