@@ -808,6 +808,9 @@ impl<D: Disk> Db<D> {
     }
 }
 
+/// Pages a commit job copies and seals before it yields to the executor.
+const YIELD_EVERY_PAGES: usize = 256;
+
 /// The version sealed by [`Db::begin_commit`] whose job has not finished.
 pub(super) struct InFlight {
     meta: Meta,
@@ -892,11 +895,19 @@ impl<D: Disk> CommitJob<D> {
         ids.sort_unstable();
         let mut writes = Vec::new();
         let mut i = 0;
+        let mut since_yield = 0;
         while i < ids.len() {
+            // Copying and sealing is CPU work on the writer's executor: let the other
+            // tasks (the driver) run between slices of it.
+            if since_yield >= YIELD_EVERY_PAGES {
+                futures_lite::future::yield_now().await;
+                since_yield = 0;
+            }
             let mut j = i + 1;
             while j < ids.len() && ids[j] == ids[j - 1] + 1 && j - i < 256 {
                 j += 1;
             }
+            since_yield += j - i;
             let mut buf = Vec::with_capacity((j - i) * ps as usize);
             for id in &ids[i..j] {
                 let at = buf.len();
