@@ -3,17 +3,20 @@
 //!
 //! Write path: `put`/`delete` copy-on-write the root-to-leaf path into *dirty* pages
 //! (memory only; a page allocated in this transaction is modified in place; the
-//! mutations themselves are in `write.rs`). Reads through the `Db` see dirty pages
-//! first. [`Db::commit`] writes the dirty pages, syncs, then writes the meta page and
-//! syncs again (see the crash argument in the module docs).
+//! mutations themselves are in `write.rs`). [`Db::begin_commit`] writes the catalog
+//! and the freelist, then moves the dirty pages into the *in-flight* set, shared with
+//! the [`CommitJob`] that writes them, syncs, then writes the meta page and syncs again
+//! (see the crash argument in the module docs); [`Db::finish_commit`] publishes the
+//! version. Reads through the `Db` see dirty pages, then in-flight pages, then the file.
 //!
 //! Page reuse: a page freed by transaction `t` is still reachable from version `t - 1`.
 //! It becomes allocatable once every live snapshot has version >= `t` **and**
-//! `t <= committed - 1`, i.e. neither meta slot (the newest and the one before it, which
-//! a corrupt newest meta falls back to) can reach it.
+//! `t <= committed - 1`, where `committed` is the last *finished* version: then neither
+//! meta slot (the newest and the one before it, which a corrupt newest meta falls back
+//! to) nor the in-flight version can reach it.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
@@ -75,10 +78,11 @@ type Registry = Rc<RefCell<BTreeMap<u64, usize>>>;
 
 /// A copy-on-write B+tree file with named trees. See the module docs.
 pub struct Db<D: Disk = GlommioDisk> {
-    pub(super) disk: D,
+    /// Shared with the in-flight [`CommitJob`], if any.
+    pub(super) disk: Rc<D>,
     pub(super) opts: Options,
     pub(super) pages: Pages,
-    /// The last committed version.
+    /// The last committed version (durable, published to snapshots).
     pub(super) meta: Meta,
     pub(super) committed_roots: Rc<BTreeMap<String, u64>>,
     /// Live roots (0 = empty tree).
@@ -92,8 +96,12 @@ pub struct Db<D: Disk = GlommioDisk> {
     pub(super) pending: BTreeMap<u64, Vec<u64>>,
     /// Committed pages freed by the open transaction.
     pub(super) freed_now: Vec<u64>,
-    /// Pages holding the committed freelist.
+    /// Pages holding the freelist of the last sealed version (committed or in flight).
     pub(super) freelist_pages: Vec<u64>,
+    /// The version sealed by `begin_commit` whose job has not finished.
+    pub(super) inflight: Option<InFlight>,
+    /// Set when a commit job is dropped before its I/O completed.
+    pub(super) abandoned: Rc<Cell<bool>>,
     pub(super) snapshots: Registry,
     pub(super) changed: bool,
     pub(super) poisoned: Option<String>,
@@ -136,7 +144,7 @@ fn meta_at(
 impl<D: Disk> Db<D> {
     /// Opens the file behind `disk`, creating an empty database if it is empty (or
     /// holds only zeros where the meta pages go: a creation that crashed).
-    pub async fn open_disk(mut disk: D, opts: Options) -> Result<Db<D>> {
+    pub async fn open_disk(disk: D, opts: Options) -> Result<Db<D>> {
         opts.validate()?;
         let ps = opts.page_size;
         let name: Rc<str> = disk.name().into();
@@ -204,7 +212,7 @@ impl<D: Disk> Db<D> {
             name,
         };
         let mut db = Db {
-            disk,
+            disk: Rc::new(disk),
             opts,
             pages,
             meta,
@@ -216,6 +224,8 @@ impl<D: Disk> Db<D> {
             pending: BTreeMap::new(),
             freed_now: Vec::new(),
             freelist_pages: Vec::new(),
+            inflight: None,
+            abandoned: Rc::default(),
             snapshots: Registry::default(),
             changed: false,
             poisoned: None,
@@ -310,21 +320,42 @@ impl<D: Disk> Db<D> {
 
     /// Closes the file now (uncommitted writes are dropped). Dropping a `Db` closes it
     /// too, but glommio closes files asynchronously, so the lock may outlive the drop.
+    /// Fails while a commit job still holds the file.
     pub async fn close(self) -> Result<()> {
         let name = self.pages.name.to_string();
-        self.disk
-            .close()
-            .await
-            .map_err(|e| BtreeError::io("close", &name, 0, e))
+        match Rc::try_unwrap(self.disk) {
+            Ok(disk) => disk
+                .close()
+                .await
+                .map_err(|e| BtreeError::io("close", &name, 0, e)),
+            Err(_) => Err(BtreeError::Io {
+                op: "close",
+                file: name,
+                offset: 0,
+                msg: "a commit job still holds the file".into(),
+            }),
+        }
     }
 
     pub fn options(&self) -> &Options {
         &self.opts
     }
 
-    /// The number of the last committed version.
+    /// The number of the last committed version (durable, seen by new snapshots).
     pub fn committed_txn(&self) -> u64 {
         self.meta.txn
+    }
+
+    /// Whether page `id` belongs to the in-flight version's written pages.
+    pub(super) fn in_flight_page(&self, id: u64) -> bool {
+        self.inflight
+            .as_ref()
+            .is_some_and(|f| f.pages.contains_key(&id))
+    }
+
+    /// The newest sealed version: the in-flight one, else the last committed.
+    fn sealed_meta(&self) -> Meta {
+        self.inflight.as_ref().map_or(self.meta, |f| f.meta)
     }
 
     /// Bytes the file occupies (at least the pages in use).
@@ -395,13 +426,17 @@ impl<D: Disk> Db<D> {
     }
 
     fn check_writable(&self) -> Result<()> {
-        match &self.poisoned {
-            Some(cause) => Err(BtreeError::Poisoned {
-                file: self.pages.name.to_string(),
-                cause: cause.clone(),
-            }),
-            None => Ok(()),
-        }
+        let cause = match &self.poisoned {
+            Some(cause) => cause.clone(),
+            None if self.abandoned.get() => {
+                "a commit job was dropped before it completed (cancelled)".into()
+            }
+            None => return Ok(()),
+        };
+        Err(BtreeError::Poisoned {
+            file: self.pages.name.to_string(),
+            cause,
+        })
     }
 
     fn check_sizes(&self, tree: &str, key: &[u8], value_len: usize) -> Result<()> {
@@ -505,7 +540,8 @@ impl<D: Disk> Db<D> {
             }
         };
         let mut reachable = 0u64;
-        let roots = std::iter::once(self.meta.catalog_root).chain(self.roots.values().copied());
+        let catalog = self.sealed_meta().catalog_root;
+        let roots = std::iter::once(catalog).chain(self.roots.values().copied());
         for root in roots.filter(|&r| r != 0) {
             let mut stack = vec![(root, 0usize)];
             while let Some((id, depth)) = stack.pop() {
@@ -569,19 +605,127 @@ impl<D: Disk> Db<D> {
 
     // ---- commit ----
 
-    /// Makes every write so far durable as one atomic version: dirty pages, fdatasync,
-    /// meta page, fdatasync. On failure the Db refuses further writes (reopen).
+    /// Makes every write so far durable as one atomic version: [`Db::begin_commit`],
+    /// the job's I/O, [`Db::finish_commit`]. On failure the Db refuses further writes
+    /// (reopen). Dropping the future before it completes poisons the Db too.
+    ///
+    /// Panics if a job from `begin_commit` is still in flight.
     pub async fn commit(&mut self) -> Result<()> {
-        self.check_writable()?;
-        if !self.changed {
+        let Some(job) = self.begin_commit()? else {
             return Ok(());
+        };
+        let done = job.run().await;
+        self.finish_commit(done)
+    }
+
+    /// Whether a job from [`Db::begin_commit`] has not been finished yet.
+    pub fn commit_in_flight(&self) -> bool {
+        self.inflight.is_some()
+    }
+
+    /// Seals the open write transaction as version `committed_txn() + 1` and returns the
+    /// job that makes it durable (`None`: nothing was written since the last commit).
+    /// Synchronous and cheap: the catalog and the freelist are written copy-on-write
+    /// like any tree, and the dirty pages move into the in-flight set. The Db goes on
+    /// taking writes at once, in a new transaction on top of the sealed version; reads
+    /// see dirty pages, then in-flight pages, then the file. Snapshots keep seeing the
+    /// last finished version until [`Db::finish_commit`].
+    ///
+    /// Panics if a job is already in flight: at most one commit at a time (the caller
+    /// finishes the previous one first).
+    pub fn begin_commit(&mut self) -> Result<Option<CommitJob<D>>> {
+        self.check_writable()?;
+        assert!(
+            self.inflight.is_none(),
+            "{}: begin_commit while version {} is in flight (finish its job first)",
+            self.pages.name,
+            self.meta.txn + 1
+        );
+        if !self.changed {
+            return Ok(None);
         }
-        // Poisoned until it completes: a commit future dropped half way (cancelled)
-        // leaves the writer's state unknown, so it must refuse further writes.
-        self.poisoned = Some("an earlier commit did not complete (cancelled)".into());
-        let r = self.commit_inner().await;
-        self.poisoned = r.as_ref().err().map(|e| e.to_string());
-        r
+        let txn = self.meta.txn + 1;
+        // A failure half way leaves the catalog or the freelist half written.
+        let (catalog_root, (freelist_head, freelist_len, list_pages)) =
+            self.guarded(|db| Ok((db.update_catalog()?, db.write_freelist(txn)?)))?;
+        let meta = Meta {
+            txn,
+            catalog_root,
+            freelist_head,
+            freelist_len,
+            page_count: self.page_count,
+        };
+        let pages = Rc::new(std::mem::take(&mut self.dirty));
+        self.freelist_pages = list_pages;
+        self.inflight = Some(InFlight {
+            meta,
+            pages: pages.clone(),
+            roots: Rc::new(self.roots.clone()),
+        });
+        self.changed = false;
+        Ok(Some(CommitJob {
+            disk: self.disk.clone(),
+            pages,
+            meta,
+            page_size: self.opts.page_size,
+            grow_step_bytes: self.opts.grow_step_bytes,
+            max_file_bytes: self.opts.max_file_bytes,
+            name: self.pages.name.clone(),
+            guard: JobGuard {
+                abandoned: self.abandoned.clone(),
+                armed: true,
+            },
+        }))
+    }
+
+    /// Takes the outcome of the in-flight job. Ok: the sealed version is committed and
+    /// published (snapshots from now on see it, its pages are read from the file, which
+    /// is remapped if it grew). Err: the Db is poisoned (every later write and commit is
+    /// refused; reopen) and the error is returned.
+    ///
+    /// Panics without a job in flight, or with the outcome of another job.
+    pub fn finish_commit(&mut self, done: Result<CommitDone>) -> Result<()> {
+        let sealed = self
+            .inflight
+            .as_ref()
+            .map(|f| f.meta.txn)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: finish_commit with no commit in flight",
+                    self.pages.name
+                )
+            });
+        let done = match done {
+            Ok(d) => d,
+            Err(e) => {
+                self.poisoned = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        assert_eq!(
+            done.txn, sealed,
+            "{}: outcome of another commit",
+            self.pages.name
+        );
+        if self.disk.len() > self.pages.store.len() {
+            match self.disk.store() {
+                Ok(store) => self.pages.store = store,
+                Err(e) => {
+                    let e = BtreeError::io("map", &self.pages.name, 0, e);
+                    self.poisoned = Some(e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+        let f = self.inflight.take().expect("checked above");
+        // The bytes just written were sealed from these very pages (structure validated
+        // in debug builds); trust them as verified.
+        for id in f.pages.keys() {
+            self.pages.mark_verified(*id);
+        }
+        self.meta = f.meta;
+        self.committed_roots = f.roots;
+        Ok(())
     }
 
     fn update_catalog(&mut self) -> Result<u64> {
@@ -662,84 +806,130 @@ impl<D: Disk> Db<D> {
             list_pages,
         ))
     }
+}
 
-    async fn commit_inner(&mut self) -> Result<()> {
-        let txn = self.meta.txn + 1;
-        let ps = self.opts.page_size as u64;
-        let catalog_root = self.update_catalog()?;
-        let (freelist_head, freelist_len, list_pages) = self.write_freelist(txn)?;
-        let name = self.pages.name.clone();
-        let io = |op: &'static str, off: u64| {
-            let name = name.clone();
-            move |e| BtreeError::io(op, &name, off, e)
-        };
-        // 1. Grow the file (in steps, so that most commits do not change its size).
-        let need = self.page_count * ps;
-        if need > self.disk.len() {
-            let step = (self.disk.len() / 8).max(self.opts.grow_step_bytes);
-            let target = need
-                .max(self.disk.len() + step)
-                .min(self.opts.max_file_bytes.max(need));
-            let target = target.div_ceil(ps) * ps;
-            self.disk.grow(target).await.map_err(io("grow", target))?;
+/// Pages a commit job copies and seals before it yields to the executor.
+const YIELD_EVERY_PAGES: usize = 256;
+
+/// The version sealed by [`Db::begin_commit`] whose job has not finished.
+pub(super) struct InFlight {
+    meta: Meta,
+    /// Its pages, shared with the job that writes them.
+    pages: Rc<IdMap<Box<[u8]>>>,
+    roots: Rc<BTreeMap<String, u64>>,
+}
+
+/// Marks the Db poisoned if the job is dropped before its I/O completed (cancelled):
+/// the state of the file is then unknown.
+struct JobGuard {
+    abandoned: Rc<Cell<bool>>,
+    armed: bool,
+}
+
+impl Drop for JobGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.abandoned.set(true);
         }
-        // 2. Write the dirty pages, contiguous runs as one write, all submitted at once.
-        let mut ids: Vec<u64> = self.dirty.keys().copied().collect();
+    }
+}
+
+/// The I/O of one commit, detached from its [`Db`]: it owns a handle to the disk and
+/// the sealed pages, so the Db takes writes (and serves reads) while it runs. Run it,
+/// then hand the outcome to [`Db::finish_commit`].
+pub struct CommitJob<D: Disk = GlommioDisk> {
+    disk: Rc<D>,
+    pages: Rc<IdMap<Box<[u8]>>>,
+    meta: Meta,
+    page_size: usize,
+    grow_step_bytes: u64,
+    max_file_bytes: u64,
+    name: Rc<str>,
+    guard: JobGuard,
+}
+
+/// A commit job whose I/O completed: the version is durable.
+#[derive(Debug)]
+pub struct CommitDone {
+    txn: u64,
+}
+
+impl<D: Disk> CommitJob<D> {
+    /// The version this job commits.
+    pub fn txn(&self) -> u64 {
+        self.meta.txn
+    }
+
+    /// Pages this job writes (besides the meta page).
+    pub fn pages(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Grows the file if needed, writes the sealed pages, fdatasync, writes the meta
+    /// page into slot `txn % 2`, fdatasync (the crash argument is in the module docs).
+    /// The returned future borrows nothing from the Db.
+    pub async fn run(mut self) -> Result<CommitDone> {
+        let r = self.io().await;
+        self.guard.armed = false;
+        r.map(|()| CommitDone { txn: self.meta.txn })
+    }
+
+    async fn io(&self) -> Result<()> {
+        let disk = &*self.disk;
+        let ps = self.page_size as u64;
+        let name = &self.name;
+        let io = |op: &'static str, off: u64| move |e| BtreeError::io(op, name, off, e);
+        // 1. Grow the file (in steps, so that most commits do not change its size).
+        let need = self.meta.page_count * ps;
+        if need > disk.len() {
+            let step = (disk.len() / 8).max(self.grow_step_bytes);
+            let target = need
+                .max(disk.len() + step)
+                .min(self.max_file_bytes.max(need));
+            let target = target.div_ceil(ps) * ps;
+            disk.grow(target).await.map_err(io("grow", target))?;
+        }
+        // 2. Write the pages, each sealed with its checksum in the buffer written,
+        // contiguous runs as one write, all submitted at once.
+        let mut ids: Vec<u64> = self.pages.keys().copied().collect();
         ids.sort_unstable();
         let mut writes = Vec::new();
         let mut i = 0;
+        let mut since_yield = 0;
         while i < ids.len() {
+            // Copying and sealing is CPU work on the writer's executor: let the other
+            // tasks (the driver) run between slices of it.
+            if since_yield >= YIELD_EVERY_PAGES {
+                futures_lite::future::yield_now().await;
+                since_yield = 0;
+            }
             let mut j = i + 1;
             while j < ids.len() && ids[j] == ids[j - 1] + 1 && j - i < 256 {
                 j += 1;
             }
+            since_yield += j - i;
             let mut buf = Vec::with_capacity((j - i) * ps as usize);
             for id in &ids[i..j] {
-                let page = self.dirty.get_mut(id).unwrap();
-                seal(page);
-                debug_assert_eq!(validate_page(page, *id), Ok(()));
-                buf.extend_from_slice(page);
+                let at = buf.len();
+                buf.extend_from_slice(&self.pages[id]);
+                seal(&mut buf[at..]);
+                debug_assert_eq!(validate_page(&buf[at..], *id), Ok(()));
             }
             writes.push((ids[i] * ps, buf));
             i = j;
         }
         let first = ids.first().map_or(0, |id| id * ps);
-        self.disk
-            .write_many(writes)
-            .await
-            .map_err(io("write", first))?;
+        disk.write_many(writes).await.map_err(io("write", first))?;
         // 3. Make them durable before any meta can point at them.
-        self.disk.sync().await.map_err(io("fdatasync", 0))?;
+        disk.sync().await.map_err(io("fdatasync", 0))?;
         // 4. Write and sync the meta page into the slot of the version before last.
-        let meta = Meta {
-            txn,
-            catalog_root,
-            freelist_head,
-            freelist_len,
-            page_count: self.page_count,
-        };
-        let slot = txn % META_PAGES;
+        let slot = self.meta.txn % META_PAGES;
         let off = slot * ps;
-        let page = encode_meta(&meta, slot, ps as usize);
-        self.disk
-            .write_at(off, page)
+        let page = encode_meta(&self.meta, slot, ps as usize);
+        disk.write_at(off, page)
             .await
             .map_err(io("write meta", off))?;
-        self.disk.sync().await.map_err(io("fdatasync meta", off))?;
-        // 5. The new version is committed: publish it.
-        self.meta = meta;
-        self.freelist_pages = list_pages;
-        self.committed_roots = Rc::new(self.roots.clone());
-        // The bytes just written were checked above (checksum sealed from the same
-        // buffer, structure validated in debug builds); trust them as verified.
-        for id in &ids {
-            self.pages.mark_verified(*id);
-        }
-        self.dirty.clear();
-        if self.disk.len() > self.pages.store.len() {
-            self.pages.store = self.disk.store().map_err(io("map", 0))?;
-        }
-        self.changed = false;
+        disk.sync().await.map_err(io("fdatasync meta", off))?;
         Ok(())
     }
 }
@@ -760,6 +950,11 @@ impl<D: Disk> PageSource for Db<D> {
     fn page(&self, id: u64) -> Result<Cow<'_, [u8]>> {
         if !self.dirty.is_empty() {
             if let Some(b) = self.dirty.get(&id) {
+                return Ok(Cow::Borrowed(b));
+            }
+        }
+        if let Some(f) = &self.inflight {
+            if let Some(b) = f.pages.get(&id) {
                 return Ok(Cow::Borrowed(b));
             }
         }

@@ -9,8 +9,12 @@
 //! only at `sync`; [`SimDisk::crash_image`] builds what a crash could leave behind
 //! (every unsynced write dropped, applied, or applied in part at 512-byte sector
 //! granularity), and a countdown makes the n-th sync fail, as a crash there would.
+//!
+//! Every method takes `&self` (the writer keeps its disk behind an `Rc`): a commit's
+//! I/O runs in a [`super::CommitJob`] that holds its own handle to the disk while the
+//! `Db` keeps taking writes.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::future::Future;
 use std::io;
@@ -34,18 +38,18 @@ pub trait Disk {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> io::Result<()>;
+    async fn write_at(&self, offset: u64, data: Vec<u8>) -> io::Result<()>;
     /// Several writes, in any order or concurrently; all done when it returns Ok.
-    async fn write_many(&mut self, writes: Vec<(u64, Vec<u8>)>) -> io::Result<()> {
+    async fn write_many(&self, writes: Vec<(u64, Vec<u8>)>) -> io::Result<()> {
         for (offset, data) in writes {
             self.write_at(offset, data).await?;
         }
         Ok(())
     }
     /// fdatasync: every write before it is durable when it returns Ok.
-    async fn sync(&mut self) -> io::Result<()>;
+    async fn sync(&self) -> io::Result<()>;
     /// Grows the file to `len` bytes (never shrinks it).
-    async fn grow(&mut self, len: u64) -> io::Result<()>;
+    async fn grow(&self, len: u64) -> io::Result<()>;
     /// A read view covering the current length.
     fn store(&self) -> io::Result<Rc<dyn PageStore>>;
     /// Closes the file (and releases its lock) now rather than at some later point.
@@ -61,7 +65,7 @@ pub trait Disk {
 pub struct GlommioDisk {
     file: BufferedFile,
     name: String,
-    len: u64,
+    len: Cell<u64>,
     use_mmap: bool,
     /// Set: commits write their pages with pwrite on glommio's blocking thread pool
     /// (one hand-off per commit); unset: one io_uring write per contiguous run.
@@ -93,7 +97,7 @@ impl GlommioDisk {
         Ok(GlommioDisk {
             file,
             name,
-            len,
+            len: Cell::new(len),
             use_mmap,
             pool,
         })
@@ -105,10 +109,10 @@ impl GlommioDisk {
 pub const WRITES_IN_FLIGHT_MAX: usize = 64;
 
 impl GlommioDisk {
-    async fn write_window(&mut self, writes: Vec<(u64, Vec<u8>)>) -> io::Result<()> {
+    async fn write_window(&self, writes: Vec<(u64, Vec<u8>)>) -> io::Result<()> {
         assert!(writes.len() <= WRITES_IN_FLIGHT_MAX);
         let file = &self.file;
-        let mut end = self.len;
+        let mut end = self.len.get();
         let mut futs: Vec<_> = writes
             .into_iter()
             .map(|(offset, data)| {
@@ -155,7 +159,7 @@ impl GlommioDisk {
         if let Some(e) = first_err {
             return Err(e);
         }
-        self.len = end;
+        self.len.set(self.len.get().max(end));
         Ok(())
     }
 }
@@ -165,9 +169,9 @@ impl Disk for GlommioDisk {
         &self.name
     }
     fn len(&self) -> u64 {
-        self.len
+        self.len.get()
     }
-    async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> io::Result<()> {
+    async fn write_at(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
         let total = data.len();
         let done = self.file.write_at(data, offset).await.map_err(gio)?;
         // A short write only happens when the device is out of space; it is an error
@@ -178,16 +182,16 @@ impl Disk for GlommioDisk {
                 format!("short write: {done} of {total} bytes"),
             ));
         }
-        self.len = self.len.max(offset + total as u64);
+        self.len.set(self.len.get().max(offset + total as u64));
         Ok(())
     }
     /// Submits the writes in windows of [`WRITES_IN_FLIGHT_MAX`] (io_uring runs each
     /// window concurrently) and waits for every one of them.
-    async fn write_many(&mut self, writes: Vec<(u64, Vec<u8>)>) -> io::Result<()> {
+    async fn write_many(&self, writes: Vec<(u64, Vec<u8>)>) -> io::Result<()> {
         let end = writes
             .iter()
             .map(|(off, d)| off + d.len() as u64)
-            .fold(self.len, u64::max);
+            .fold(self.len.get(), u64::max);
         if let Some(file) = &self.pool {
             // Buffered pwrites are page-cache copies; io_uring punts each of them to a
             // worker (~10 us apiece here), so a commit's many scattered runs go to
@@ -204,7 +208,7 @@ impl Disk for GlommioDisk {
                     Ok(())
                 })
                 .await?;
-            self.len = end;
+            self.len.set(self.len.get().max(end));
             return Ok(());
         }
         let mut writes = writes.into_iter().peekable();
@@ -214,11 +218,11 @@ impl Disk for GlommioDisk {
         }
         Ok(())
     }
-    async fn sync(&mut self) -> io::Result<()> {
+    async fn sync(&self) -> io::Result<()> {
         self.file.fdatasync().await.map_err(gio)
     }
-    async fn grow(&mut self, len: u64) -> io::Result<()> {
-        if len <= self.len {
+    async fn grow(&self, len: u64) -> io::Result<()> {
+        if len <= self.len.get() {
             return Ok(());
         }
         // fallocate reserves the blocks (fewer metadata updates at fdatasync); fall back
@@ -226,7 +230,7 @@ impl Disk for GlommioDisk {
         if self.file.pre_allocate(len, false).await.is_err() {
             self.file.truncate(len).await.map_err(gio)?;
         }
-        self.len = len;
+        self.len.set(len);
         Ok(())
     }
     async fn close(self) -> io::Result<()> {
@@ -235,9 +239,9 @@ impl Disk for GlommioDisk {
     fn store(&self) -> io::Result<Rc<dyn PageStore>> {
         let fd = self.file.as_raw_fd();
         if self.use_mmap {
-            Ok(Rc::new(MmapStore::map_fd(fd, self.len)?))
+            Ok(Rc::new(MmapStore::map_fd(fd, self.len.get())?))
         } else {
-            Ok(Rc::new(PreadStore::new(dup_file(fd)?, self.len)))
+            Ok(Rc::new(PreadStore::new(dup_file(fd)?, self.len.get())))
         }
     }
 }
@@ -258,6 +262,9 @@ struct SimState {
     syncs_until_crash: Option<u64>,
     crashed: bool,
     syncs: u64,
+    /// Every operation returns Pending once before it runs (tests interleave other
+    /// work with a commit's I/O).
+    yielding: bool,
 }
 
 fn crashed_err() -> io::Error {
@@ -279,6 +286,17 @@ impl SimDisk {
     /// Makes sync number `n` (counting from 0 from now) fail as a crash.
     pub fn crash_at_sync(&self, n: u64) {
         self.state.borrow_mut().syncs_until_crash = Some(n);
+    }
+    /// Makes every later write, sync and growth yield once (return Pending, waking
+    /// itself) before it takes effect, so that a test can poll a commit step by step.
+    pub fn set_yielding(&self, on: bool) {
+        self.state.borrow_mut().yielding = on;
+    }
+    async fn maybe_yield(&self) {
+        let y = self.state.borrow().yielding;
+        if y {
+            futures_lite::future::yield_now().await;
+        }
     }
     pub fn has_crashed(&self) -> bool {
         self.state.borrow().crashed
@@ -326,7 +344,8 @@ impl Disk for SimDisk {
     fn len(&self) -> u64 {
         self.state.borrow().live.len() as u64
     }
-    async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> io::Result<()> {
+    async fn write_at(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
+        self.maybe_yield().await;
         let mut s = self.state.borrow_mut();
         if s.crashed {
             return Err(crashed_err());
@@ -339,7 +358,8 @@ impl Disk for SimDisk {
         s.unsynced.push((offset, data));
         Ok(())
     }
-    async fn sync(&mut self) -> io::Result<()> {
+    async fn sync(&self) -> io::Result<()> {
+        self.maybe_yield().await;
         let mut s = self.state.borrow_mut();
         if s.crashed {
             return Err(crashed_err());
@@ -366,7 +386,8 @@ impl Disk for SimDisk {
         }
         Ok(())
     }
-    async fn grow(&mut self, len: u64) -> io::Result<()> {
+    async fn grow(&self, len: u64) -> io::Result<()> {
+        self.maybe_yield().await;
         let mut s = self.state.borrow_mut();
         if s.crashed {
             return Err(crashed_err());

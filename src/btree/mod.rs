@@ -7,6 +7,15 @@
 //!   (dirty pages; sync and cheap); reads through the `Db` see the latest written state;
 //!   [`Db::commit`] makes everything so far durable as one atomic version. Callers batch
 //!   many writes per commit.
+//! * Two-phase commit, so that the writer never waits for the disk:
+//!   [`Db::begin_commit`] (sync, cheap) seals the open transaction as the next version
+//!   and returns a [`CommitJob`] that owns the sealed pages and a handle to the disk;
+//!   the `Db` at once takes writes again, in a new transaction on top of the sealed
+//!   version. The job's future ([`CommitJob::run`]: page writes, fdatasync, meta page,
+//!   fdatasync) borrows nothing from the `Db`, so it runs in another task while the
+//!   writer goes on; [`Db::finish_commit`] then publishes the version (or poisons the
+//!   `Db` if the job failed). At most one job is in flight. `Db::commit` is the three in
+//!   a row.
 //! * Readers ([`Snapshot`]): a view of one committed version that stays valid, and keeps
 //!   its pages from reuse, for as long as it lives, across later writes and commits.
 //! * Reads go through a [`PageStore`]: a `memmap2` map ([`MmapStore`]) or pread
@@ -16,7 +25,8 @@
 //!   blocking pool in one hand-off, since io_uring punts every buffered write to a
 //!   worker; the executor never blocks either way). Never O_DIRECT, which does not
 //!   mix with mmap. All `unsafe` is in `store.rs`, with its argument.
-//! * Cancellation: a commit future dropped before it completes poisons the writer.
+//! * Cancellation: a commit future or job dropped before its I/O completes poisons the
+//!   writer.
 //! * Keys are compared bytewise. Several named trees live in one file; a catalog tree
 //!   maps each name to its root.
 //!
@@ -75,11 +85,28 @@
 //! 2. the file is grown if needed (fallocate), every dirty page is written (sealed with
 //!    its checksum), then **fdatasync**;
 //! 3. the meta page for `t` is written into slot `t % 2`, then **fdatasync**;
-//! 4. only now is the commit acknowledged and version `t` published to new snapshots.
+//! 4. only now is the commit acknowledged (`finish_commit`) and version `t` published
+//!    to new snapshots.
 //!
 //! No page reachable from version `t-1` or `t-2` (the versions in the two slots before
 //! the commit) is written by it: pages come from the end of the file or from pages
 //! freed by a transaction `<= t-2` that no live snapshot can reach.
+//!
+//! With pipelining (steps 2-4 run in a [`CommitJob`] while transaction `t+1` takes
+//! writes on top of the sealed version `t`), the rule for reusing a page is: a page
+//! freed by transaction `f` is reachable from the versions before `f`; it may be
+//! allocated only once `f <= c - 1` and `f <=` the oldest live snapshot, where `c` is
+//! the last *finished* (durable) version. The versions a crash can leave are `c`, `c-1`
+//! (the other slot, until the in-flight meta lands there) and the in-flight `c+1`; all
+//! of them are `>= c-1 >= f`, so none reaches the page. Pages of the in-flight version
+//! are committed pages to transaction `t+1`: modifying one copies it, freeing one
+//! records it as freed by `t+1` (reusable only once `t+1 <= c-1`), never as free now.
+//! Since transaction `t+1`'s pages were allocated while `c` was `t-1` or `t`, commit
+//! `t+1` writes only pages freed by a transaction `<= t-1`, so the claim above (no page
+//! of the two versions in the slots is written) holds for every commit, pipelined or
+//! not. The job writes only its own sealed pages; the `Db` reads those from memory
+//! until `finish_commit`, never from the file, so no live slice of the map sees them
+//! change (`store.rs`).
 //!
 //! * Crash during or after step 2 but before the meta write reaches the disk: both
 //!   slots still hold `t-1` and `t-2`, whose pages were not touched; reopen gives `t-1`,
@@ -121,7 +148,7 @@ mod write;
 #[cfg(test)]
 mod tests;
 
-pub use db::{Db, PageStats, Snapshot};
+pub use db::{CommitDone, CommitJob, Db, PageStats, Snapshot};
 pub use disk::{Disk, GlommioDisk, SimDisk};
 pub use read::Cursor;
 pub use store::{MmapStore, PageStore, PreadStore};

@@ -11,8 +11,10 @@
 //!    only pages that no committed version reachable by a live reader uses (pages from
 //!    the end of the file, or freed pages that no live snapshot and neither meta slot can
 //!    reach); meta pages 0 and 1 are never read through a map (they are read once at
-//!    open, through [`PageStore::read`], and copied). A slice handed out for a page is
-//!    therefore never modified while it lives. Modification of the file by some other
+//!    open, through [`PageStore::read`], and copied). A commit job that runs while the
+//!    `Db` serves reads (two-phase commit) writes only its own sealed pages, which the
+//!    `Db` reads from memory, not from the map, until the job has finished. A slice
+//!    handed out for a page is therefore never modified while it lives. Modification of the file by some other
 //!    program is outside the contract (as with LMDB and bbolt).
 //! 2. *The mapped range stays backed by the file.* The file only grows; it is never
 //!    truncated below a length that some live map covers, so no access faults with

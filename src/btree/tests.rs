@@ -11,6 +11,8 @@ use futures_lite::future::block_on;
 use super::format::*;
 use super::*;
 
+mod pipeline;
+
 type Model = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
 
 /// SplitMix64: seeded, deterministic.
@@ -373,14 +375,14 @@ impl Disk for YieldingDisk {
     fn len(&self) -> u64 {
         self.0.len()
     }
-    async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> std::io::Result<()> {
+    async fn write_at(&self, offset: u64, data: Vec<u8>) -> std::io::Result<()> {
         self.0.write_at(offset, data).await
     }
-    async fn sync(&mut self) -> std::io::Result<()> {
+    async fn sync(&self) -> std::io::Result<()> {
         futures_lite::future::yield_now().await;
         self.0.sync().await
     }
-    async fn grow(&mut self, len: u64) -> std::io::Result<()> {
+    async fn grow(&self, len: u64) -> std::io::Result<()> {
         self.0.grow(len).await
     }
     fn store(&self) -> std::io::Result<std::rc::Rc<dyn PageStore>> {

@@ -62,6 +62,7 @@ impl<D: Disk> Db<D> {
         }
         if let Some(id) = self.reusable.pop() {
             debug_assert!(!self.dirty.contains_key(&id));
+            debug_assert!(!self.in_flight_page(id));
             return Ok(id);
         }
         if self.page_count + 1 > self.quota_pages() {

@@ -29,7 +29,10 @@
 //! # Entry points for the server
 //! - [`validate_write`] / [`validate_range`]: pure checks before proposing;
 //! - [`Store::apply`] for each committed entry ([`Store::advance_applied`] for entries
-//!   without a KV write), [`Store::commit`] per batch;
+//!   without a KV write), [`Store::commit`] per batch, or in two phases so that applies
+//!   never wait for the disk: [`Store::begin_commit`] (seals; returns the job and the
+//!   applied index it makes durable), the job run in another task,
+//!   [`Store::finish_commit`];
 //! - [`Store::compact_step`] while [`Store::compaction_pending`], from a low-priority
 //!   task between apply batches;
 //! - [`Store::range`] (latest applied state), [`range_on`] (a snapshot);
@@ -46,9 +49,9 @@ pub mod validate;
 #[cfg(test)]
 mod tests;
 
-pub use backend::{Backend, MemBackend, ReadView};
+pub use backend::{Backend, BackendJob, MemBackend, ReadView};
 pub use read::{span, HashKv, Reader, Span};
-pub use store::{range_on, ApplyError, ApplyOutcome, Store, StoreConfig};
+pub use store::{range_on, ApplyError, ApplyOutcome, Store, StoreCommit, StoreConfig};
 pub use types::*;
 pub use validate::{
     validate_delete, validate_put, validate_range, validate_txn, validate_write, Limits,

@@ -4,7 +4,9 @@
 //! - `state` in memory is the state after the last apply; the `meta/state` record is
 //!   written into the backend just before every commit (see "Deferred writes"), so a
 //!   commit holds the data of exactly the entries up to the applied index it records,
-//!   and `applied_index()` after a reopen is exactly where WAL replay must resume.
+//!   and `applied_index()` after a reopen is exactly where WAL replay must resume. A
+//!   two-phase commit ([`Store::begin_commit`]) seals the state as of the last apply;
+//!   applies during its job go into the next version.
 //! - An entry's user errors (`KeyNotFound`, `LeaseNotFound`, `Compacted`...) are all
 //!   found before its first data write, so a failed request writes nothing but the
 //!   applied index (asserted). A backend error in the middle of an apply leaves a
@@ -32,7 +34,7 @@
 //! but only the last version before a commit matters (nothing reads them from the
 //! backend's live state: reads take the state from memory, dedup checks the pending
 //! sessions first). So applies keep them in memory (`state`, `pending_sessions`) and
-//! [`Store::commit`] writes them into the backend's transaction first: per put, three
+//! [`Store::begin_commit`] writes them into the backend's transaction first: per put, three
 //! B+tree writes (rev, index, live) instead of seven. Session eviction still happens at
 //! the write that goes over `sessions_max`, choosing the same session as before.
 
@@ -40,7 +42,7 @@ use std::collections::hash_map::{Entry, HashMap};
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use super::backend::{Backend, BackendError, ReadView};
+use super::backend::{Backend, BackendError, BackendJob, ReadView};
 use super::keys::*;
 use super::read::{span, HashKv, Reader};
 use super::types::*;
@@ -136,6 +138,8 @@ pub struct Store<B: Backend> {
     pending_sessions: HashMap<u64, PendingSession>,
     /// The state record differs from the backend's copy (written at the next commit).
     state_dirty: bool,
+    /// The applied index sealed into the backend commit in flight.
+    committing: Option<u64>,
 }
 
 /// A session's newest record, held until the next commit.
@@ -153,6 +157,14 @@ fn age_key(index: u64, session: u64) -> [u8; 16] {
     k[..8].copy_from_slice(&index.to_be_bytes());
     k[8..].copy_from_slice(&session.to_be_bytes());
     k
+}
+
+/// A store commit in flight (see [`Store::begin_commit`]): run `job` (in any task; it
+/// borrows nothing from the store), then hand its outcome to [`Store::finish_commit`].
+pub struct StoreCommit<J> {
+    /// The applied index inside the sealed version: durable once the job succeeds.
+    pub applied_index: u64,
+    pub job: J,
 }
 
 fn storage(op: &str, e: BackendError) -> KvError {
@@ -213,6 +225,7 @@ impl<B: Backend> Store<B> {
             poisoned: None,
             pending_sessions: HashMap::new(),
             state_dirty: false,
+            committing: None,
         })
     }
 
@@ -270,20 +283,63 @@ impl<B: Backend> Store<B> {
         self.reader().hash(rev)
     }
 
-    /// Makes every apply so far durable (one backend commit).
+    /// Makes every apply so far durable (one backend commit): begin, run, finish.
     pub async fn commit(&mut self) -> Result<(), KvError> {
+        let Some(c) = self.begin_commit()? else {
+            return Ok(());
+        };
+        let done = c.job.run().await;
+        self.finish_commit(done).map(|_| ())
+    }
+
+    /// Seals every apply so far (the applied index and state record with them) as the
+    /// backend's next version and returns its job; applies go on at once on top of it.
+    /// `None`: nothing to commit. Panics if a commit is already in flight.
+    pub fn begin_commit(&mut self) -> Result<Option<StoreCommit<B::Job>>, KvError> {
         if let Some(p) = &self.poisoned {
             return Err(KvError::Storage(format!(
                 "commit refused after an earlier storage failure: {p}"
             )));
         }
         self.write_deferred()?;
-        let r = self.backend.commit().await;
-        r.map_err(|e| {
-            let msg = format!("commit: {e}");
-            self.poisoned = Some(msg.clone());
-            KvError::Storage(msg)
-        })
+        assert!(
+            self.committing.is_none(),
+            "begin_commit while the commit of applied index {:?} is in flight",
+            self.committing
+        );
+        match self.backend.begin_commit() {
+            Ok(None) => Ok(None),
+            Ok(Some(job)) => {
+                let applied_index = self.state.applied;
+                self.committing = Some(applied_index);
+                Ok(Some(StoreCommit { applied_index, job }))
+            }
+            Err(e) => Err(self.poison_commit(e)),
+        }
+    }
+
+    /// Takes the outcome of the job in flight: Ok(the applied index now durable), or
+    /// the failure, after which the store refuses every apply and commit (reopen).
+    pub fn finish_commit(&mut self, done: <B::Job as BackendJob>::Done) -> Result<u64, KvError> {
+        let applied = self
+            .committing
+            .take()
+            .expect("finish_commit with no commit in flight");
+        match self.backend.finish_commit(done) {
+            Ok(()) => Ok(applied),
+            Err(e) => Err(self.poison_commit(e)),
+        }
+    }
+
+    /// Whether a commit's job is in flight.
+    pub fn commit_in_flight(&self) -> bool {
+        self.committing.is_some()
+    }
+
+    fn poison_commit(&mut self, e: BackendError) -> KvError {
+        let msg = format!("commit: {e}");
+        self.poisoned = Some(msg.clone());
+        KvError::Storage(msg)
     }
 
     fn check_apply(&self, index: u64) -> Result<(), ApplyError> {

@@ -953,6 +953,7 @@ impl ReadView for CountingBackend {
 
 impl Backend for CountingBackend {
     type Snapshot = backend::MemSnapshot;
+    type Job = backend::MemJob;
     fn snapshot(&self) -> Self::Snapshot {
         self.inner.snapshot()
     }
@@ -962,8 +963,14 @@ impl Backend for CountingBackend {
     fn delete(&mut self, tree: &str, key: &[u8]) -> backend::BackendResult<bool> {
         self.inner.delete(tree, key)
     }
-    async fn commit(&mut self) -> backend::BackendResult<()> {
-        self.inner.commit().await
+    fn begin_commit(&mut self) -> backend::BackendResult<Option<backend::MemJob>> {
+        self.inner.begin_commit()
+    }
+    fn finish_commit(
+        &mut self,
+        done: <backend::MemJob as backend::BackendJob>::Done,
+    ) -> backend::BackendResult<()> {
+        self.inner.finish_commit(done)
     }
     fn size_bytes(&self) -> u64 {
         self.inner.size_bytes()

@@ -13,8 +13,14 @@
 //!    everything appended meanwhile) and reports the durable Ready number to Raft; only
 //!    then does the leader's own log count toward the quorum.
 //! 4. The B+tree is committed in batches (every `btree_commit_entries` entries or
-//!    `btree_commit_interval`); the applied index is inside that commit, and the WAL is
-//!    compacted behind it.
+//!    `btree_commit_interval`), in two phases so that the driver never waits for the
+//!    disk: the driver seals the store's writes so far (`Store::begin_commit`, sync and
+//!    cheap) and hands the job to the committer task, then goes on processing Readies
+//!    and applying entries on top of the sealed version while the committer writes its
+//!    pages and fdatasyncs. When the job is done the committer publishes the version
+//!    (`finish_commit`), records the applied index inside it as `durable_applied`, runs
+//!    a step of background compaction, and compacts the WAL behind that index. At most
+//!    one commit is in flight; a commit failure is fatal for the group.
 //!
 //! In a cluster (see [`super::peer`] for the transport):
 //! - A write reaching a follower is answered `NotLeader{leader}` (the client retries at
@@ -39,8 +45,10 @@
 //!   batches.
 //!
 //! Everything here runs on one executor: `RefCell`s are never borrowed across an
-//! `.await`, and the store is moved out of its cell while its commit is in flight
-//! (readers wait for `store_idle`).
+//! `.await`. The store stays in its cell while its commit is in flight (the job owns
+//! what it writes), so reads never wait for a commit; it leaves the cell only while a
+//! snapshot from the leader replaces it (readers wait for `store_idle`), which first
+//! waits for the commit in flight to finish.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -54,9 +62,10 @@ use super::entry::{decode_payload, MemberChange, MemberEntry, Payload, ShardEntr
 use super::members::{MemberTable, SharedMembers, MEMBERS_KEY, MEMBERS_TREE};
 use super::notify::{Broadcast, Notify};
 use super::wait::{IdGenerator, WaitTable};
-use crate::btree::{Db, Options as BtreeOptions};
+use crate::btree::{CommitJob, Db, Options as BtreeOptions};
 use crate::mvcc::{
-    self, ApplyError, ApplyOutcome, KvError, RangeRequest, Store, WriteRequest, WriteResponse,
+    self, ApplyError, ApplyOutcome, BackendJob, KvError, RangeRequest, Store, StoreCommit,
+    WriteRequest, WriteResponse,
 };
 use crate::proto::{
     ErrorCode, GroupRevision, GroupStatus, HashKvResult, ProtoError, RaftRole, RangeResult,
@@ -158,9 +167,16 @@ pub struct Group {
     opts: GroupOptions,
     raft: RefCell<RawNode<Wal>>,
     wal: Wal,
-    /// `None` while a B+tree commit is in flight.
+    /// `None` only while a received snapshot replaces it.
     store: RefCell<Option<Store<Db>>>,
     store_idle: Broadcast,
+    /// The sealed store commit waiting for the committer task.
+    commit_job: RefCell<Option<StoreCommit<CommitJob>>>,
+    commit_wake: Notify,
+    /// A store commit is sealed and not finished yet.
+    committing: Cell<bool>,
+    /// Notified whenever `committing` becomes false.
+    commit_idle: Broadcast,
     waits: WaitTable<Reply>,
     read_waits: WaitTable<Result<(), ProtoError>>,
     reads: RefCell<Reads>,
@@ -333,6 +349,10 @@ impl Group {
             wal,
             store: RefCell::new(Some(store)),
             store_idle: Broadcast::default(),
+            commit_job: RefCell::new(None),
+            commit_wake: Notify::default(),
+            committing: Cell::new(false),
+            commit_idle: Broadcast::default(),
             waits: WaitTable::new(opts.waits_max),
             read_waits: WaitTable::new(opts.waits_max),
             reads: RefCell::new(Reads::default()),
@@ -421,7 +441,7 @@ impl Group {
         }
     }
 
-    /// Runs `f` on the store, waiting while a B+tree commit has it.
+    /// Runs `f` on the store, waiting while a received snapshot replaces it.
     async fn with_store<R>(&self, f: impl FnOnce(&Store<Db>) -> R) -> R {
         loop {
             if let Some(s) = self.store.borrow().as_ref() {
@@ -693,6 +713,10 @@ impl Group {
             let g = self.clone();
             glommio::spawn_local(async move { g.flush_loop().await })
         };
+        let committer = {
+            let g = self.clone();
+            glommio::spawn_local(async move { g.commit_loop().await })
+        };
         // Spare WAL segments are prepared (zero-filled or recycled) in a low-priority
         // queue, so a group commit never waits for a new segment.
         let background = glommio::executor().create_task_queue(
@@ -757,8 +781,8 @@ impl Group {
             if let Err(e) = self.wal.fetch_pending().await {
                 break Err(self.fail(format!("reading the WAL: {e}")));
             }
-            if self.btree_commit_due() {
-                if let Err(e) = self.commit_store().await {
+            if !self.committing.get() && self.btree_commit_due() {
+                if let Err(e) = self.begin_store_commit() {
                     break Err(self.fail(e));
                 }
             }
@@ -782,12 +806,13 @@ impl Group {
         self.flush_wake.notify();
         let flushed = self.wal.flush().await.map_err(|e| e.to_string());
         let committed = if result.is_ok() && flushed.is_ok() {
-            self.commit_store().await
+            self.final_commit().await
         } else {
             Ok(())
         };
         self.waits.cancel_all();
         self.read_waits.cancel_all();
+        drop(committer);
         drop(flusher);
         drop(spare);
         result.and(flushed.map(|_| ())).and(committed)
@@ -959,6 +984,9 @@ impl Group {
         let received = self.dir.join(RECEIVED_SNAPSHOT_FILE);
         rename_durably(&path, &received, &self.dir).await?;
         let path = received;
+        // The commit in flight finishes with the store it belongs to (and no new one
+        // starts: the driver is here).
+        self.wait_commit_idle().await;
         let old = loop {
             if let Some(s) = self.store.borrow_mut().take() {
                 break s;
@@ -1443,28 +1471,93 @@ impl Group {
                     .is_some_and(|t| t.elapsed() >= self.opts.btree_commit_interval))
     }
 
-    /// Commits the B+tree (the applied index goes with it), runs a step of background
-    /// compaction, and compacts the WAL behind the durable applied index.
-    async fn commit_store(&self) -> Result<(), String> {
-        let Some(mut store) = self.store.borrow_mut().take() else {
-            return Ok(());
+    /// Seals the store's writes so far as a B+tree commit and hands its job to the
+    /// committer task (nothing to do if nothing changed). Sync: the driver goes on.
+    fn begin_store_commit(&self) -> Result<(), String> {
+        assert!(!self.committing.get(), "one store commit at a time");
+        let sealed = {
+            let mut slot = self.store.borrow_mut();
+            let Some(store) = slot.as_mut() else {
+                return Ok(());
+            };
+            store
+                .begin_commit()
+                .map_err(|e| format!("committing the store: {e}"))?
         };
         self.applied_since_commit.set(0);
         self.first_uncommitted_apply.set(None);
-        let result = store.commit().await;
-        let durable_applied = store.applied_index();
-        if result.is_ok() {
-            self.durable_applied.set(durable_applied);
+        if let Some(c) = sealed {
+            self.committing.set(true);
+            *self.commit_job.borrow_mut() = Some(c);
+            self.commit_wake.notify();
         }
-        let more = result.is_ok() && store.compact_step(1000).unwrap_or(false);
-        *self.store.borrow_mut() = Some(store);
-        self.store_idle.notify();
-        result.map_err(|e| format!("committing the store: {e}"))?;
-        if more {
+        Ok(())
+    }
+
+    /// The committer: runs each sealed commit's I/O while the driver goes on, then
+    /// finishes it (see [`Group::finish_store_commit`]). A failure is fatal.
+    async fn commit_loop(self: Rc<Self>) {
+        loop {
+            let Some(c) = self.commit_job.borrow_mut().take() else {
+                self.commit_wake.wait().await;
+                continue;
+            };
+            let done = c.job.run().await;
+            let r = self.finish_store_commit(done).await;
+            self.committing.set(false);
+            self.commit_idle.notify();
+            self.wake.notify();
+            if let Err(e) = r {
+                self.fail(e);
+                return;
+            }
+        }
+    }
+
+    /// Publishes a finished B+tree commit (the applied index inside it becomes
+    /// `durable_applied`, what a snapshot of the store holds), runs a step of
+    /// background compaction, and compacts the WAL behind the durable applied index.
+    async fn finish_store_commit(
+        &self,
+        done: <CommitJob as BackendJob>::Done,
+    ) -> Result<(), String> {
+        let (durable_applied, more) = {
+            let mut slot = self.store.borrow_mut();
+            let store = slot
+                .as_mut()
+                .expect("the store stays in place while its commit is in flight");
+            let applied = store
+                .finish_commit(done)
+                .map_err(|e| format!("committing the store: {e}"))?;
+            self.durable_applied.set(applied);
+            (applied, store.compact_step(1000).unwrap_or(false))
+        };
+        if more && self.applied_since_commit.get() == 0 {
+            // More to compact: commit again soon, even without new applies.
             self.applied_since_commit.set(1);
             self.first_uncommitted_apply.set(Some(Instant::now()));
         }
         self.compact_wal(durable_applied).await
+    }
+
+    async fn wait_commit_idle(&self) {
+        while self.committing.get() {
+            self.commit_idle.listen().await;
+        }
+    }
+
+    /// At stop: waits for the commit in flight, then commits everything applied since.
+    async fn final_commit(&self) -> Result<(), String> {
+        self.wait_commit_idle().await;
+        if let Some(f) = self.fatal.borrow().clone() {
+            return Err(f);
+        }
+        self.begin_store_commit()?;
+        self.wait_commit_idle().await;
+        match self.fatal.borrow().clone() {
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
     }
 
     async fn compact_wal(&self, durable_applied: u64) -> Result<(), String> {
