@@ -120,7 +120,11 @@ pub struct GroupOptions {
     pub quota_bytes: u64,
     /// Commit the B+tree after this many applied entries...
     pub btree_commit_entries: u64,
-    /// ...or this long after the first uncommitted apply.
+    /// ...or this long after the first uncommitted apply. (400 ms: measured against
+    /// 100 ms and 1 s with 100k keys under puts at 256 in flight — a longer interval
+    /// rewrites each hot leaf page fewer times: ~1.5x the throughput of 100 ms and half
+    /// the server CPU per put; 1 s gained nothing more and doubled p99.9. The cost is a
+    /// longer WAL replay after a crash.)
     pub btree_commit_interval: Duration,
     /// Compact the WAL once this many entries are durable in the B+tree and in the log...
     pub wal_compact_entries: u64,
@@ -138,8 +142,8 @@ impl Default for GroupOptions {
             apply_gap_max: 5000,
             waits_max: 64 * 1024,
             quota_bytes: 8 << 30,
-            btree_commit_entries: 20_000,
-            btree_commit_interval: Duration::from_millis(100),
+            btree_commit_entries: 100_000,
+            btree_commit_interval: Duration::from_millis(400),
             wal_compact_entries: 200_000,
             wal_keep_entries: 20_000,
             wal: WalOptions::default(),
