@@ -666,17 +666,7 @@ fn a_node_behind_the_compacted_log_catches_up_through_a_snapshot() {
     // quorum.)
     let p4 = port_base();
     let mut admin = Client::new(&c, 0, 0);
-    let added = member_op(
-        &mut admin,
-        Op::MemberAdd(corekv::proto::MemberAddRequest {
-            name: "n4".into(),
-            host: "127.0.0.1".into(),
-            peer_port_base: p4 + 8,
-            client_port_base: p4,
-            learner: true,
-        }),
-    )
-    .expect("member add");
+    let added = add_learner_n4(&mut admin, p4);
     assert!(added.members.iter().any(|m| m.name == "n4"));
     let mut acked = Vec::new();
     // Enough entries, spread over several B+tree commits, for the leaders to compact
@@ -868,6 +858,21 @@ fn client_history_under_faults_is_linearizable() {
 }
 
 /// A member operation, retried while group 0 has no leader here; other errors return.
+/// Adds member "n4" (client ports from `p4`, peer ports from `p4 + 8`) as a learner.
+fn add_learner_n4(admin: &mut Client, p4: u16) -> corekv::proto::MemberListResponse {
+    member_op(
+        admin,
+        Op::MemberAdd(corekv::proto::MemberAddRequest {
+            name: "n4".into(),
+            host: "127.0.0.1".into(),
+            peer_port_base: p4 + 8,
+            client_port_base: p4,
+            learner: true,
+        }),
+    )
+    .expect("member add")
+}
+
 fn member_op(
     c: &mut Client,
     op: Op,
@@ -908,7 +913,7 @@ fn member_op(
 /// node 1 to be out of every group's configuration.
 #[test]
 fn membership_add_learner_promote_remove_under_load() {
-    use corekv::proto::{MemberAddRequest, RaftRole};
+    use corekv::proto::RaftRole;
     let mut c = Cluster::start("member", 3);
     let p4 = port_base();
     let mut ports = c.ports.clone();
@@ -958,17 +963,7 @@ fn membership_add_learner_promote_remove_under_load() {
         session: 0,
         seq: 0,
     };
-    let added = member_op(
-        &mut admin,
-        Op::MemberAdd(MemberAddRequest {
-            name: "n4".into(),
-            host: "127.0.0.1".into(),
-            peer_port_base: p4 + 8,
-            client_port_base: p4,
-            learner: true,
-        }),
-    )
-    .expect("member add");
+    let added = add_learner_n4(&mut admin, p4);
     let n4 = added
         .members
         .iter()
