@@ -404,11 +404,6 @@ impl Client {
                     {
                         unreachable.push(addr.clone());
                     }
-                    if matches!(err, ClientError::Connect { .. })
-                        && matches!(target, Target::Any | Target::Node)
-                    {
-                        self.next_bootstrap(&addr);
-                    }
                     let wait = self.backoff(attempt).min(remaining);
                     glommio::timer::sleep(wait).await;
                     if refresh_topology {
@@ -447,7 +442,7 @@ impl Client {
             match self.refresh_topology().await {
                 Err(
                     ClientError::Connect { addr, .. } | ClientError::ConnectionLost { addr, .. },
-                ) if self.inner.cfg.endpoints.len() > 1 => self.next_bootstrap(&addr),
+                ) => self.next_bootstrap(&addr),
                 _ => return,
             }
         }

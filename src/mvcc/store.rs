@@ -136,7 +136,8 @@ pub struct Store<B: Backend> {
     /// Session records written since the last commit, not yet in the backend (see
     /// "Deferred writes" in the module docs).
     pending_sessions: HashMap<u64, PendingSession>,
-    /// The state record differs from the backend's copy (written at the next commit).
+    /// The state record differs from the backend's copy (set by every apply and
+    /// compaction step; written at the next commit).
     state_dirty: bool,
     /// The applied index sealed into the backend commit in flight.
     committing: Option<u64>,
@@ -368,7 +369,8 @@ impl<B: Backend> Store<B> {
     pub fn advance_applied(&mut self, index: u64) -> Result<(), ApplyError> {
         self.check_apply(index)?;
         self.state.applied = index;
-        self.write_state().map_err(|e| self.poison(e))
+        self.state_dirty = true;
+        Ok(())
     }
 
     /// Applies Raft entry `index` carrying `req`. `dedup` = (client session, seq).
@@ -411,7 +413,7 @@ impl<B: Backend> Store<B> {
                 };
                 if let Some(o) = outcome {
                     self.state.applied = index;
-                    self.write_state()?;
+                    self.state_dirty = true;
                     return Ok(o);
                 }
                 old_index = Some(last_index);
@@ -430,14 +432,8 @@ impl<B: Backend> Store<B> {
             self.save_session(session, seq, index, old_index, &outcome)?;
         }
         self.state.applied = index;
-        self.write_state()?;
-        Ok(outcome)
-    }
-
-    /// Marks the state record for the next commit (see "Deferred writes").
-    fn write_state(&mut self) -> Result<(), KvError> {
         self.state_dirty = true;
-        Ok(())
+        Ok(outcome)
     }
 
     /// Writes what applies deferred (session records, the state record) into the
@@ -768,11 +764,11 @@ impl<B: Backend> Store<B> {
                 "compaction refused after an earlier storage failure: {p}"
             )));
         }
-        match self
-            .compact_slice(max_revisions)
-            .and_then(|_| self.write_state())
-        {
-            Ok(()) => Ok(self.compaction_pending()),
+        match self.compact_slice(max_revisions) {
+            Ok(()) => {
+                self.state_dirty = true;
+                Ok(self.compaction_pending())
+            }
             Err(e) => {
                 let ApplyError::Storage(m) = self.poison(e) else {
                     unreachable!()
