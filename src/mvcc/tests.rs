@@ -924,34 +924,8 @@ fn dedup_of_a_large_outcome_still_applies_once() {
     assert_eq!(s.revision(), 3, "not applied twice");
 }
 
-/// A backend that counts what it is asked, to show what `open` reads.
-struct CountingBackend {
-    inner: MemBackend,
-    gets: std::cell::Cell<usize>,
-    scanned: std::cell::Cell<usize>,
-}
-
-impl ReadView for CountingBackend {
-    fn get(&self, tree: &str, key: &[u8]) -> backend::BackendResult<Option<Vec<u8>>> {
-        self.gets.set(self.gets.get() + 1);
-        self.inner.get(tree, key)
-    }
-    fn scan(
-        &self,
-        tree: &str,
-        lo: &[u8],
-        hi: Option<&[u8]>,
-        reverse: bool,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> backend::BackendResult<()> {
-        self.inner.scan(tree, lo, hi, reverse, &mut |k, v| {
-            self.scanned.set(self.scanned.get() + 1);
-            f(k, v)
-        })
-    }
-}
-
-impl Backend for CountingBackend {
+/// As a backend, [`Counting`] shows what `open` reads.
+impl Backend for Counting<MemBackend> {
     type Snapshot = backend::MemSnapshot;
     type Job = backend::MemJob;
     fn snapshot(&self) -> Self::Snapshot {
@@ -986,15 +960,10 @@ fn open_reads_metadata_only() {
     let (_, d) = h.del("k1", "k3");
     assert_eq!(d.deleted, 222);
     h.s.write_deferred().unwrap();
-    let b = CountingBackend {
-        inner: h.s.into_backend(),
-        gets: Default::default(),
-        scanned: Default::default(),
-    };
-    let s = Store::open(b).unwrap();
+    let s = Store::open(Counting::new(h.s.into_backend())).unwrap();
     let b = s.backend();
     assert_eq!(
-        (b.gets.get(), b.scanned.get()),
+        (b.total_gets(), b.total_scanned()),
         (2, 0),
         "format and state only"
     );
@@ -1102,16 +1071,17 @@ fn invalid_requests_at_apply_consume_the_index_only() {
     assert_eq!(h.s.revision(), 8);
 }
 
-/// A view that counts point gets and scanned entries per tree.
-struct CountingView<'a> {
-    inner: &'a MemBackend,
+/// A view (or, owning a [`MemBackend`], a backend) that counts point gets and scanned
+/// entries per tree.
+struct Counting<B> {
+    inner: B,
     gets: std::cell::RefCell<std::collections::BTreeMap<String, usize>>,
     scanned: std::cell::RefCell<std::collections::BTreeMap<String, usize>>,
 }
 
-impl<'a> CountingView<'a> {
-    fn new(inner: &'a MemBackend) -> Self {
-        CountingView {
+impl<B: std::borrow::Borrow<MemBackend>> Counting<B> {
+    fn new(inner: B) -> Self {
+        Counting {
             inner,
             gets: Default::default(),
             scanned: Default::default(),
@@ -1127,12 +1097,18 @@ impl<'a> CountingView<'a> {
     fn scanned(&self, tree: &str) -> usize {
         self.scanned.borrow().get(tree).copied().unwrap_or(0)
     }
+    fn total_gets(&self) -> usize {
+        self.gets.borrow().values().sum()
+    }
+    fn total_scanned(&self) -> usize {
+        self.scanned.borrow().values().sum()
+    }
 }
 
-impl ReadView for CountingView<'_> {
+impl<B: std::borrow::Borrow<MemBackend>> ReadView for Counting<B> {
     fn get(&self, tree: &str, key: &[u8]) -> backend::BackendResult<Option<Vec<u8>>> {
         *self.gets.borrow_mut().entry(tree.into()).or_default() += 1;
-        self.inner.get(tree, key)
+        self.inner.borrow().get(tree, key)
     }
     fn scan(
         &self,
@@ -1143,10 +1119,13 @@ impl ReadView for CountingView<'_> {
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> backend::BackendResult<()> {
         let mut n = 0;
-        let r = self.inner.scan(tree, lo, hi, reverse, &mut |k, v| {
-            n += 1;
-            f(k, v)
-        });
+        let r = self
+            .inner
+            .borrow()
+            .scan(tree, lo, hi, reverse, &mut |k, v| {
+                n += 1;
+                f(k, v)
+            });
         *self.scanned.borrow_mut().entry(tree.into()).or_default() += n;
         r
     }
@@ -1163,7 +1142,7 @@ fn limit_count_and_keys_only_read_no_more_values_than_returned() {
     }
     let mid = h.s.revision() - 500; // half the keys rewritten at mid
     h.s.write_deferred().unwrap();
-    let view = CountingView::new(h.s.backend());
+    let view = Counting::new(h.s.backend());
     let l = Limits::default();
     let run = |req: RangeRequest| {
         view.reset();
