@@ -57,6 +57,61 @@ pub fn leaf_cell(p: &[u8], i: usize) -> &[u8] {
     &p[off..off + leaf_cell_len(p, off)]
 }
 
+/// End of a leaf's cell area. Cells lie between the slot array and this offset in any
+/// physical order, and a cell replaced in place by a longer one leaves a hole there;
+/// a rebuild (`build`) packs them again.
+fn leaf_used_end(p: &[u8]) -> usize {
+    let n = count(p);
+    (0..n)
+        .map(|i| {
+            let off = leaf_off(p, i);
+            off + leaf_cell_len(p, off)
+        })
+        .fold(LEAF_SLOTS + n * SLOT_LEN, usize::max)
+}
+
+/// Puts `cell` into leaf `p` without rebuilding it: over slot `idx` when `replace`
+/// (the cell there has the same key), else as a new slot at `idx`. A cell of the same
+/// length is overwritten; anything else goes to the free space after the cell area,
+/// and inserting a slot first moves that area up by one slot. Returns false, with the
+/// page untouched, when the free space is too small (the caller rebuilds, which packs
+/// out holes or splits).
+pub fn leaf_put_in_place(p: &mut [u8], idx: usize, replace: bool, cell: &[u8]) -> bool {
+    let ps = p.len();
+    let n = count(p);
+    if replace {
+        let off = leaf_off(p, idx);
+        if leaf_cell_len(p, off) == cell.len() {
+            p[off..off + cell.len()].copy_from_slice(cell);
+            return true;
+        }
+        let end = leaf_used_end(p);
+        if end + cell.len() > ps {
+            return false;
+        }
+        p[end..end + cell.len()].copy_from_slice(cell);
+        wr_u16(p, LEAF_SLOTS + idx * SLOT_LEN, end as u16);
+        return true;
+    }
+    let slots_end = LEAF_SLOTS + n * SLOT_LEN;
+    let end = leaf_used_end(p);
+    if end + SLOT_LEN + cell.len() > ps {
+        return false;
+    }
+    p.copy_within(slots_end..end, slots_end + SLOT_LEN);
+    for i in 0..n {
+        let s = LEAF_SLOTS + i * SLOT_LEN;
+        wr_u16(p, s, rd_u16(p, s) + SLOT_LEN as u16);
+    }
+    let at = LEAF_SLOTS + idx * SLOT_LEN;
+    p.copy_within(at..slots_end, at + SLOT_LEN);
+    let coff = end + SLOT_LEN;
+    p[coff..coff + cell.len()].copy_from_slice(cell);
+    wr_u16(p, at, coff as u16);
+    wr_u16(p, HDR_COUNT, (n + 1) as u16);
+    true
+}
+
 /// Key of an encoded leaf cell.
 #[inline]
 pub fn cell_key(cell: &[u8]) -> &[u8] {
@@ -355,6 +410,69 @@ mod tests {
         assert_eq!(leaf_search(p, b"key0003"), Ok(3));
         assert_eq!(leaf_search(p, b"key0003a"), Err(4));
         assert_eq!(leaf_search(p, b"a"), Err(0));
+    }
+
+    #[test]
+    fn leaf_put_in_place_matches_a_model() {
+        // Random inserts and replacements of varying lengths into one page, with the
+        // rebuild a caller would do when the page is full: after every step the page
+        // validates and holds exactly the model, and a refused put left it untouched.
+        let ps = 1024;
+        let mut model: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
+        let mut page = build(Kind::Leaf, 0, &[], ps);
+        let mut seed = 7u64;
+        let mut rnd = |m: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % m
+        };
+        let (mut in_place, mut refused) = (0, 0);
+        for _ in 0..5000 {
+            let key = format!("k{:03}", rnd(60)).into_bytes();
+            let val = vec![rnd(256) as u8; rnd(40) as usize];
+            let cell = make_leaf_cell_inline(&key, &val);
+            let (found, idx) = match leaf_search(&page, &key) {
+                Ok(i) => (true, i),
+                Err(i) => (false, i),
+            };
+            let before = page.clone();
+            if leaf_put_in_place(&mut page, idx, found, &cell) {
+                in_place += 1;
+                model.insert(key, val);
+            } else {
+                refused += 1;
+                assert_eq!(page, before, "a refused put changed the page");
+                // Make room the way a split would: keep every other key.
+                model.insert(key, val);
+                let keep: Vec<Vec<u8>> = model
+                    .iter()
+                    .map(|(k, v)| make_leaf_cell_inline(k, v))
+                    .collect();
+                let keep: Vec<&[u8]> = keep.iter().step_by(2).map(|c| c.as_slice()).collect();
+                page = build(Kind::Leaf, 0, &keep, ps);
+                model = (0..count(&page))
+                    .map(|i| match leaf_val(&page, i) {
+                        Val::Inline(v) => (leaf_key(&page, i).to_vec(), v.to_vec()),
+                        Val::Overflow { .. } => unreachable!(),
+                    })
+                    .collect();
+            }
+            let mut sealed = page.clone();
+            seal(&mut sealed);
+            validate_page(&sealed, 0).unwrap();
+            let got: Vec<(Vec<u8>, Vec<u8>)> = (0..count(&page))
+                .map(|i| match leaf_val(&page, i) {
+                    Val::Inline(v) => (leaf_key(&page, i).to_vec(), v.to_vec()),
+                    Val::Overflow { .. } => unreachable!(),
+                })
+                .collect();
+            assert_eq!(got, model.clone().into_iter().collect::<Vec<_>>());
+        }
+        assert!(
+            in_place > 1000 && refused > 20,
+            "{in_place} in place, {refused} refused"
+        );
     }
 
     #[test]

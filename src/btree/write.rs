@@ -217,6 +217,30 @@ impl<D: Disk> Db<D> {
                 } else {
                     None
                 };
+                // Fast path: the cell fits the page's free space. A dirty page is
+                // changed where it is; a committed one is copied once, then changed.
+                let dirty = self.dirty.contains_key(&id);
+                let copy = if dirty {
+                    None
+                } else {
+                    let mut buf: Box<[u8]> = p.to_vec().into_boxed_slice();
+                    node::leaf_put_in_place(&mut buf, idx, found, cell).then_some(buf)
+                };
+                drop(p);
+                if dirty {
+                    let buf = self.dirty.get_mut(&id).expect("dirty page");
+                    if node::leaf_put_in_place(buf, idx, found, cell) {
+                        self.free_value(old)?;
+                        return Ok((id, vec![]));
+                    }
+                } else if let Some(buf) = copy {
+                    self.free_value(old)?;
+                    let nid = self.cow(id)?;
+                    self.put_dirty(nid, buf);
+                    return Ok((nid, vec![]));
+                }
+                // It does not fit: rebuild, packing out holes, splitting if need be.
+                let p = self.page(id)?;
                 let mut cells: Vec<&[u8]> = Vec::with_capacity(n + 1);
                 cells.extend((0..idx).map(|i| node::leaf_cell(&p, i)));
                 cells.push(cell);
