@@ -44,7 +44,7 @@ impl Bench {
     fn apply(&mut self, req: &WriteRequest) {
         self.index += 1;
         self.store.apply(self.index, req, None).expect("apply");
-        if self.index % COMMIT_EVERY == 0 {
+        if self.index.is_multiple_of(COMMIT_EVERY) {
             self.commit();
         }
     }
