@@ -4,7 +4,10 @@
 //! [`Disk`] is the writer's view of the file: positional writes, `fdatasync`, growth,
 //! and a [`PageStore`] for reads. [`GlommioDisk`] is the real one: a glommio
 //! `BufferedFile` (writes go through the page cache, so the memory map sees them; never
-//! O_DIRECT), with io_uring writes and fdatasync, so nothing blocks the executor.
+//! O_DIRECT), with io_uring writes and fdatasync, so nothing blocks the executor. With
+//! `write_pool` (the default) a commit's page copies run on glommio's blocking pool,
+//! which also paces their writeback (sync_file_range every 512 KiB) so that a commit
+//! does not reach the shared disk as one burst ahead of the WAL's fdatasync.
 //! [`SimDisk`] keeps a *live* and a *durable* image: a write reaches the durable image
 //! only at `sync`; [`SimDisk::crash_image`] builds what a crash could leave behind
 //! (every unsynced write dropped, applied, or applied in part at 512-byte sector
@@ -27,6 +30,28 @@ use std::sync::Arc;
 use glommio::io::{BufferedFile, OpenOptions};
 
 use super::store::{dup_file, lock_exclusive, MmapStore, PageStore, PreadStore};
+
+/// Pages a commit writes before it waits for them to reach the device (see
+/// `GlommioDisk::write_many`).
+const WRITEBACK_CHUNK_BYTES: u64 = 512 << 10;
+
+/// Starts writeback of `[lo, hi)` and waits for it (sync_file_range: data only, no
+/// device cache flush; the commit's fdatasync follows). Blocking: pool threads only.
+fn write_out(file: &File, lo: u64, hi: u64) -> io::Result<()> {
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: a plain syscall on a file descriptor this File owns.
+    let r = unsafe { libc::sync_file_range(file.as_raw_fd(), lo as i64, (hi - lo) as i64, flags) };
+    if r != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("sync_file_range of bytes {lo}..{hi}: {e}"),
+        ));
+    }
+    Ok(())
+}
 
 /// The writer's access to the B+tree file.
 #[allow(async_fn_in_trait)] // single-threaded executors: futures need not be Send
@@ -200,10 +225,24 @@ impl Disk for GlommioDisk {
             let file = file.clone();
             glommio::executor()
                 .spawn_blocking(move || -> io::Result<()> {
+                    // Paced writeback: after every WRITEBACK_CHUNK_BYTES of page-cache
+                    // copies, write that range out and wait for it. The device then
+                    // sees a commit as a stream of small writes that the WAL's
+                    // write+fdatasync can slip between, not as one burst of megabytes
+                    // queued ahead of it at the commit's fdatasync (which still follows
+                    // and is what makes the pages durable).
+                    let mut chunk: Option<(u64, u64)> = None;
                     for (off, data) in &writes {
                         file.write_all_at(data, *off).map_err(|e| {
                             io::Error::new(e.kind(), format!("write at offset {off}: {e}"))
                         })?;
+                        let end = off + data.len() as u64;
+                        let (lo, _) = *chunk.get_or_insert((*off, end));
+                        chunk = Some((lo, end));
+                        if end - lo >= WRITEBACK_CHUNK_BYTES {
+                            write_out(&file, lo, end)?;
+                            chunk = None;
+                        }
                     }
                     Ok(())
                 })

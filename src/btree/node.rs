@@ -57,57 +57,85 @@ pub fn leaf_cell(p: &[u8], i: usize) -> &[u8] {
     &p[off..off + leaf_cell_len(p, off)]
 }
 
-/// End of a leaf's cell area. Cells lie between the slot array and this offset in any
-/// physical order, and a cell replaced in place by a longer one leaves a hole there;
-/// a rebuild (`build`) packs them again.
-fn leaf_used_end(p: &[u8]) -> usize {
+/// Where a leaf's cells lie: the lowest cell offset and the end of the highest cell
+/// (both the end of the slot array for an empty leaf). Built pages pack their cells
+/// against the end of the page, leaving the free space between the slots and the
+/// cells; pages written by older versions packed them right after the slots. Cells
+/// are in any physical order, and one replaced by a longer cell leaves a hole; a
+/// rebuild (`build`) packs them again. Reads only the slot array and one cell header.
+fn leaf_extent(p: &[u8]) -> (usize, usize) {
     let n = count(p);
-    (0..n)
-        .map(|i| {
-            let off = leaf_off(p, i);
-            off + leaf_cell_len(p, off)
-        })
-        .fold(LEAF_SLOTS + n * SLOT_LEN, usize::max)
+    if n == 0 {
+        let e = LEAF_SLOTS;
+        return (e, e);
+    }
+    let (mut lo, mut hi) = (usize::MAX, 0);
+    for i in 0..n {
+        let off = leaf_off(p, i);
+        lo = lo.min(off);
+        hi = hi.max(off);
+    }
+    (lo, hi + leaf_cell_len(p, hi))
 }
 
 /// Puts `cell` into leaf `p` without rebuilding it: over slot `idx` when `replace`
 /// (the cell there has the same key), else as a new slot at `idx`. A cell of the same
-/// length is overwritten; anything else goes to the free space after the cell area,
-/// and inserting a slot first moves that area up by one slot. Returns false, with the
-/// page untouched, when the free space is too small (the caller rebuilds, which packs
-/// out holes or splits).
+/// length is overwritten; anything else goes to free space below the lowest cell or
+/// after the highest one (a new slot needs room below the cells: for a page packed
+/// right after its slots, the cells move up by one slot first). Returns false, with
+/// the page untouched, when the free space is too small (the caller rebuilds, which
+/// packs out holes or splits).
 pub fn leaf_put_in_place(p: &mut [u8], idx: usize, replace: bool, cell: &[u8]) -> bool {
     let ps = p.len();
     let n = count(p);
+    let len = cell.len();
+    let slots_end = LEAF_SLOTS + n * SLOT_LEN;
     if replace {
         let off = leaf_off(p, idx);
-        if leaf_cell_len(p, off) == cell.len() {
-            p[off..off + cell.len()].copy_from_slice(cell);
+        if leaf_cell_len(p, off) == len {
+            p[off..off + len].copy_from_slice(cell);
             return true;
         }
-        let end = leaf_used_end(p);
-        if end + cell.len() > ps {
+        let (lo, hi) = leaf_extent(p);
+        let at = if lo >= slots_end + len {
+            lo - len
+        } else if hi + len <= ps {
+            hi
+        } else {
             return false;
-        }
-        p[end..end + cell.len()].copy_from_slice(cell);
-        wr_u16(p, LEAF_SLOTS + idx * SLOT_LEN, end as u16);
+        };
+        p[at..at + len].copy_from_slice(cell);
+        wr_u16(p, LEAF_SLOTS + idx * SLOT_LEN, at as u16);
         return true;
     }
-    let slots_end = LEAF_SLOTS + n * SLOT_LEN;
-    let end = leaf_used_end(p);
-    if end + SLOT_LEN + cell.len() > ps {
+    let (mut lo, mut hi) = if n == 0 {
+        (ps, slots_end)
+    } else {
+        leaf_extent(p)
+    };
+    let below = lo - slots_end;
+    let at = if below >= SLOT_LEN + len {
+        lo - len
+    } else if below >= SLOT_LEN && hi + len <= ps {
+        hi
+    } else if hi + SLOT_LEN + len <= ps {
+        // No room for the slot below the cells: move them up by one slot.
+        p.copy_within(lo..hi, lo + SLOT_LEN);
+        for i in 0..n {
+            let s = LEAF_SLOTS + i * SLOT_LEN;
+            wr_u16(p, s, rd_u16(p, s) + SLOT_LEN as u16);
+        }
+        lo += SLOT_LEN;
+        hi += SLOT_LEN;
+        debug_assert!(lo >= slots_end + SLOT_LEN);
+        hi
+    } else {
         return false;
-    }
-    p.copy_within(slots_end..end, slots_end + SLOT_LEN);
-    for i in 0..n {
-        let s = LEAF_SLOTS + i * SLOT_LEN;
-        wr_u16(p, s, rd_u16(p, s) + SLOT_LEN as u16);
-    }
-    let at = LEAF_SLOTS + idx * SLOT_LEN;
-    p.copy_within(at..slots_end, at + SLOT_LEN);
-    let coff = end + SLOT_LEN;
-    p[coff..coff + cell.len()].copy_from_slice(cell);
-    wr_u16(p, at, coff as u16);
+    };
+    let slot = LEAF_SLOTS + idx * SLOT_LEN;
+    p.copy_within(slot..slots_end, slot + SLOT_LEN);
+    p[at..at + len].copy_from_slice(cell);
+    wr_u16(p, slot, at as u16);
     wr_u16(p, HDR_COUNT, (n + 1) as u16);
     true
 }
@@ -268,12 +296,15 @@ pub fn build(kind: Kind, child0: u64, cells: &[&[u8]], ps: usize) -> Box<[u8]> {
     };
     init_header(&mut p, ty, 0);
     wr_u16(&mut p, HDR_COUNT, cells.len() as u16);
-    let mut at = slots + cells.len() * SLOT_LEN;
+    // Cells packed against the end of the page: the free space lies between the slots
+    // and the cells, where an in-place insert takes it without moving any cell.
+    let mut at = ps;
     for (i, c) in cells.iter().enumerate() {
+        at -= c.len();
         wr_u16(&mut p, slots + i * SLOT_LEN, at as u16);
         p[at..at + c.len()].copy_from_slice(c);
-        at += c.len();
     }
+    debug_assert!(at >= slots + cells.len() * SLOT_LEN);
     p
 }
 
@@ -412,6 +443,20 @@ mod tests {
         assert_eq!(leaf_search(p, b"a"), Err(0));
     }
 
+    /// A leaf laid out the way older versions built them: cells right after the slots.
+    fn build_packed_after_slots(cells: &[&[u8]], ps: usize) -> Box<[u8]> {
+        let mut p = vec![0u8; ps].into_boxed_slice();
+        init_header(&mut p, PAGE_LEAF, 0);
+        wr_u16(&mut p, HDR_COUNT, cells.len() as u16);
+        let mut at = LEAF_SLOTS + cells.len() * SLOT_LEN;
+        for (i, c) in cells.iter().enumerate() {
+            wr_u16(&mut p, LEAF_SLOTS + i * SLOT_LEN, at as u16);
+            p[at..at + c.len()].copy_from_slice(c);
+            at += c.len();
+        }
+        p
+    }
+
     #[test]
     fn leaf_put_in_place_matches_a_model() {
         // Random inserts and replacements of varying lengths into one page, with the
@@ -450,7 +495,11 @@ mod tests {
                     .map(|(k, v)| make_leaf_cell_inline(k, v))
                     .collect();
                 let keep: Vec<&[u8]> = keep.iter().step_by(2).map(|c| c.as_slice()).collect();
-                page = build(Kind::Leaf, 0, &keep, ps);
+                page = if refused % 2 == 0 {
+                    build(Kind::Leaf, 0, &keep, ps)
+                } else {
+                    build_packed_after_slots(&keep, ps)
+                };
                 model = (0..count(&page))
                     .map(|i| match leaf_val(&page, i) {
                         Val::Inline(v) => (leaf_key(&page, i).to_vec(), v.to_vec()),
