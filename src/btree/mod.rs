@@ -73,6 +73,12 @@
 //! ```
 //!
 //! Slots hold cell offsets in key order; keys within a page are strictly ascending.
+//! Cells may lie anywhere between the slot array and the page end, in any physical
+//! order, with holes (readers follow offsets only). A freshly built page packs its
+//! cells against the page end, so its free space lies between the slots and the
+//! cells; a leaf insert or replacement that fits that space (or the space after the
+//! cells, on pages built by earlier versions, which packed cells right after the
+//! slots) changes the page in place, and only one that does not fit rebuilds it.
 //! The catalog is a tree like the others: key = tree name (UTF-8), value = root (u64).
 //! A freelist entry `(t, p)` says page `p` was freed by transaction `t` (0: free now).
 //! Offsets are chained constants in [`format`], with `const` assertions.
