@@ -676,6 +676,53 @@ fn storage_reads_below_cache_are_fetched() {
     );
 }
 
+/// Raft's start reads the whole retained log at once (to replay membership changes),
+/// synchronously: a reopened log bigger than the cache must serve that read, also after
+/// an append of only a hard state (as `Group::open` does); the cache is bounded again
+/// from the first append of entries on.
+#[test]
+fn a_reopened_log_bigger_than_the_cache_serves_raft_start() {
+    let disk = SimDisk::new();
+    let (wal, _) = block_on(Wal::open_on(disk.clone(), small_opts())).unwrap();
+    let entry = |i: u64| Entry {
+        term: 1,
+        index: i,
+        kind: EntryKind::Normal,
+        data: vec![i as u8; 100],
+    };
+    for i in 1..=100u64 {
+        let hs = HardState {
+            term: 1,
+            vote: 1,
+            commit: i - 1,
+        };
+        wal.append(i, Some(hs), &[entry(i)]).unwrap();
+    }
+    block_on(wal.flush()).unwrap();
+    drop(wal);
+    let (wal, r) = block_on(Wal::open_on(disk, small_opts())).unwrap();
+    assert_eq!(r.entries.len(), 100);
+    let hs = HardState {
+        term: 1,
+        vote: 1,
+        commit: 100,
+    };
+    wal.append(r.last_ready, Some(hs), &[]).unwrap();
+    block_on(wal.flush()).unwrap();
+    let all = wal.entries(1, 101, u64::MAX).unwrap();
+    assert_eq!(all, (1..=100).map(entry).collect::<Vec<_>>());
+    let node = crate::raft::RawNode::new(crate::raft::Config::new(1), wal.clone()).unwrap();
+    assert_eq!(node.status().last_index, 100);
+    drop(node);
+    // The first append of entries ends it: the cache is bounded again.
+    wal.append(r.last_ready + 1, None, &[entry(101)]).unwrap();
+    block_on(wal.flush()).unwrap();
+    assert_eq!(
+        wal.entries(1, 5, u64::MAX),
+        Err(StorageError::TemporarilyUnavailable)
+    );
+}
+
 #[test]
 fn group_commit_batches_concurrent_waiters() {
     // Many waiters, one executor: the appends made while a write is in flight leave
