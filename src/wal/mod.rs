@@ -242,6 +242,8 @@ pub struct WalStats {
     pub segments_prepared: u64,
     pub segments_removed: u64,
     pub segments_recycled: u64,
+    /// Times the active segment was full and a spare took its place.
+    pub segments_switched: u64,
     /// Nanoseconds spent from issuing group-commit writes to their fdatasync returning.
     pub io_ns: u64,
 }
@@ -963,6 +965,7 @@ impl<D: Disk> Wal<D> {
                 st.segments.insert(seq, Segment { file, max_index: 0 });
                 st.active = seq;
                 st.write_pos = SEG_FIRST_RECORD;
+                st.stats.segments_switched += 1;
                 drop(st);
                 inner.spare_event.notify();
                 return Ok(());
