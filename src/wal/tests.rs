@@ -1245,7 +1245,7 @@ async fn race_flusher(wal: Wal<DmaDisk>, race: Rc<RefCell<Race>>) {
 
 /// The committer's side: compactions at random moments behind the durable commit.
 async fn race_compactor(wal: Wal<DmaDisk>, race: Rc<RefCell<Race>>, seed: u64) {
-    let mut rng = Rng::new(seed ^ 0xc0ff_ee);
+    let mut rng = Rng::new(seed ^ 0x00c0_ffee);
     let mut checks = 0;
     loop {
         glommio::timer::sleep(std::time::Duration::from_micros(rng.below(1500))).await;
