@@ -28,12 +28,12 @@
 //! entry (a map length and a comparison); at the limit it stops, and the committed
 //! entries handed out by Raft meanwhile wait in the WAL (only the range
 //! `applied + 1 ..= deferred_to` is remembered; compaction never reaches them, it stays
-//! behind the applied index). With no commit in flight one is due at once (due anyway
-//! at half the limit), which empties the dirty set; with one in flight the driver
-//! waits for it (a "stall", counted in [`Group::apply_stalls`] and logged with its
-//! duration). Either way it goes on with everything else: Readies, WAL appends,
-//! heartbeats, elections, serializable reads; the growing apply gap turns new writes
-//! into `TooManyRequests`, and linearizable reads wait for their index to apply. When
+//! behind the applied index). With no commit in flight one is due at once, which
+//! empties the dirty set; with one in flight the driver waits for it (a "stall",
+//! counted in [`Group::apply_stalls`] and logged with its duration). Either way it goes
+//! on with everything else: Readies, WAL appends, heartbeats, elections, serializable
+//! reads; the growing apply gap turns new writes into `TooManyRequests`, and
+//! linearizable reads wait for their index to apply (or time out). When
 //! the commit finishes the driver reads the waiting entries back from the WAL (its
 //! cache, or disk through `fetch_pending`) and applies them in order, a batch per loop
 //! turn. The version being built plus the one in flight thus hold at most about
@@ -148,11 +148,12 @@ pub struct GroupOptions {
     /// longer WAL replay after a crash.)
     pub btree_commit_interval: Duration,
     /// Most bytes of B+tree pages the version being built may dirty (see "Bounded
-    /// memory" in the module docs): past it the driver stops applying until a commit
-    /// seals them, and a commit is due at half of it. (256 MiB: ~2.5x the pages a
-    /// default commit batch of 100k puts dirties on a store of a few million keys, so
-    /// it never throttles a healthy disk; with the sealed version in flight a group's
-    /// B+tree write memory stays below ~2x this.)
+    /// memory" in the module docs): there the driver stops applying until a commit
+    /// seals them (at once if none is in flight). 256 MiB: above what a default batch
+    /// dirties (100k puts of 256-byte values at random keys: 59-78 MiB on a 100k-key
+    /// store, 226-233 MiB on a 1M-key one, nearly every leaf), so it does not change
+    /// the commit cadence of a healthy disk; the version being built and the one in
+    /// flight then hold at most ~2x this per group.
     pub dirty_bytes_max: u64,
     /// Compact the WAL once this many entries are durable in the B+tree and in the log...
     pub wal_compact_entries: u64,
@@ -1631,7 +1632,7 @@ impl Group {
             .as_ref()
             .map_or(0, |s| s.backend().dirty_bytes());
         n >= self.opts.btree_commit_entries
-            || dirty >= self.opts.dirty_bytes_max / 2
+            || dirty >= self.opts.dirty_bytes_max
             || (n > 0
                 && self
                     .first_uncommitted_apply
