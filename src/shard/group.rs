@@ -844,7 +844,7 @@ impl Group {
             if let Err(e) = self.wal.fetch_pending().await {
                 break Err(self.fail(format!("reading the WAL: {e}")));
             }
-            if more {
+            if more || self.raft.borrow().has_ready() {
                 futures_lite::future::yield_now().await;
                 continue;
             }
@@ -953,7 +953,14 @@ impl Group {
             if rd.snapshot.is_some() {
                 return Ok(Some(rd));
             }
+            // Raft had committed entries to hand out but could not read them (evicted
+            // from the WAL's cache; the WAL noted the range): go and fetch them
+            // instead of asking again and again.
+            let empty = ready_is_empty(&rd);
             self.process_ready(rd)?;
+            if empty {
+                return Ok(None);
+            }
         }
     }
 
@@ -1810,6 +1817,19 @@ fn advance(store: &mut Store<Db>, index: u64) -> Result<(), String> {
     }
 }
 
+/// Whether `rd` hands out nothing at all (what Raft wanted to hand out was not
+/// readable yet).
+fn ready_is_empty(rd: &raft::Ready) -> bool {
+    rd.soft_state.is_none()
+        && rd.hard_state.is_none()
+        && rd.entries.is_empty()
+        && rd.snapshot.is_none()
+        && rd.messages.is_empty()
+        && rd.persisted_messages.is_empty()
+        && rd.committed_entries.is_empty()
+        && rd.read_states.is_empty()
+}
+
 /// Microseconds since the Unix epoch (request ids, the Raft seed).
 pub fn now_us() -> u64 {
     std::time::SystemTime::now()
@@ -1892,6 +1912,48 @@ mod tests {
         let mut v = vec![b'a' + (i % 26) as u8; 700];
         v[..8].copy_from_slice(&(i as u64).to_le_bytes());
         v
+    }
+
+    /// A burst of writes bigger than the WAL's entry cache: by the time they commit the
+    /// first ones were evicted, so Raft cannot hand them out until the WAL fetches them
+    /// from disk. The driver must let that fetch run (it used to spin on empty Readies,
+    /// growing without bound) and then apply everything.
+    #[test]
+    fn committed_entries_evicted_from_the_wal_cache_are_fetched_and_applied() {
+        const WRITES: usize = 300;
+        let dir = TempDir::new("small-cache");
+        let path = dir.0.clone();
+        let opts = GroupOptions {
+            tick: Duration::from_millis(5),
+            wal: WalOptions {
+                segment_bytes: 1 << 20,
+                cache_bytes_max: 16 << 10,
+                fetch_bytes_max: 16 << 10,
+                ..WalOptions::default()
+            },
+            ..GroupOptions::default()
+        };
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let g = Group::open(&path, 0, 1, vec![1], opts).await.unwrap();
+                let driver = glommio::spawn_local(g.clone().run());
+                until("the group leads", || g.is_leader()).await;
+                let done = Rc::new(Cell::new(0usize));
+                for w in spawn_puts(&g, 0..WRITES, &done) {
+                    w.await.unwrap().unwrap();
+                }
+                assert_eq!(g.applied.get(), g.commit.get());
+                for i in (0..WRITES).step_by(29) {
+                    let v = stored(&g, &format!("key{i:04}")).await;
+                    assert_eq!(v, Some(value_of(i)), "key{i:04}");
+                }
+                g.stop();
+                driver.await.unwrap();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     /// Spawns puts of `key{i}` for every `i` in `range` (each counts in `done` once
