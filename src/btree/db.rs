@@ -365,6 +365,12 @@ impl<D: Disk> Db<D> {
             .max(self.page_count * self.opts.page_size as u64)
     }
 
+    /// Bytes of the pages the open write transaction changed and nobody has sealed yet
+    /// (memory only: the version being built, not the one in flight). O(1).
+    pub fn dirty_bytes(&self) -> u64 {
+        self.dirty.len() as u64 * self.opts.page_size as u64
+    }
+
     /// Names of the trees that hold at least one entry (live state).
     pub fn tree_names(&self) -> Vec<String> {
         self.roots

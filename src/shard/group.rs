@@ -22,6 +22,23 @@
 //!    a step of background compaction, and compacts the WAL behind that index. At most
 //!    one commit is in flight; a commit failure is fatal for the group.
 //!
+//! Bounded memory: nothing else would bound the pages dirtied on top of a sealed
+//! version while its commit runs (a slow or stalled disk), so the version being built
+//! may dirty at most `dirty_bytes_max` bytes of pages. Applying checks before each
+//! entry (a map length and a comparison); at the limit it stops, and the committed
+//! entries handed out by Raft meanwhile wait in the WAL (only the range
+//! `applied + 1 ..= deferred_to` is remembered; compaction never reaches them, it stays
+//! behind the applied index). With no commit in flight one is due at once, which
+//! empties the dirty set; with one in flight the driver waits for it (a "stall",
+//! counted in [`Group::apply_stalls`] and logged with its duration). Either way it goes
+//! on with everything else: Readies, WAL appends, heartbeats, elections, serializable
+//! reads; the growing apply gap turns new writes into `TooManyRequests`, and
+//! linearizable reads wait for their index to apply (or time out). When
+//! the commit finishes the driver reads the waiting entries back from the WAL (its
+//! cache, or disk through `fetch_pending`) and applies them in order, a batch per loop
+//! turn. The version being built plus the one in flight thus hold at most about
+//! `2 * dirty_bytes_max` (plus one entry's pages).
+//!
 //! In a cluster (see [`super::peer`] for the transport):
 //! - A write reaching a follower is answered `NotLeader{leader}` (the client retries at
 //!   the leader; a retry with the same session and seq is never applied twice).
@@ -103,6 +120,10 @@ const BALANCE_EVERY: Duration = Duration::from_secs(1);
 /// How long a stopping group waits for in-flight writes to apply.
 const STOP_DRAIN_MAX: Duration = Duration::from_secs(5);
 
+/// Most bytes of committed entries read back from the WAL and applied in one turn of
+/// the driver after a stall (Raft hands out as much per Ready).
+const DEFERRED_BATCH_BYTES: u64 = 4 << 20;
+
 /// What a waiting request gets back.
 pub type Reply = Result<Response, ProtoError>;
 
@@ -126,6 +147,14 @@ pub struct GroupOptions {
     /// the server CPU per put; 1 s gained nothing more and doubled p99.9. The cost is a
     /// longer WAL replay after a crash.)
     pub btree_commit_interval: Duration,
+    /// Most bytes of B+tree pages the version being built may dirty (see "Bounded
+    /// memory" in the module docs): there the driver stops applying until a commit
+    /// seals them (at once if none is in flight). 256 MiB: above what a default batch
+    /// dirties (100k puts of 256-byte values at random keys: 59-78 MiB on a 100k-key
+    /// store, 226-233 MiB on a 1M-key one, nearly every leaf), so it does not change
+    /// the commit cadence of a healthy disk; the version being built and the one in
+    /// flight then hold at most ~2x this per group.
+    pub dirty_bytes_max: u64,
     /// Compact the WAL once this many entries are durable in the B+tree and in the log...
     pub wal_compact_entries: u64,
     /// ...keeping this many behind the applied index for slow followers.
@@ -144,6 +173,7 @@ impl Default for GroupOptions {
             quota_bytes: 8 << 30,
             btree_commit_entries: 100_000,
             btree_commit_interval: Duration::from_millis(400),
+            dirty_bytes_max: 256 << 20,
             wal_compact_entries: 200_000,
             wal_keep_entries: 20_000,
             wal: WalOptions::default(),
@@ -207,6 +237,18 @@ pub struct Group {
     ready_base: u64,
     applied_since_commit: Cell<u64>,
     first_uncommitted_apply: Cell<Option<Instant>>,
+    /// The last committed entry Raft handed out; `applied + 1 ..= deferred_to` wait in
+    /// the WAL while the dirty pages are at `dirty_bytes_max` (see "Bounded memory").
+    deferred_to: Cell<u64>,
+    /// Since when applying waits for the commit in flight (a stall), if it does.
+    stalled_since: Cell<Option<Instant>>,
+    /// Stalls so far.
+    apply_stalls: Cell<u64>,
+    /// Test failpoint: the committer holds each job (before its I/O) while set.
+    #[cfg(test)]
+    hold_commits: Cell<bool>,
+    #[cfg(test)]
+    hold_released: Broadcast,
     stopping: Cell<bool>,
     fatal: RefCell<Option<String>>,
     failed: Broadcast,
@@ -380,6 +422,13 @@ impl Group {
             lazy_hard_state: Cell::new(None),
             applied_since_commit: Cell::new(0),
             first_uncommitted_apply: Cell::new(None),
+            deferred_to: Cell::new(applied),
+            stalled_since: Cell::new(None),
+            apply_stalls: Cell::new(0),
+            #[cfg(test)]
+            hold_commits: Cell::new(false),
+            #[cfg(test)]
+            hold_released: Broadcast::default(),
             stopping: Cell::new(false),
             fatal: RefCell::new(None),
             failed: Broadcast::default(),
@@ -780,15 +829,24 @@ impl Group {
                     continue;
                 }
             }
-            // Entries a follower needs that fell out of the WAL's cache: load them, so
-            // the next replication attempt finds them.
-            if let Err(e) = self.wal.fetch_pending().await {
-                break Err(self.fail(format!("reading the WAL: {e}")));
-            }
+            // Before applying what waits: sealing empties the dirty set it waits on.
             if !self.committing.get() && self.btree_commit_due() {
                 if let Err(e) = self.begin_store_commit() {
                     break Err(self.fail(e));
                 }
+            }
+            let more = match self.apply_deferred() {
+                Ok(more) => more,
+                Err(e) => break Err(self.fail(e)),
+            };
+            // Entries a follower needs (or the deferred applies) that fell out of the
+            // WAL's cache: load them, so the next attempt finds them.
+            if let Err(e) = self.wal.fetch_pending().await {
+                break Err(self.fail(format!("reading the WAL: {e}")));
+            }
+            if more || self.raft.borrow().has_ready() {
+                futures_lite::future::yield_now().await;
+                continue;
             }
             let timeout = next_tick.saturating_duration_since(Instant::now());
             futures_lite::future::or(self.wake.wait(), async {
@@ -895,7 +953,14 @@ impl Group {
             if rd.snapshot.is_some() {
                 return Ok(Some(rd));
             }
+            // Raft had committed entries to hand out but could not read them (evicted
+            // from the WAL's cache; the WAL noted the range): go and fetch them
+            // instead of asking again and again.
+            let empty = ready_is_empty(&rd);
             self.process_ready(rd)?;
+            if empty {
+                return Ok(None);
+            }
         }
     }
 
@@ -934,7 +999,7 @@ impl Group {
             if let Some(last) = rd.committed_entries.last() {
                 self.commit.set(self.commit.get().max(last.index));
             }
-            self.apply(&rd.committed_entries)?;
+            self.apply_committed(&rd.committed_entries)?;
             {
                 let mut reads = self.reads.borrow_mut();
                 for rs in rd.read_states {
@@ -1035,6 +1100,7 @@ impl Group {
         self.applied_since_commit.set(0);
         self.first_uncommitted_apply.set(None);
         self.applied.set(self.applied.get().max(applied));
+        self.deferred_to.set(self.deferred_to.get().max(applied));
         self.commit.set(self.commit.get().max(applied));
         self.raft.borrow_mut().advance_apply(applied);
         eprintln!(
@@ -1254,6 +1320,96 @@ impl Group {
         }
     }
 
+    /// Applies the committed entries of a Ready, or leaves them waiting in the WAL
+    /// behind those already waiting there (see "Bounded memory" in the module docs).
+    fn apply_committed(&self, entries: &[Entry]) -> Result<(), String> {
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let waiting = self.deferred_to.get() > self.applied.get();
+        self.deferred_to.set(self.deferred_to.get().max(last.index));
+        if waiting {
+            return Ok(());
+        }
+        self.apply(entries)
+    }
+
+    /// Applies a batch of the committed entries waiting in the WAL, unless the dirty
+    /// pages are still at the limit. Returns whether the driver should come back at
+    /// once: more entries wait and applying may go on (after the commit that is due
+    /// now, if none is in flight), or the WAL is loading them from disk.
+    fn apply_deferred(&self) -> Result<bool, String> {
+        use crate::raft::{Storage, StorageError};
+        let (lo, hi) = (self.applied.get() + 1, self.deferred_to.get());
+        if lo > hi {
+            return Ok(false);
+        }
+        if self.dirty_at_limit() {
+            return Ok(!self.committing.get());
+        }
+        let entries = match self.wal.entries(lo, hi + 1, DEFERRED_BATCH_BYTES) {
+            Ok(entries) => entries,
+            Err(StorageError::TemporarilyUnavailable) => return Ok(true),
+            Err(e) => {
+                return Err(format!(
+                    "reading committed entries {lo}..={hi} back from the WAL: {e}"
+                ))
+            }
+        };
+        assert_eq!(
+            entries.first().map(|e| e.index),
+            Some(lo),
+            "group {}: the WAL returned other entries than {lo}..={hi}",
+            self.index
+        );
+        if let Some(since) = self.stalled_since.take() {
+            eprintln!(
+                "corekv: group {}: applying resumed after a stall of {:?} ({} committed \
+                 entries waited)",
+                self.index,
+                since.elapsed(),
+                hi + 1 - lo
+            );
+        }
+        self.apply(&entries)?;
+        Ok(self.deferred_to.get() > self.applied.get()
+            && !(self.committing.get() && self.dirty_at_limit()))
+    }
+
+    /// Whether the version being built has dirtied `dirty_bytes_max` (applying stops).
+    fn dirty_at_limit(&self) -> bool {
+        self.store
+            .borrow()
+            .as_ref()
+            .is_some_and(|s| s.backend().dirty_bytes() >= self.opts.dirty_bytes_max)
+    }
+
+    /// Applying stopped at the dirty limit (before entry `next`). With a commit in
+    /// flight that is a stall: counted and logged; without one a commit is due at once.
+    fn note_apply_limit(&self, next: u64, dirty: u64) {
+        if !self.committing.get() || self.stalled_since.get().is_some() {
+            return;
+        }
+        self.stalled_since.set(Some(Instant::now()));
+        self.apply_stalls.set(self.apply_stalls.get() + 1);
+        eprintln!(
+            "corekv: group {}: applying stalls at entry {next}: the next version has {} KiB of \
+             dirty pages (limit {} KiB) while the previous one is being committed; committed \
+             entries wait in the WAL",
+            self.index,
+            dirty >> 10,
+            self.opts.dirty_bytes_max >> 10
+        );
+    }
+
+    /// How many times applying has waited for a commit in flight because the next
+    /// version reached `dirty_bytes_max` (see "Bounded memory").
+    pub fn apply_stalls(&self) -> u64 {
+        self.apply_stalls.get()
+    }
+
+    /// Applies `entries` in order, stopping early at the dirty limit (the rest stays in
+    /// the WAL, `deferred_to` covers it).
     fn apply(&self, entries: &[Entry]) -> Result<(), String> {
         if entries.is_empty() {
             return Ok(());
@@ -1262,7 +1418,14 @@ impl Group {
         let store = slot
             .as_mut()
             .expect("the driver applies only while it holds the store");
+        let mut last = None;
         for e in entries {
+            let dirty = store.backend().dirty_bytes();
+            if dirty >= self.opts.dirty_bytes_max {
+                self.note_apply_limit(e.index, dirty);
+                break;
+            }
+            last = Some(e.index);
             let decoded = match e.kind {
                 EntryKind::Normal if !e.data.is_empty() => Some(decode_payload(&e.data)),
                 _ => None,
@@ -1298,10 +1461,13 @@ impl Group {
                 None => advance(store, e.index)?,
             }
         }
-        let last = entries.last().map_or(0, |e| e.index);
+        let Some(last) = last else {
+            return Ok(());
+        };
+        let count = last + 1 - entries[0].index;
         self.applied.set(self.applied.get().max(last));
         self.applied_since_commit
-            .set(self.applied_since_commit.get() + entries.len() as u64);
+            .set(self.applied_since_commit.get() + count);
         if self.first_uncommitted_apply.get().is_none() {
             self.first_uncommitted_apply.set(Some(Instant::now()));
         }
@@ -1467,7 +1633,13 @@ impl Group {
 
     fn btree_commit_due(&self) -> bool {
         let n = self.applied_since_commit.get();
+        let dirty = self
+            .store
+            .borrow()
+            .as_ref()
+            .map_or(0, |s| s.backend().dirty_bytes());
         n >= self.opts.btree_commit_entries
+            || dirty >= self.opts.dirty_bytes_max
             || (n > 0
                 && self
                     .first_uncommitted_apply
@@ -1506,6 +1678,10 @@ impl Group {
                 self.commit_wake.wait().await;
                 continue;
             };
+            #[cfg(test)]
+            while self.hold_commits.get() {
+                self.hold_released.listen().await;
+            }
             let done = c.job.run().await;
             let r = self.finish_store_commit(done).await;
             self.committing.set(false);
@@ -1641,6 +1817,19 @@ fn advance(store: &mut Store<Db>, index: u64) -> Result<(), String> {
     }
 }
 
+/// Whether `rd` hands out nothing at all (what Raft wanted to hand out was not
+/// readable yet).
+fn ready_is_empty(rd: &raft::Ready) -> bool {
+    rd.soft_state.is_none()
+        && rd.hard_state.is_none()
+        && rd.entries.is_empty()
+        && rd.snapshot.is_none()
+        && rd.messages.is_empty()
+        && rd.persisted_messages.is_empty()
+        && rd.committed_entries.is_empty()
+        && rd.read_states.is_empty()
+}
+
 /// Microseconds since the Unix epoch (request ids, the Raft seed).
 pub fn now_us() -> u64 {
     std::time::SystemTime::now()
@@ -1651,5 +1840,264 @@ pub fn now_us() -> u64 {
 impl From<KvError> for Reply {
     fn from(e: KvError) -> Reply {
         Err(ProtoError::from(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::PutRequest;
+
+    /// A temp directory removed on drop.
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let p = std::env::temp_dir().join(format!(
+                "corekv-group-{tag}-{}-{:x}",
+                std::process::id(),
+                now_us()
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn put(key: &str, value: &[u8]) -> WriteRequest {
+        WriteRequest::Put(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.to_vec(),
+            ..PutRequest::default()
+        })
+    }
+
+    fn serializable_get(key: &str) -> RangeRequest {
+        RangeRequest {
+            key: key.as_bytes().to_vec(),
+            serializable: true,
+            ..RangeRequest::default()
+        }
+    }
+
+    /// The value of `key` in `g`'s store, read without a ReadIndex round.
+    async fn stored(g: &Group, key: &str) -> Option<Vec<u8>> {
+        match g.range(&serializable_get(key)).await.unwrap().body {
+            ResponseBody::Range(r) => r.range.kvs.into_iter().next().map(|kv| kv.value),
+            other => panic!("range answered {other:?}"),
+        }
+    }
+
+    /// Waits (yielding to the group's tasks) until `cond` holds; a bound, not a timing
+    /// assertion: it only turns a hang into a failure.
+    async fn until(what: &str, cond: impl Fn() -> bool) {
+        let started = Instant::now();
+        while !cond() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "timed out waiting until {what}"
+            );
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    fn dirty_bytes(g: &Group) -> u64 {
+        g.store.borrow().as_ref().unwrap().backend().dirty_bytes()
+    }
+
+    fn value_of(i: usize) -> Vec<u8> {
+        let mut v = vec![b'a' + (i % 26) as u8; 700];
+        v[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        v
+    }
+
+    /// A burst of writes bigger than the WAL's entry cache: by the time they commit the
+    /// first ones were evicted, so Raft cannot hand them out until the WAL fetches them
+    /// from disk. The driver must let that fetch run (it used to spin on empty Readies,
+    /// growing without bound) and then apply everything.
+    #[test]
+    fn committed_entries_evicted_from_the_wal_cache_are_fetched_and_applied() {
+        const WRITES: usize = 300;
+        let dir = TempDir::new("small-cache");
+        let path = dir.0.clone();
+        let opts = GroupOptions {
+            tick: Duration::from_millis(5),
+            wal: WalOptions {
+                segment_bytes: 1 << 20,
+                cache_bytes_max: 16 << 10,
+                fetch_bytes_max: 16 << 10,
+                ..WalOptions::default()
+            },
+            ..GroupOptions::default()
+        };
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let g = Group::open(&path, 0, 1, vec![1], opts).await.unwrap();
+                let driver = glommio::spawn_local(g.clone().run());
+                until("the group leads", || g.is_leader()).await;
+                let done = Rc::new(Cell::new(0usize));
+                for w in spawn_puts(&g, 0..WRITES, &done) {
+                    w.await.unwrap().unwrap();
+                }
+                assert_eq!(g.applied.get(), g.commit.get());
+                for i in (0..WRITES).step_by(29) {
+                    let v = stored(&g, &format!("key{i:04}")).await;
+                    assert_eq!(v, Some(value_of(i)), "key{i:04}");
+                }
+                g.stop();
+                driver.await.unwrap();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    /// Spawns puts of `key{i}` for every `i` in `range` (each counts in `done` once
+    /// answered).
+    fn spawn_puts(
+        g: &Rc<Group>,
+        range: std::ops::Range<usize>,
+        done: &Rc<Cell<usize>>,
+    ) -> Vec<glommio::task::JoinHandle<Reply>> {
+        range
+            .map(|i| {
+                let (g, done) = (g.clone(), done.clone());
+                glommio::spawn_local(async move {
+                    let r = g
+                        .write(0, 0, put(&format!("key{i:04}"), &value_of(i)))
+                        .await;
+                    done.set(done.get() + 1);
+                    r
+                })
+                .detach()
+            })
+            .collect()
+    }
+
+    /// A B+tree commit held back (a stalled disk): the next version's dirty pages stop
+    /// at `dirty_bytes_max`, the committed entries wait in the WAL (the first ones fall
+    /// out of its cache), Raft goes on committing, serializable reads are served, new
+    /// writes get TooManyRequests once the apply gap is too big; released, every
+    /// waiting entry is read back from the WAL and applied in order, and the data
+    /// survives a restart.
+    #[test]
+    fn applying_stops_at_the_dirty_limit_while_a_commit_is_held() {
+        const LIMIT: u64 = 64 << 10;
+        const WAVE: usize = 300;
+        let dir = TempDir::new("dirty-limit");
+        let path = dir.0.clone();
+        let opts = GroupOptions {
+            tick: Duration::from_millis(5),
+            dirty_bytes_max: LIMIT,
+            // Only the held commit, the dirty limit and the stop commit.
+            btree_commit_entries: u64::MAX,
+            btree_commit_interval: Duration::from_secs(3600),
+            apply_gap_max: 400,
+            wal: WalOptions {
+                segment_bytes: 1 << 20,
+                // Holds one wave of writes (Raft reads entries from it as they
+                // commit), not two: the first wave's waiting entries are read back
+                // from the segment files (`fetch_pending`).
+                cache_bytes_max: 256 << 10,
+                fetch_bytes_max: 16 << 10,
+                ..WalOptions::default()
+            },
+            ..GroupOptions::default()
+        };
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let g = Group::open(&path, 0, 1, vec![1], opts.clone())
+                    .await
+                    .unwrap();
+                let driver = glommio::spawn_local(g.clone().run());
+                until("the group leads", || g.is_leader()).await;
+                g.write(0, 0, put("first", b"v")).await.unwrap();
+                // Hold the committer, then seal what is applied: that commit is now
+                // "in flight" on a disk that does not answer.
+                g.hold_commits.set(true);
+                g.begin_store_commit().unwrap();
+                assert!(g.committing.get());
+                let applied_before = g.applied.get();
+
+                let done = Rc::new(Cell::new(0usize));
+                let mut writers = spawn_puts(&g, 0..WAVE, &done);
+                // Raft commits every write (the WAL is not held) ...
+                until("the first wave is committed", || {
+                    g.commit.get() >= applied_before + WAVE as u64
+                })
+                .await;
+                until("applying stalls", || g.apply_stalls() == 1).await;
+                // ... but applying stopped at the limit, within one entry's pages.
+                let applied = g.applied.get();
+                let dirty = dirty_bytes(&g);
+                assert!(
+                    applied > applied_before,
+                    "some writes applied before the limit"
+                );
+                assert!(applied < applied_before + WAVE as u64);
+                assert!(
+                    (LIMIT..LIMIT + (32 << 10)).contains(&dirty),
+                    "dirty bytes {dirty} vs limit {LIMIT}"
+                );
+                assert_eq!(g.deferred_to.get(), g.commit.get());
+                // A second wave is accepted (the gap is below `apply_gap_max`) and
+                // committed, and applies nothing.
+                writers.extend(spawn_puts(&g, WAVE..2 * WAVE, &done));
+                until("the second wave is committed", || {
+                    g.commit.get() >= applied_before + 2 * WAVE as u64
+                })
+                .await;
+                // Many more loop turns (ticks, heartbeats) change nothing.
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                assert_eq!(g.applied.get(), applied);
+                assert_eq!(dirty_bytes(&g), dirty);
+                assert_eq!(g.apply_stalls(), 1);
+                assert_eq!(done.get(), (applied - applied_before) as usize);
+                // Serializable reads are served; new writes are turned away.
+                assert_eq!(stored(&g, "first").await.as_deref(), Some(&b"v"[..]));
+                assert_eq!(stored(&g, &format!("key{:04}", 2 * WAVE - 1)).await, None);
+                let refused = g.write(0, 0, put("late", b"x")).await.unwrap_err();
+                assert!(
+                    matches!(refused.code, ErrorCode::TooManyRequests),
+                    "{refused:?}"
+                );
+
+                // The disk answers: everything waiting applies, in order.
+                g.hold_commits.set(false);
+                g.hold_released.notify();
+                for w in writers {
+                    w.await.unwrap().unwrap();
+                }
+                until("everything is applied", || {
+                    g.applied.get() == g.commit.get()
+                })
+                .await;
+                for i in 0..2 * WAVE {
+                    let v = stored(&g, &format!("key{i:04}")).await;
+                    assert_eq!(v, Some(value_of(i)), "key{i:04}");
+                }
+                // etcd's revisions: 1 for the empty store, +1 per put ("late" was not).
+                let revision = g.with_store(|s| s.revision()).await;
+                assert_eq!(revision, 2 + 2 * WAVE as i64);
+                g.stop();
+                driver.await.unwrap();
+                drop(g);
+
+                // A restart finds every write (the store's commit and the WAL agree).
+                let g = Group::open(&path, 0, 1, vec![1], opts).await.unwrap();
+                assert_eq!(g.with_store(|s| s.revision()).await, 2 + 2 * WAVE as i64);
+                for i in (0..2 * WAVE).step_by(37) {
+                    let v = stored(&g, &format!("key{i:04}")).await;
+                    assert_eq!(v, Some(value_of(i)), "key{i:04} after a restart");
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

@@ -82,6 +82,9 @@
 //! missing range; [`Wal::fetch_pending`] loads it from disk asynchronously so the next
 //! call succeeds. The Storage view includes entries
 //! appended but not yet durable; durability is reported by [`Wal::durable_ready`].
+//! After [`Wal::open`] the whole recovered log stays cached until the first append of
+//! entries: Raft's start reads all of it in one synchronous call (recovery held it in
+//! memory anyway).
 
 pub mod disk;
 pub mod format;
@@ -239,6 +242,8 @@ pub struct WalStats {
     pub segments_prepared: u64,
     pub segments_removed: u64,
     pub segments_recycled: u64,
+    /// Times the active segment was full and a spare took its place.
+    pub segments_switched: u64,
     /// Nanoseconds spent from issuing group-commit writes to their fdatasync returning.
     pub io_ns: u64,
 }
@@ -379,6 +384,9 @@ struct State<F> {
     snaps_appended: u64,
     snaps_durable: u64,
     snap_seq: Option<u64>,
+    /// The whole recovered log stays in the cache until the first append of entries:
+    /// Raft's start reads all of it at once, synchronously (nothing could fetch).
+    keep_recovered: bool,
     log: LogIndex,
     stats: WalStats,
 }
@@ -590,7 +598,7 @@ impl<D: Disk> Wal<D> {
             }
         }
         let located_upto = log.last_index();
-        let mut st = State {
+        let st = State {
             poisoned: None,
             segments,
             active,
@@ -607,10 +615,10 @@ impl<D: Disk> Wal<D> {
             snaps_appended: 0,
             snaps_durable: 0,
             snap_seq,
+            keep_recovered: true,
             log,
             stats: WalStats::default(),
         };
-        st.log.evict(opts.cache_bytes_max, located_upto);
         let wal = Wal {
             inner: Rc::new(Inner {
                 disk,
@@ -685,6 +693,7 @@ impl<D: Disk> Wal<D> {
         }
         let rec_id = st.log.append(entries, &rec, None);
         if let Some(e0) = entries.first() {
+            st.keep_recovered = false;
             st.located_upto = st.located_upto.min(e0.index - 1);
             let mut fetched = inner.fetched.borrow_mut();
             if fetched.back().is_some_and(|e| e.index >= e0.index) {
@@ -940,7 +949,9 @@ impl<D: Disk> Wal<D> {
         };
         st.durable_ready = st.durable_ready.max(durable);
         let located = st.located_upto;
-        st.log.evict(inner.opts.cache_bytes_max, located);
+        if !st.keep_recovered {
+            st.log.evict(inner.opts.cache_bytes_max, located);
+        }
         Ok(())
     }
 
@@ -954,6 +965,7 @@ impl<D: Disk> Wal<D> {
                 st.segments.insert(seq, Segment { file, max_index: 0 });
                 st.active = seq;
                 st.write_pos = SEG_FIRST_RECORD;
+                st.stats.segments_switched += 1;
                 drop(st);
                 inner.spare_event.notify();
                 return Ok(());

@@ -2,7 +2,7 @@
 //! bit flips, fail injection, reads through `Storage`, and real SIGKILL crashes of a
 //! child process writing a real O_DIRECT WAL.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -676,6 +676,53 @@ fn storage_reads_below_cache_are_fetched() {
     );
 }
 
+/// Raft's start reads the whole retained log at once (to replay membership changes),
+/// synchronously: a reopened log bigger than the cache must serve that read, also after
+/// an append of only a hard state (as `Group::open` does); the cache is bounded again
+/// from the first append of entries on.
+#[test]
+fn a_reopened_log_bigger_than_the_cache_serves_raft_start() {
+    let disk = SimDisk::new();
+    let (wal, _) = block_on(Wal::open_on(disk.clone(), small_opts())).unwrap();
+    let entry = |i: u64| Entry {
+        term: 1,
+        index: i,
+        kind: EntryKind::Normal,
+        data: vec![i as u8; 100],
+    };
+    for i in 1..=100u64 {
+        let hs = HardState {
+            term: 1,
+            vote: 1,
+            commit: i - 1,
+        };
+        wal.append(i, Some(hs), &[entry(i)]).unwrap();
+    }
+    block_on(wal.flush()).unwrap();
+    drop(wal);
+    let (wal, r) = block_on(Wal::open_on(disk, small_opts())).unwrap();
+    assert_eq!(r.entries.len(), 100);
+    let hs = HardState {
+        term: 1,
+        vote: 1,
+        commit: 100,
+    };
+    wal.append(r.last_ready, Some(hs), &[]).unwrap();
+    block_on(wal.flush()).unwrap();
+    let all = wal.entries(1, 101, u64::MAX).unwrap();
+    assert_eq!(all, (1..=100).map(entry).collect::<Vec<_>>());
+    let node = crate::raft::RawNode::new(crate::raft::Config::new(1), wal.clone()).unwrap();
+    assert_eq!(node.status().last_index, 100);
+    drop(node);
+    // The first append of entries ends it: the cache is bounded again.
+    wal.append(r.last_ready + 1, None, &[entry(101)]).unwrap();
+    block_on(wal.flush()).unwrap();
+    assert_eq!(
+        wal.entries(1, 5, u64::MAX),
+        Err(StorageError::TemporarilyUnavailable)
+    );
+}
+
 #[test]
 fn group_commit_batches_concurrent_waiters() {
     // Many waiters, one executor: the appends made while a write is in flight leave
@@ -989,4 +1036,329 @@ fn dump(disk: &SimDisk) -> String {
         }
     }
     out
+}
+
+// ---------- compaction concurrent with appends (real files) ----------
+
+/// What the tasks of `compaction_races_appends_truncations_and_flushes` share.
+#[derive(Default)]
+struct Race {
+    /// The log as appended and compacted so far, in the order of the calls.
+    model: Model,
+    /// (Ready number, commit index) of each hard state appended, until durable.
+    commits: VecDeque<(u64, u64)>,
+    /// The commit index of the newest durable hard state: what may be compacted (the
+    /// group compacts behind its durable applied index, which is committed).
+    durable_commit: u64,
+    /// A compaction is running (one at a time, as in the group).
+    compacting: bool,
+    compactions: u64,
+    /// Compactions during which the active segment was switched.
+    compactions_across_rotation: u64,
+    /// The appender is finished.
+    done: bool,
+}
+
+fn race_opts() -> WalOptions {
+    WalOptions {
+        segment_bytes: 16 * BLOCK_BYTES,
+        group_commit_bytes_max: 4 * BLOCK_BYTES,
+        cache_bytes_max: 16 << 10,
+        fetch_bytes_max: 8 << 10,
+        recycle_segments: 2,
+        ..WalOptions::default()
+    }
+}
+
+/// Compacts `wal` to `index` (in the log, committed), updating the model in the same
+/// synchronous step as the call's own (`compact` records the snapshot before its first
+/// await), and counts whether a segment switch happened meanwhile.
+async fn race_compact(wal: &Wal<DmaDisk>, race: &RefCell<Race>, index: u64, voters: u64) {
+    let meta = {
+        let mut r = race.borrow_mut();
+        assert!(!r.compacting);
+        r.compacting = true;
+        let meta = SnapshotMeta {
+            index,
+            term: r.model.term(index).expect("compaction index in the log"),
+            conf_state: ConfState {
+                voters: (1..=voters).collect(),
+                ..ConfState::default()
+            },
+        };
+        r.model.compact(&meta);
+        meta
+    };
+    let switched = wal.stats().segments_switched;
+    wal.compact(meta.clone())
+        .await
+        .unwrap_or_else(|e| panic!("compacting to {}: {e}", meta.index));
+    let mut r = race.borrow_mut();
+    r.compacting = false;
+    r.compactions += 1;
+    if wal.stats().segments_switched > switched {
+        r.compactions_across_rotation += 1;
+    }
+}
+
+/// Reads the whole retained log through `Storage` (fetching what fell out of the
+/// cache) and compares it with the model.
+async fn check_storage_async(wal: &Wal<DmaDisk>, m: &Model) {
+    assert_eq!(wal.first_index().unwrap(), m.snap.index + 1);
+    assert_eq!(wal.last_index().unwrap(), m.last());
+    let got = read_range(wal, m.snap.index + 1, m.last() + 1).await;
+    assert!(got == m.entries, "Storage::entries differs from the model");
+}
+
+/// Entries `lo..hi` through `Storage`, fetching what fell out of the cache.
+async fn read_range(wal: &Wal<DmaDisk>, lo: u64, hi: u64) -> Vec<Entry> {
+    let mut all: Vec<Entry> = Vec::new();
+    while (all.len() as u64) < hi - lo {
+        match wal.entries(lo + all.len() as u64, hi, u64::MAX) {
+            Ok(v) => all.extend(v),
+            Err(StorageError::TemporarilyUnavailable) => wal.fetch_pending().await.unwrap(),
+            Err(e) => panic!("entries {lo}..{hi}: {e}"),
+        }
+    }
+    all
+}
+
+/// The driver's side: appends (a conflicting suffix now and then) and hard states, and
+/// sometimes makes a compaction race a segment switch on purpose: two records that
+/// cannot share one segment are pending when the compaction's snapshot record is
+/// appended behind them.
+async fn race_appender(wal: Wal<DmaDisk>, race: Rc<RefCell<Race>>, seed: u64, steps: usize) {
+    let mut rng = Rng::new(seed);
+    let big = (race_opts().segment_bytes as usize) * 5 / 8;
+    for step in 0..steps {
+        let forced = step % 97 == 50;
+        let (hs, ents) = {
+            let r = race.borrow();
+            let m = &r.model;
+            let floor = m.hs.commit.max(m.snap.index);
+            let last = m.last();
+            let first = if last > floor && rng.chance(12) && !forced {
+                floor + 1 + rng.below(last - floor)
+            } else {
+                last + 1
+            };
+            let mut term = m.term(first - 1).unwrap().max(m.hs.term);
+            if first <= last || rng.chance(3) {
+                term += 1;
+            }
+            let n = if forced { 1 } else { rng.below(4) };
+            let ents: Vec<Entry> = (0..n)
+                .map(|k| Entry {
+                    term,
+                    index: first + k,
+                    kind: EntryKind::Normal,
+                    data: if forced {
+                        vec![(first + k) as u8; big]
+                    } else {
+                        let len = rng.below(900) as usize;
+                        (0..len).map(|_| rng.next_u64() as u8).collect()
+                    },
+                })
+                .collect();
+            let new_last = if n > 0 { first + n - 1 } else { last };
+            // Commit only what is already in the log and was never truncated.
+            let hs = (n == 0 || rng.chance(60)).then(|| HardState {
+                term,
+                vote: 1 + rng.below(3),
+                commit: (m.hs.commit + rng.below(6))
+                    .min(new_last)
+                    .min(if first <= last { first - 1 } else { new_last })
+                    .max(m.hs.commit),
+            });
+            (hs, ents)
+        };
+        let ready = wal.last_ready() + (rng.chance(80) || forced) as u64;
+        wal.append(ready, hs, &ents)
+            .unwrap_or_else(|e| panic!("step {step}: append: {e}"));
+        {
+            let mut r = race.borrow_mut();
+            r.model.append(hs, &ents);
+            if let Some(hs) = hs {
+                r.commits.push_back((ready, hs.commit));
+            }
+        }
+        if forced {
+            // A second record that cannot share a segment with the first.
+            let second = {
+                let m = &race.borrow().model;
+                Entry {
+                    term: m.term(m.last()).unwrap(),
+                    index: m.last() + 1,
+                    kind: EntryKind::Normal,
+                    data: vec![7; big],
+                }
+            };
+            wal.append(ready, None, std::slice::from_ref(&second))
+                .unwrap_or_else(|e| panic!("step {step}: append: {e}"));
+            race.borrow_mut().model.append(None, &[second]);
+            let (compactable, snap) = {
+                let r = race.borrow();
+                (!r.compacting, r.model.snap.index)
+            };
+            let upto = race.borrow().durable_commit;
+            if compactable && upto > snap {
+                let index = snap + 1 + rng.below(upto - snap);
+                let before = race.borrow().compactions_across_rotation;
+                race_compact(&wal, &race, index, 3).await;
+                assert_eq!(
+                    race.borrow().compactions_across_rotation,
+                    before + 1,
+                    "step {step}: {big} bytes pending twice did not switch segments"
+                );
+            }
+        }
+        match rng.below(100) {
+            0..=39 => futures_lite::future::yield_now().await,
+            40..=44 => wal.wait_durable(ready).await.unwrap(),
+            45..=49 => glommio::timer::sleep(std::time::Duration::from_micros(300)).await,
+            _ => {}
+        }
+    }
+    race.borrow_mut().done = true;
+}
+
+/// The flusher: group-commits whatever was appended and learns the durable commit.
+async fn race_flusher(wal: Wal<DmaDisk>, race: Rc<RefCell<Race>>) {
+    loop {
+        let last = wal.last_ready();
+        if last <= wal.durable_ready() {
+            if race.borrow().done {
+                return;
+            }
+            glommio::timer::sleep(std::time::Duration::from_micros(100)).await;
+            continue;
+        }
+        wal.wait_durable(last).await.unwrap();
+        let durable = wal.durable_ready();
+        let mut r = race.borrow_mut();
+        while r.commits.front().is_some_and(|(n, _)| *n <= durable) {
+            let (_, c) = r.commits.pop_front().unwrap();
+            r.durable_commit = r.durable_commit.max(c);
+        }
+    }
+}
+
+/// The committer's side: compactions at random moments behind the durable commit.
+async fn race_compactor(wal: Wal<DmaDisk>, race: Rc<RefCell<Race>>, seed: u64) {
+    let mut rng = Rng::new(seed ^ 0x00c0_ffee);
+    let mut checks = 0;
+    loop {
+        glommio::timer::sleep(std::time::Duration::from_micros(rng.below(1500))).await;
+        let (done, busy, snap, upto) = {
+            let r = race.borrow();
+            (r.done, r.compacting, r.model.snap.index, r.durable_commit)
+        };
+        if done {
+            return;
+        }
+        if busy || upto <= snap {
+            continue;
+        }
+        let index = snap + 1 + rng.below(upto - snap);
+        race_compact(&wal, &race, index, 1 + rng.below(5)).await;
+        checks += 1;
+        if checks % 8 == 0 {
+            // The committed part of the live log (no truncation reaches it, and no
+            // compaction runs meanwhile) reads back as the model, also what is read
+            // from segment files while appends, switches and recycling go on.
+            let (lo, hi, want) = {
+                let mut r = race.borrow_mut();
+                r.compacting = true;
+                let m = &r.model;
+                let hi = r.durable_commit.min(m.last()) + 1;
+                let want = m.entries[..(hi - m.snap.index - 1) as usize].to_vec();
+                (m.snap.index + 1, hi, want)
+            };
+            let got = read_range(&wal, lo, hi).await;
+            assert!(got == want, "entries {lo}..{hi} differ from the model");
+            race.borrow_mut().compacting = false;
+        }
+    }
+}
+
+/// `Wal::compact` runs in the committer task while the driver appends (truncating
+/// conflicting suffixes) and the flusher group-commits, on real files with segments of
+/// 16 blocks (a switch every few flushes, compacted segments recycled or removed).
+/// After the race the log reads back as the model; reopened, it holds exactly the
+/// acknowledged state: every durable entry above the compaction point, intact, and
+/// nothing of an append that was never flushed.
+#[test]
+fn compaction_races_appends_truncations_and_flushes() {
+    for seed in 0..4 * seed_factor() {
+        let dir = temp_dir(&format!("race-{seed}"));
+        let d = dir.clone();
+        let (compactions, across) = run_glommio(move || async move {
+            let (wal, _) = Wal::open(&d, race_opts()).await.unwrap();
+            let background = glommio::spawn_local({
+                let w = wal.clone();
+                async move { w.run_background().await }
+            });
+            let race = Rc::new(RefCell::new(Race::default()));
+            let tasks = [
+                glommio::spawn_local(race_appender(wal.clone(), race.clone(), seed, 1500)),
+                glommio::spawn_local(race_flusher(wal.clone(), race.clone())),
+                glommio::spawn_local(race_compactor(wal.clone(), race.clone(), seed)),
+            ];
+            for t in tasks {
+                t.await;
+            }
+            wal.flush().await.unwrap();
+            let m = race.borrow().model.clone();
+            check_storage_async(&wal, &m).await;
+            let s = wal.stats();
+            assert!(
+                s.segments_removed + s.segments_recycled > 0 && s.segments_switched > 4,
+                "seed {seed}: {s:?}"
+            );
+            // Acknowledged: everything up to here. Then an append that never flushes.
+            let next = m.last() + 1;
+            let term = m.term(m.last()).unwrap().max(m.hs.term);
+            let lost = Entry {
+                term,
+                index: next,
+                kind: EntryKind::Normal,
+                data: b"never flushed".to_vec(),
+            };
+            wal.append(wal.last_ready() + 1, None, &[lost]).unwrap();
+            drop(background);
+            drop(wal);
+            let (wal, r) = Wal::open(&d, race_opts()).await.unwrap();
+            assert!(
+                Model::of(&r) == m,
+                "seed {seed}: recovered (snapshot {}, last {}, {:?}) is not the acknowledged \
+                 log (snapshot {}, last {}, {:?})",
+                r.snapshot.index,
+                Model::of(&r).last(),
+                r.hard_state,
+                m.snap.index,
+                m.last(),
+                m.hs
+            );
+            check_storage_async(&wal, &m).await;
+            let r = race.borrow();
+            eprintln!(
+                "seed {seed}: {} compactions, {} across a switch, last {}, snapshot {}, {:?}",
+                r.compactions,
+                r.compactions_across_rotation,
+                m.last(),
+                m.snap.index,
+                s
+            );
+            (r.compactions, r.compactions_across_rotation)
+        });
+        assert!(
+            compactions >= 10,
+            "seed {seed}: only {compactions} compactions"
+        );
+        assert!(
+            across >= 1,
+            "seed {seed}: no compaction across a segment switch"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
