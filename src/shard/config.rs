@@ -15,6 +15,8 @@ pub const DEFAULT_LISTEN_PEER: &str = "127.0.0.1:17379";
 pub const SHARDS_MAX: u32 = 1024;
 /// etcd's default request size limit.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1536 * 1024;
+/// Default bound on the B+tree pages one group dirties while a commit is in flight.
+pub const DEFAULT_DIRTY_BYTES_MAX: u64 = 256 << 20;
 /// Default space quota of a node's stores, all shards together.
 pub const DEFAULT_QUOTA_BYTES: u64 = 8 << 30;
 
@@ -53,6 +55,9 @@ pub struct ServerConfig {
     pub cpu_pinning: bool,
     pub max_request_bytes: u64,
     pub quota_bytes: u64,
+    /// Pages a group may dirty on top of the B+tree commit in flight before applying
+    /// waits for that commit (bounds a node's memory at about 2 x this per shard).
+    pub dirty_bytes_max: u64,
     /// Compact a group's WAL once this many applied entries are in it...
     pub wal_compact_entries: u64,
     /// ...keeping this many behind the applied index for slow followers (a follower
@@ -78,6 +83,7 @@ impl Default for ServerConfig {
             cpu_pinning: true,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             quota_bytes: DEFAULT_QUOTA_BYTES,
+            dirty_bytes_max: DEFAULT_DIRTY_BYTES_MAX,
             wal_compact_entries: DEFAULT_WAL_COMPACT_ENTRIES,
             wal_keep_entries: DEFAULT_WAL_KEEP_ENTRIES,
             wal_segment_bytes: DEFAULT_WAL_SEGMENT_BYTES,
@@ -111,6 +117,10 @@ Flags:
   --max-request-bytes N       largest client request accepted [default: 1572864]
   --quota-bytes N             space quota of the node's stores; past it writes get
                               NoSpace, reads and deletes still work [default: 8589934592]
+  --dirty-bytes-max N         B+tree pages a shard may dirty while its previous commit
+                              is still being written; past it, applying waits for
+                              that commit (new writes get TooManyRequests meanwhile)
+                              [default: 268435456]
   --wal-compact-entries N     compact a group's WAL once N applied entries are in it
                               [default: 200000]
   --wal-segment-bytes N       size of each WAL segment file, a multiple of 4096 in
@@ -211,6 +221,7 @@ impl ServerConfig {
                 "--cpu-pinning",
                 "--max-request-bytes",
                 "--quota-bytes",
+                "--dirty-bytes-max",
                 "--wal-compact-entries",
                 "--wal-segment-bytes",
                 "--wal-keep-entries",
@@ -240,6 +251,7 @@ impl ServerConfig {
                 }
                 "--max-request-bytes" => cfg.max_request_bytes = parse_num(&flag, &value)?,
                 "--quota-bytes" => cfg.quota_bytes = parse_num(&flag, &value)?,
+                "--dirty-bytes-max" => cfg.dirty_bytes_max = parse_num(&flag, &value)?,
                 "--wal-compact-entries" => cfg.wal_compact_entries = parse_num(&flag, &value)?,
                 "--wal-keep-entries" => cfg.wal_keep_entries = parse_num(&flag, &value)?,
                 "--wal-segment-bytes" => cfg.wal_segment_bytes = parse_num(&flag, &value)?,
@@ -329,6 +341,7 @@ mod tests {
         assert!(c.initial_cluster.is_empty());
         assert!(c.cpu_pinning);
         assert_eq!(c.max_request_bytes, 1536 * 1024);
+        assert_eq!(c.dirty_bytes_max, 256 << 20);
     }
 
     #[test]
@@ -359,8 +372,10 @@ mod tests {
             "--wal-compact-entries",
             "50",
             "--wal-keep-entries=10",
+            "--dirty-bytes-max=1048576",
         ])
         .unwrap();
+        assert_eq!(c.dirty_bytes_max, 1 << 20);
         assert_eq!(c.initial_cluster[0].client_port, Some(9000));
         assert_eq!(c.initial_cluster[0].peer.port(), 9100);
         assert_eq!((c.wal_compact_entries, c.wal_keep_entries), (50, 10));

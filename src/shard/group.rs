@@ -173,7 +173,7 @@ impl Default for GroupOptions {
             quota_bytes: 8 << 30,
             btree_commit_entries: 100_000,
             btree_commit_interval: Duration::from_millis(400),
-            dirty_bytes_max: 256 << 20,
+            dirty_bytes_max: super::config::DEFAULT_DIRTY_BYTES_MAX,
             wal_compact_entries: 200_000,
             wal_keep_entries: 20_000,
             wal: WalOptions::default(),
