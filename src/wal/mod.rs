@@ -1246,6 +1246,16 @@ impl<D: Disk> Wal<D> {
                 .read_at(loc.offset, loc.len as usize)
                 .await
                 .map_err(|e| WalError::io("read", path.clone(), loc.offset, e))?;
+            {
+                // Compaction may have retired this segment (and a spare may have
+                // recycled its file) while the read was in flight: the entries are then
+                // gone from the log, and what was read is not evidence of corruption.
+                // Raft, asking again, gets `Compacted` (a snapshot for that follower).
+                let st = inner.st.borrow();
+                if idx < st.log.first_index() || !st.segments.contains_key(&loc.seq) {
+                    break;
+                }
+            }
             let rec = match check_record(&b) {
                 Some(h) if h.kind == KIND_APPEND => {
                     decode_append(&b[REC_HEADER_LEN..]).map_err(|m| WalError::Corrupt {
