@@ -231,17 +231,16 @@ impl Disk for GlommioDisk {
                     // write+fdatasync can slip between, not as one burst of megabytes
                     // queued ahead of it at the commit's fdatasync (which still follows
                     // and is what makes the pages durable).
-                    let mut chunk: Option<(u64, u64)> = None;
+                    let mut chunk_start: Option<u64> = None;
                     for (off, data) in &writes {
                         file.write_all_at(data, *off).map_err(|e| {
                             io::Error::new(e.kind(), format!("write at offset {off}: {e}"))
                         })?;
                         let end = off + data.len() as u64;
-                        let (lo, _) = *chunk.get_or_insert((*off, end));
-                        chunk = Some((lo, end));
+                        let lo = *chunk_start.get_or_insert(*off);
                         if end - lo >= WRITEBACK_CHUNK_BYTES {
                             write_out(&file, lo, end)?;
-                            chunk = None;
+                            chunk_start = None;
                         }
                     }
                     Ok(())

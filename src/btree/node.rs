@@ -58,7 +58,7 @@ pub fn leaf_cell(p: &[u8], i: usize) -> &[u8] {
 }
 
 /// Where a leaf's cells lie: the lowest cell offset and the end of the highest cell
-/// (both the end of the slot array for an empty leaf). Built pages pack their cells
+/// (the page end and the end of the slot array for an empty leaf). Built pages pack their cells
 /// against the end of the page, leaving the free space between the slots and the
 /// cells; pages written by older versions packed them right after the slots. Cells
 /// are in any physical order, and one replaced by a longer cell leaves a hole; a
@@ -66,8 +66,7 @@ pub fn leaf_cell(p: &[u8], i: usize) -> &[u8] {
 fn leaf_extent(p: &[u8]) -> (usize, usize) {
     let n = count(p);
     if n == 0 {
-        let e = LEAF_SLOTS;
-        return (e, e);
+        return (p.len(), LEAF_SLOTS);
     }
     let (mut lo, mut hi) = (usize::MAX, 0);
     for i in 0..n {
@@ -108,11 +107,7 @@ pub fn leaf_put_in_place(p: &mut [u8], idx: usize, replace: bool, cell: &[u8]) -
         wr_u16(p, LEAF_SLOTS + idx * SLOT_LEN, at as u16);
         return true;
     }
-    let (mut lo, mut hi) = if n == 0 {
-        (ps, slots_end)
-    } else {
-        leaf_extent(p)
-    };
+    let (mut lo, mut hi) = leaf_extent(p);
     let below = lo - slots_end;
     let at = if below >= SLOT_LEN + len {
         lo - len

@@ -219,28 +219,27 @@ impl<D: Disk> Db<D> {
                 };
                 // Fast path: the cell fits the page's free space. A dirty page is
                 // changed where it is; a committed one is copied once, then changed.
-                let dirty = self.dirty.contains_key(&id);
-                let copy = if dirty {
-                    None
-                } else {
-                    let mut buf: Box<[u8]> = p.to_vec().into_boxed_slice();
-                    node::leaf_put_in_place(&mut buf, idx, found, cell).then_some(buf)
-                };
-                drop(p);
-                if dirty {
+                // Otherwise fall through with the page, to rebuild it.
+                let p = if self.dirty.contains_key(&id) {
+                    drop(p);
                     let buf = self.dirty.get_mut(&id).expect("dirty page");
                     if node::leaf_put_in_place(buf, idx, found, cell) {
                         self.free_value(old)?;
                         return Ok((id, vec![]));
                     }
-                } else if let Some(buf) = copy {
-                    self.free_value(old)?;
-                    let nid = self.cow(id)?;
-                    self.put_dirty(nid, buf);
-                    return Ok((nid, vec![]));
-                }
+                    self.page(id)?
+                } else {
+                    let mut buf: Box<[u8]> = p.to_vec().into_boxed_slice();
+                    if node::leaf_put_in_place(&mut buf, idx, found, cell) {
+                        drop(p);
+                        self.free_value(old)?;
+                        let nid = self.cow(id)?;
+                        self.put_dirty(nid, buf);
+                        return Ok((nid, vec![]));
+                    }
+                    p
+                };
                 // It does not fit: rebuild, packing out holes, splitting if need be.
-                let p = self.page(id)?;
                 let mut cells: Vec<&[u8]> = Vec::with_capacity(n + 1);
                 cells.extend((0..idx).map(|i| node::leaf_cell(&p, i)));
                 cells.push(cell);
