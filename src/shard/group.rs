@@ -1633,13 +1633,8 @@ impl Group {
 
     fn btree_commit_due(&self) -> bool {
         let n = self.applied_since_commit.get();
-        let dirty = self
-            .store
-            .borrow()
-            .as_ref()
-            .map_or(0, |s| s.backend().dirty_bytes());
         n >= self.opts.btree_commit_entries
-            || dirty >= self.opts.dirty_bytes_max
+            || self.dirty_at_limit()
             || (n > 0
                 && self
                     .first_uncommitted_apply
