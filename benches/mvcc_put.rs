@@ -1,7 +1,7 @@
 //! CPU cost of applying a put: the MVCC store over the real B+tree, on the simulated
 //! disk (a commit copies pages into memory, so no device time is measured). This is
 //! the server's per-put work below Raft and the network: read the key's current
-//! state, write the revision, the index entry and the live entry, and commit the
+//! state (in the in-memory key index), write the revision into the rev tree, and commit the
 //! dirty pages every `COMMIT_EVERY` puts (the shard commits every 400 ms or 100k
 //! entries; at ~50k puts/s that is ~20k puts per commit).
 //!

@@ -152,13 +152,13 @@ mod tests {
     }
 
     fn value_in<V: ReadView>(v: &V, key: &str) -> Option<Vec<u8>> {
-        let r = crate::mvcc::Reader::open(v).unwrap();
         let req = crate::mvcc::RangeRequest {
             key: key.into(),
             ..Default::default()
         };
-        r.range(&req)
+        crate::mvcc::range_on(v, &req, &Default::default())
             .unwrap()
+            .1
             .kvs
             .first()
             .map(|kv| kv.value.clone())
@@ -187,7 +187,14 @@ mod tests {
                 .apply(i, &put_req("k1", &format!("b{i}")), None)
                 .unwrap();
         }
-        assert_eq!(value_in(store.backend(), "k1"), Some(b"b80".to_vec()));
+        let live = store
+            .range(&crate::mvcc::RangeRequest {
+                key: b"k1".to_vec(),
+                ..Default::default()
+            })
+            .unwrap()
+            .1;
+        assert_eq!(live.kvs[0].value, b"b80");
         let before = store.snapshot();
         assert_eq!(value_in(&before, "k50"), None, "not finished yet");
         let done = c.job.run().await;

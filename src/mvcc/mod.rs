@@ -11,12 +11,14 @@
 //! below `c` then fail with `Compacted(c)` at once, while the physical removal is done in
 //! bounded slices ([`Store::compact_step`]) so that no apply stalls the shard.
 //!
-//! # Layout (details in [`keys`])
-//! No in-memory index: `open` reads one metadata record and every query goes to the
-//! backend's ordered trees — `live` (current state, one entry per key), `idx` (key ‖
-//! revision → metadata: historical reads), `rev` (revision → key and value: values,
-//! watch history, compaction) — plus `meta` (applied index, revision, compacted revision,
-//! key count) and the dedup session trees.
+//! # Layout (details in [`keys`] and [`index`])
+//! On disk, the backend's ordered trees: `rev` (revision → kind, metadata, key and value:
+//! the whole history, appended to at its right edge), `meta` (applied index, revision,
+//! compacted revision, key count) and the dedup session trees. In memory, the key index
+//! (etcd's `treeIndex`): every key's revisions, rebuilt by `open` with one scan of the
+//! rev tree. A put reads the key's state from the index and writes one rev-tree entry;
+//! a read walks the index and fetches from the rev tree only the values it returns.
+//! Opening costs one pass over the history kept (compaction bounds it, as in etcd).
 //!
 //! # Range rules (etcd's)
 //! `range_end` empty = one key, `"\0"` = every key >= key, else `[key, range_end)`.
@@ -35,11 +37,13 @@
 //!   [`Store::finish_commit`];
 //! - [`Store::compact_step`] while [`Store::compaction_pending`], from a low-priority
 //!   task between apply batches;
-//! - [`Store::range`] (latest applied state), [`range_on`] (a snapshot);
+//! - [`Store::range`] (latest applied state), [`range_on`] (a snapshot; builds its own
+//!   index, so O(history): tests and tools);
 //! - [`Store::changes_since`] (watch), [`Store::hash`] (convergence checks).
 
 pub mod backend;
 pub mod btree_backend;
+pub mod index;
 pub mod keys;
 pub mod read;
 pub mod store;

@@ -1,25 +1,13 @@
-//! Reads at a revision, answered straight from the backend's ordered trees.
-//!
-//! A [`Reader`] is a read view plus the three numbers that give it meaning: the latest
-//! revision it holds (`rev`), the compacted revision and the live key count. At `rev`
-//! itself a read walks the `live` tree (one entry per existing key, 40 bytes of
-//! metadata); below it, the `idx` tree (every kept revision of every key, ordered by
-//! (key, revision)). Values are fetched from the `rev` tree only for the key-values a
-//! response returns, so `count_only`, `keys_only` and `limit` never read the values
-//! of the rest of the range.
-//!
-//! Historical walk: a forward scan of `idx` from the range start keeps, for the key
-//! under the cursor, the newest entry with `main <= rev`. It leaves a key early — and
-//! re-seeks just past it — when it meets a newer entry or when the key has more than
-//! [`DEEP_HISTORY`] old entries (then one reverse seek finds the newest one), so a key
-//! with a long history costs O(log n), and a compacted range is one sequential scan.
+//! Reads at a revision: the key index (in memory, [`super::index`]) says which keys exist
+//! at the revision read and with what metadata; values are fetched from the `rev` tree
+//! only for the key-values a response returns, so `count_only`, `keys_only` and `limit`
+//! never read the values of the rest of the range. A read at an older revision costs the
+//! same walk as one at the current revision (a binary search per key in its revisions).
 
 use super::backend::ReadView;
+use super::index::Index;
 use super::keys::*;
 use super::types::*;
-
-/// Entries of one key read sequentially before switching to a reverse seek.
-pub const DEEP_HISTORY: usize = 8;
 
 /// Which keys a request names (etcd's `key`/`range_end` conventions).
 #[derive(Clone, Copy, Debug)]
@@ -55,10 +43,13 @@ pub struct HashKv {
     pub compact_revision: i64,
 }
 
-/// A read view with its revision bounds. Cheap to make; borrows the view.
+/// A read view, the key index that describes it, and the three numbers that give it
+/// meaning: the latest revision it holds (`rev`), the compacted revision and the live key
+/// count. Cheap to make; borrows both.
 pub struct Reader<'a, V: ReadView + ?Sized> {
     pub(crate) view: &'a V,
-    /// The newest revision the view holds; the `live` tree reflects exactly it.
+    pub(crate) index: &'a Index,
+    /// The newest revision the view holds.
     pub(crate) rev: i64,
     pub(crate) compacted: i64,
     pub(crate) live_count: i64,
@@ -82,9 +73,10 @@ fn cmp_holds(op: CompareOp, o: std::cmp::Ordering) -> bool {
 type Picked = (Vec<u8>, LiveMeta, Option<Vec<u8>>);
 
 impl<'a, V: ReadView + ?Sized> Reader<'a, V> {
-    /// A reader over any view holding a store (e.g. a backend snapshot): reads the
-    /// store's state from the view's `meta` tree.
-    pub fn open(view: &'a V) -> Result<Self, KvError> {
+    /// A reader over any view holding a store (e.g. a backend snapshot), with `index`
+    /// built from that view ([`Index::load`]): reads the store's state from the view's
+    /// `meta` tree.
+    pub fn open(view: &'a V, index: &'a Index) -> Result<Self, KvError> {
         let Some(v) = view
             .get(TREE_META, META_STATE_KEY)
             .map_err(|e| storage("read meta state", e))?
@@ -96,6 +88,7 @@ impl<'a, V: ReadView + ?Sized> Reader<'a, V> {
         let s = State::decode(&v)?;
         Ok(Reader {
             view,
+            index,
             rev: s.rev,
             compacted: s.compacted,
             live_count: s.live_count,
@@ -120,42 +113,9 @@ impl<'a, V: ReadView + ?Sized> Reader<'a, V> {
         }
     }
 
-    /// The newest idx entry of the key with prefix `prefix` at or below `rev`.
-    fn idx_latest(&self, prefix: &[u8], rev: i64) -> Result<Option<(Rev, u8, Meta)>, KvError> {
-        let mut hi = prefix.to_vec();
-        hi.extend_from_slice(
-            &Rev {
-                main: rev + 1,
-                sub: 0,
-            }
-            .encode(),
-        );
-        let mut found = None;
-        self.view
-            .scan(TREE_IDX, prefix, Some(&hi), true, &mut |k, v| {
-                found = Some(split_idx_key(k).and_then(|(_, r)| {
-                    let (kind, meta) = decode_idx_value(k, v)?;
-                    Ok((r, kind, meta))
-                }));
-                false
-            })
-            .map_err(|e| storage("scan idx", e))?;
-        found.transpose()
-    }
-
     /// The key's state at `rev` (already resolved), if it exists then.
     pub(crate) fn get_at(&self, key: &[u8], rev: i64) -> Result<Option<LiveMeta>, KvError> {
-        if rev == self.rev {
-            let v = self
-                .view
-                .get(TREE_LIVE, key)
-                .map_err(|e| storage("get live", e))?;
-            return v.map(|v| decode_live(key, &v)).transpose();
-        }
-        Ok(match self.idx_latest(&idx_prefix(key), rev)? {
-            Some((r, KIND_PUT, meta)) => Some(LiveMeta { rev: r, meta }),
-            _ => None,
-        })
+        Ok(self.index.at(key, rev).and_then(|e| e.live()))
     }
 
     /// The value written at `rev`.
@@ -194,8 +154,7 @@ impl<'a, V: ReadView + ?Sized> Reader<'a, V> {
     }
 
     /// Calls `f(key, state)` for every key of `sp` that exists at `rev` (resolved), in
-    /// key order (descending if `reverse`, which needs `rev == self.rev`), until `f`
-    /// returns `false`.
+    /// key order (descending if `reverse`), until `f` returns `false`.
     pub(crate) fn visit(
         &self,
         sp: Span<'_>,
@@ -203,134 +162,15 @@ impl<'a, V: ReadView + ?Sized> Reader<'a, V> {
         reverse: bool,
         f: &mut dyn FnMut(&[u8], LiveMeta) -> bool,
     ) -> Result<(), KvError> {
-        assert!(
-            !reverse || rev == self.rev,
-            "reverse walk below the live revision"
-        );
         match sp {
             Span::Key(k) => {
                 if let Some(lm) = self.get_at(k, rev)? {
                     f(k, lm);
                 }
-                Ok(())
             }
-            Span::Range { start, end } if rev == self.rev => {
-                let mut err = None;
-                self.view
-                    .scan(
-                        TREE_LIVE,
-                        start,
-                        end,
-                        reverse,
-                        &mut |k, v| match decode_live(k, v) {
-                            Ok(lm) => f(k, lm),
-                            Err(e) => {
-                                err = Some(e);
-                                false
-                            }
-                        },
-                    )
-                    .map_err(|e| storage("scan live", e))?;
-                err.map_or(Ok(()), Err)
-            }
-            Span::Range { start, end } => self.visit_history(start, end, rev, f),
+            Span::Range { start, end } => self.index.visit(start, end, rev, reverse, f),
         }
-    }
-
-    fn visit_history(
-        &self,
-        start: &[u8],
-        end: Option<&[u8]>,
-        rev: i64,
-        f: &mut dyn FnMut(&[u8], LiveMeta) -> bool,
-    ) -> Result<(), KvError> {
-        // Emits a key's newest entry <= rev unless it is a tombstone; false = stop.
-        fn emit(
-            f: &mut dyn FnMut(&[u8], LiveMeta) -> bool,
-            prefix: &[u8],
-            best: Option<(Rev, u8, Meta)>,
-        ) -> Result<bool, KvError> {
-            match best {
-                Some((r, KIND_PUT, meta)) => {
-                    Ok(f(&unescape_prefix(prefix)?, LiveMeta { rev: r, meta }))
-                }
-                _ => Ok(true),
-            }
-        }
-        let hi = end.map(idx_lower);
-        let mut cursor = idx_lower(start);
-        loop {
-            let mut prefix: Vec<u8> = Vec::new();
-            let mut best: Option<(Rev, u8, Meta)> = None;
-            let mut steps = 0usize;
-            // Set when the scan stopped early: where to go on, and whether to look the
-            // current key up with a reverse seek first.
-            let mut resume: Option<(Vec<u8>, bool)> = None;
-            let mut stopped = false;
-            let mut err: Option<KvError> = None;
-            let mut step = |k: &[u8], v: &[u8]| -> Result<bool, KvError> {
-                let (p, r) = split_idx_key(k)?;
-                if p != &prefix[..] {
-                    if !emit(f, &prefix, best.take())? {
-                        stopped = true;
-                        return Ok(false);
-                    }
-                    prefix.clear();
-                    prefix.extend_from_slice(p);
-                    steps = 0;
-                }
-                if r.main > rev {
-                    // The rest of this key is newer than rev.
-                    if !emit(f, &prefix, best.take())? {
-                        stopped = true;
-                        return Ok(false);
-                    }
-                    resume = Some((idx_after(&prefix), false));
-                    return Ok(false);
-                }
-                let (kind, meta) = decode_idx_value(k, v)?;
-                best = Some((r, kind, meta));
-                steps += 1;
-                if steps >= DEEP_HISTORY {
-                    resume = Some((idx_after(&prefix), true));
-                    return Ok(false);
-                }
-                Ok(true)
-            };
-            self.view
-                .scan(
-                    TREE_IDX,
-                    &cursor,
-                    hi.as_deref(),
-                    false,
-                    &mut |k, v| match step(k, v) {
-                        Ok(go) => go,
-                        Err(e) => {
-                            err = Some(e);
-                            false
-                        }
-                    },
-                )
-                .map_err(|e| storage("scan idx", e))?;
-            if let Some(e) = err {
-                return Err(e);
-            }
-            if stopped {
-                return Ok(());
-            }
-            match resume {
-                None => {
-                    emit(f, &prefix, best)?;
-                    return Ok(());
-                }
-                Some((next, deep)) => {
-                    if deep && !emit(f, &prefix, self.idx_latest(&prefix, rev)?)? {
-                        return Ok(());
-                    }
-                    cursor = next;
-                }
-            }
-        }
+        Ok(())
     }
 
     /// etcd's Range (see the module docs of `super` for the rules). Returns the
@@ -347,25 +187,12 @@ impl<'a, V: ReadView + ?Sized> Reader<'a, V> {
             } if rev == self.rev => Some(self.live_count),
             _ => None,
         };
-        // At the current revision the live tree holds one entry per key: counting is a
-        // plain scan, with nothing decoded.
-        let live_range = match sp {
-            Span::Range { start, end } if rev == self.rev => Some((start, end)),
-            _ => None,
-        };
-        if req.count_only {
-            let count = match (known_count, live_range) {
-                (Some(c), _) => Some(c),
-                (None, Some((start, end))) => Some(self.count_live(start, end)?),
-                _ => None,
-            };
-            if let Some(count) = count {
-                return Ok(RangeResponse {
-                    kvs: vec![],
-                    more: false,
-                    count,
-                });
-            }
+        if let (true, Some(count)) = (req.count_only, known_count) {
+            return Ok(RangeResponse {
+                kvs: vec![],
+                more: false,
+                count,
+            });
         }
         // etcd: a non-key target sorts ascending by default; key ascending is the
         // natural order.
@@ -376,7 +203,7 @@ impl<'a, V: ReadView + ?Sized> Reader<'a, V> {
         };
         let key_desc = order == SortOrder::Descend && req.sort_target == SortTarget::Key;
         // Streaming: the walk's order is the answer's, so only limit+1 are kept.
-        let streaming = order == SortOrder::None || (key_desc && rev == self.rev);
+        let streaming = order == SortOrder::None || key_desc;
         let limit = if req.limit > 0 {
             req.limit as usize
         } else {
@@ -390,33 +217,14 @@ impl<'a, V: ReadView + ?Sized> Reader<'a, V> {
         };
         let mut count = 0i64;
         let mut picked: Vec<Picked> = Vec::new();
-        let mut stopped_at: Option<Vec<u8>> = None;
-        self.visit(sp, rev, streaming && key_desc, &mut |k, lm| {
+        self.visit(sp, rev, key_desc, &mut |k, lm| {
             count += 1;
             if !req.count_only && keep(&lm) && (!streaming || picked.len() <= limit) {
                 picked.push((k.to_vec(), lm, None));
             }
-            if streaming && picked.len() > limit {
-                // limit + 1 found: what is left only needs counting, if that.
-                if known_count.is_some() {
-                    return false;
-                }
-                if live_range.is_some() {
-                    stopped_at = Some(k.to_vec());
-                    return false;
-                }
-            }
-            true
+            // limit + 1 found: what is left only needs counting, unless it is known.
+            !(streaming && picked.len() > limit && known_count.is_some())
         })?;
-        if let (Some(k), Some((start, end))) = (stopped_at, live_range) {
-            count += if key_desc {
-                self.count_live(start, Some(&k))?
-            } else {
-                let mut after = k;
-                after.push(0);
-                self.count_live(&after, end)?
-            };
-        }
         let count = known_count.unwrap_or(count);
         if req.count_only {
             return Ok(RangeResponse {
@@ -442,18 +250,6 @@ impl<'a, V: ReadView + ?Sized> Reader<'a, V> {
             kvs.push(kv);
         }
         Ok(RangeResponse { kvs, more, count })
-    }
-
-    /// Keys in `[start, end)` at `self.rev`.
-    fn count_live(&self, start: &[u8], end: Option<&[u8]>) -> Result<i64, KvError> {
-        let mut n = 0i64;
-        self.view
-            .scan(TREE_LIVE, start, end, false, &mut |_, _| {
-                n += 1;
-                true
-            })
-            .map_err(|e| storage("count live", e))?;
-        Ok(n)
     }
 
     /// Stable sort of key-ordered input: ties keep ascending key order.

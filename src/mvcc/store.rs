@@ -43,6 +43,7 @@ use std::collections::hash_map::{Entry, HashMap};
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::backend::{Backend, BackendError, BackendJob, ReadView};
+use super::index::{Entry as IndexEntry, Index};
 use super::keys::*;
 use super::read::{span, HashKv, Reader};
 use super::types::*;
@@ -130,6 +131,8 @@ struct WriteCtx {
 
 pub struct Store<B: Backend> {
     backend: B,
+    /// Every revision in the rev tree, by key (see [`super::index`]).
+    index: Index,
     state: State,
     config: StoreConfig,
     poisoned: Option<String>,
@@ -141,6 +144,9 @@ pub struct Store<B: Backend> {
     state_dirty: bool,
     /// The applied index sealed into the backend commit in flight.
     committing: Option<u64>,
+    /// Opened in format [`FORMAT_V1`]: the next state write also rewrites the format
+    /// record.
+    upgrade: bool,
 }
 
 /// A session's newest record, held until the next commit.
@@ -177,25 +183,26 @@ impl<B: Backend> Store<B> {
         Self::open_with(backend, StoreConfig::default())
     }
 
-    /// Opens the store in `backend`, initializing an empty one. Reads two meta records;
-    /// never scans data.
+    /// Opens the store in `backend`, initializing an empty one: reads the meta records
+    /// and rebuilds the key index with one scan of the rev tree (checked against the
+    /// stored key count).
     pub fn open_with(mut backend: B, config: StoreConfig) -> Result<Self, KvError> {
         assert!(config.sessions_max >= 1, "sessions_max must be >= 1");
         let format = backend
             .get(TREE_META, META_FORMAT_KEY)
             .map_err(|e| storage("open: read meta format", e))?;
-        match format {
-            Some(f) if f == FORMAT => {}
+        match &format {
+            Some(f) if f == FORMAT || f == FORMAT_V1 => {}
             Some(f) => {
                 return Err(KvError::Storage(format!(
                     "open: meta format is {:?}, expected {:?}",
-                    String::from_utf8_lossy(&f),
+                    String::from_utf8_lossy(f),
                     String::from_utf8_lossy(FORMAT)
                 )))
             }
             None => {
                 let mut nonempty = false;
-                for tree in [TREE_META, TREE_REV, TREE_LIVE] {
+                for tree in [TREE_META, TREE_REV] {
                     backend
                         .scan(tree, b"", None, false, &mut |_, _| {
                             nonempty = true;
@@ -219,13 +226,28 @@ impl<B: Backend> Store<B> {
             .map_err(|e| storage("open: read meta state", e))?
             .ok_or_else(|| KvError::Storage("open: meta state record missing".into()))?;
         let state = State::decode(&raw)?;
+        let index = Index::load(&backend)?;
+        let live = index.live_keys() as i64;
+        if live != state.live_count {
+            return Err(corrupt(
+                TREE_META,
+                META_STATE_KEY,
+                &format!(
+                    "the state counts {} live keys, the rev tree holds {live}",
+                    state.live_count
+                ),
+            ));
+        }
+        let upgrade = format.as_deref() == Some(FORMAT_V1);
         Ok(Store {
             backend,
+            index,
             state,
             config,
             poisoned: None,
             pending_sessions: HashMap::new(),
-            state_dirty: false,
+            state_dirty: upgrade,
+            upgrade,
             committing: None,
         })
     }
@@ -251,6 +273,16 @@ impl<B: Backend> Store<B> {
     pub fn backend(&self) -> &B {
         &self.backend
     }
+    /// The key index (for tests: it must list exactly the rev tree's entries).
+    #[cfg(test)]
+    pub(crate) fn index(&self) -> &Index {
+        &self.index
+    }
+    /// The backend, to damage it in tests.
+    #[cfg(test)]
+    pub(crate) fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
     /// The backend, as of the last commit or [`Store::write_deferred`].
     pub fn into_backend(self) -> B {
         self.backend
@@ -264,6 +296,7 @@ impl<B: Backend> Store<B> {
     pub fn reader(&self) -> Reader<'_, B> {
         Reader {
             view: &self.backend,
+            index: &self.index,
             rev: self.state.rev,
             compacted: self.state.compacted,
             live_count: self.state.live_count,
@@ -467,6 +500,12 @@ impl<B: Backend> Store<B> {
             self.backend
                 .put(TREE_META, META_STATE_KEY, &self.state.encode())
                 .map_err(|e| storage("write meta state", e))?;
+            if self.upgrade {
+                self.backend
+                    .put(TREE_META, META_FORMAT_KEY, FORMAT)
+                    .map_err(|e| storage("write meta format", e))?;
+                self.upgrade = false;
+            }
         }
         Ok(())
     }
@@ -516,6 +555,7 @@ impl<B: Backend> Store<B> {
     fn reader_in(&self, ctx: &WriteCtx) -> Reader<'_, B> {
         Reader {
             view: &self.backend,
+            index: &self.index,
             rev: if ctx.sub > 0 { ctx.main } else { ctx.main - 1 },
             compacted: self.state.compacted,
             live_count: self.state.live_count + ctx.live_delta,
@@ -600,12 +640,14 @@ impl<B: Backend> Store<B> {
             &rev.encode(),
             &encode_rev_record(KIND_PUT, meta, &p.key, value),
         )?;
-        self.put_backend(
-            TREE_IDX,
-            &idx_key(&p.key, rev),
-            &encode_idx_value(KIND_PUT, meta),
-        )?;
-        self.put_backend(TREE_LIVE, &p.key, &encode_live(LiveMeta { rev, meta }))?;
+        self.index.push(
+            &p.key,
+            IndexEntry {
+                rev,
+                kind: KIND_PUT,
+                meta,
+            },
+        );
         ctx.sub += 1;
         let prev_kv = match (p.prev_kv, prev) {
             (true, Some(lm)) => Some(KeyValue {
@@ -651,12 +693,14 @@ impl<B: Backend> Store<B> {
                 &rev.encode(),
                 &encode_rev_record(KIND_TOMBSTONE, Meta::default(), k, b""),
             )?;
-            self.put_backend(
-                TREE_IDX,
-                &idx_key(k, rev),
-                &encode_idx_value(KIND_TOMBSTONE, Meta::default()),
-            )?;
-            self.delete_backend(TREE_LIVE, k)?;
+            self.index.push(
+                k,
+                IndexEntry {
+                    rev,
+                    kind: KIND_TOMBSTONE,
+                    meta: Meta::default(),
+                },
+            );
             ctx.sub += 1;
             ctx.live_delta -= 1;
         }
@@ -811,30 +855,11 @@ impl<B: Backend> Store<B> {
                 return Err(e);
             }
             for (r, key, kind) in &batch {
-                let prefix = idx_prefix(key);
-                let mut below = prefix.clone();
-                below.extend_from_slice(&r.encode());
-                let mut pred = None;
-                let mut err = None;
-                self.backend
-                    .scan(TREE_IDX, &prefix, Some(&below), true, &mut |k, _| {
-                        match split_idx_key(k) {
-                            Ok((_, p)) => pred = Some(p),
-                            Err(e) => err = Some(e),
-                        }
-                        false
-                    })
-                    .map_err(|e| storage("compact: scan idx", e))?;
-                if let Some(e) = err {
-                    return Err(e);
-                }
-                if let Some(p) = pred {
-                    self.delete_backend(TREE_IDX, &idx_key(key, p))?;
-                    self.delete_backend(TREE_REV, &p.encode())?;
+                if let Some(p) = self.index.before(key, *r) {
+                    self.remove_revision(key, p)?;
                 }
                 if *kind == KIND_TOMBSTONE {
-                    self.delete_backend(TREE_IDX, &idx_key(key, *r))?;
-                    self.delete_backend(TREE_REV, &r.encode())?;
+                    self.remove_revision(key, *r)?;
                 }
             }
             self.state.compact_cursor = match batch.last() {
@@ -845,6 +870,19 @@ impl<B: Backend> Store<B> {
                 _ => end,
             };
             left -= batch.len().max(1).min(left);
+        }
+        Ok(())
+    }
+
+    /// Removes revision `rev` of `key` from the rev tree and the index.
+    fn remove_revision(&mut self, key: &[u8], rev: Rev) -> Result<(), KvError> {
+        self.delete_backend(TREE_REV, &rev.encode())?;
+        if !self.index.remove(key, rev) {
+            return Err(corrupt(
+                TREE_REV,
+                &rev.encode(),
+                "revision missing from the key index",
+            ));
         }
         Ok(())
     }
@@ -1037,13 +1075,15 @@ fn txn_path<V: ReadView + ?Sized>(
 }
 
 /// Range on any view holding a store (e.g. [`Store::snapshot`]): (header revision,
-/// response).
+/// response). Builds the view's key index first (one scan of its rev tree), so it costs
+/// O(history): for tests and tools, not for serving.
 pub fn range_on<V: ReadView + ?Sized>(
     view: &V,
     req: &RangeRequest,
     limits: &Limits,
 ) -> Result<(i64, RangeResponse), KvError> {
     validate_range(req, limits)?;
-    let r = Reader::open(view)?;
+    let index = Index::load(view)?;
+    let r = Reader::open(view, &index)?;
     Ok((r.revision(), r.range(req)?))
 }

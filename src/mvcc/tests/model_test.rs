@@ -604,6 +604,11 @@ fn run(seed: u64, steps: usize) -> Stats {
         model.hist[model.compacted.max(1) as usize].len(),
         "seed {seed}: after the last compaction step"
     );
+    assert_eq!(
+        store.index().len(),
+        rev_tree_entries(store.backend(), None),
+        "seed {seed}: the key index lists exactly the rev tree"
+    );
     // Every revision that is still readable, in full.
     for rev in model.compacted.max(1)..=model.rev() {
         let req = RangeRequest {
