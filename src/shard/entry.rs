@@ -86,8 +86,17 @@ pub struct ShardEntry {
 
 impl ShardEntry {
     pub fn encode(&self) -> Vec<u8> {
-        let a = rkyv::to_bytes::<rkyv::rancor::Error>(self)
-            .expect("serializing an entry into memory cannot fail");
+        // Sized up front: a put's archive is its key and value plus fixed fields, and a
+        // buffer that grows by doubling from empty costs several reallocations a write.
+        let hint = match &self.write {
+            WriteRequest::Put(p) => p.key.len() + p.value.len(),
+            _ => 0,
+        } + 256;
+        let a = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(
+            self,
+            rkyv::util::AlignedVec::<16>::with_capacity(hint),
+        )
+        .expect("serializing an entry into memory cannot fail");
         with_header(TAG_WRITE, &a)
     }
 
