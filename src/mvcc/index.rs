@@ -115,10 +115,30 @@ impl Index {
         self.by_key.get(key).map(|&i| &self.slots[i])
     }
 
+    /// Where `key`'s revisions are (for [`Index::newest`] and [`Index::push_to`]: one
+    /// lookup for a read-then-write), if the index has any.
+    pub fn slot(&self, key: &[u8]) -> Option<usize> {
+        self.by_key.get(key).copied()
+    }
+
+    /// The newest revision in a slot [`Index::slot`] returned.
+    pub fn newest(&self, slot: usize) -> &Entry {
+        self.slots[slot]
+            .last()
+            .expect("a slot in use holds a revision")
+    }
+
     /// Adds a revision of `key`, newer than every one it has.
     pub fn push(&mut self, key: &[u8], entry: Entry) {
-        match self.by_key.get(key) {
-            Some(&i) => {
+        self.push_to(self.slot(key), key, entry)
+    }
+
+    /// [`Index::push`], given `slot`: what [`Index::slot`] returned for `key` since the
+    /// last change.
+    pub fn push_to(&mut self, slot: Option<usize>, key: &[u8], entry: Entry) {
+        debug_assert_eq!(slot, self.slot(key));
+        match slot {
+            Some(i) => {
                 let es = &mut self.slots[i];
                 debug_assert!(es.last().is_none_or(|l| l.rev < entry.rev));
                 es.push(entry);

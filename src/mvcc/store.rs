@@ -592,9 +592,11 @@ impl<B: Backend> Store<B> {
     }
 
     fn exec_put(&mut self, ctx: &mut WriteCtx, p: &PutRequest) -> Result<PutResponse, KvError> {
+        // The entry's reads see its own writes: the key's newest revision is its state.
+        let slot = self.index.slot(&p.key);
         let (prev, prev_value) = {
             let r = self.reader_in(ctx);
-            let prev = r.get_at(&p.key, r.rev)?;
+            let prev = slot.and_then(|i| self.index.newest(i).live());
             let value = match prev {
                 Some(lm) if p.prev_kv || p.ignore_value => Some(r.value_at(lm.rev)?),
                 _ => None,
@@ -640,7 +642,8 @@ impl<B: Backend> Store<B> {
             &rev.encode(),
             &encode_rev_record(KIND_PUT, meta, &p.key, value),
         )?;
-        self.index.push(
+        self.index.push_to(
+            slot,
             &p.key,
             IndexEntry {
                 rev,

@@ -213,6 +213,15 @@ impl Members {
         self.table.lock().expect("member table lock").clone()
     }
 
+    /// Whether `node_id` was removed from the cluster (without copying the table: every
+    /// request asks).
+    pub fn is_removed(&self, node_id: u64) -> bool {
+        self.table
+            .lock()
+            .expect("member table lock")
+            .is_removed(node_id)
+    }
+
     /// Applies and persists a change (see [`MemberTable::apply`]); `Ok(None)` when the
     /// entry was applied before (a replay).
     pub fn apply(

@@ -44,7 +44,7 @@ impl Shard {
     /// Serves `req`, already validated by `proto::validate_request`, which chose `route`.
     pub async fn handle(&self, route: Route, req: Request) -> Reply {
         if let Some(m) = &self.members {
-            if m.snapshot().is_removed(self.node.node_id) {
+            if m.is_removed(self.node.node_id) {
                 return Err(err(
                     ErrorCode::Unavailable,
                     format!(
