@@ -573,7 +573,7 @@ impl<D: Disk> Wal<D> {
                 recovered = Recovered {
                     hard_state: r.log.hard_state,
                     snapshot: r.log.snapshot.clone(),
-                    entries: r.log.cache.iter().map(log::CachedEntry::to_entry).collect(),
+                    entries: r.log.cached_entries(),
                     last_ready: r.last_ready,
                     torn_tail: r.torn_tail,
                 };
@@ -598,6 +598,13 @@ impl<D: Disk> Wal<D> {
             }
         }
         let located_upto = log.last_index();
+        let mut log = log;
+        // The arena may keep freed chunks for reuse up to what the cache and one group
+        // may hold anyway (see log::Arena).
+        log.arena.set_keep_bytes_max(
+            usize::try_from(opts.cache_bytes_max + 2 * opts.group_commit_bytes_max)
+                .unwrap_or(usize::MAX),
+        );
         let st = State {
             poisoned: None,
             segments,
@@ -874,8 +881,7 @@ impl<D: Disk> Wal<D> {
                 for a in st.appends.iter().take(n) {
                     if let Some(rec) = &a.rec {
                         let e = s + rec.len();
-                        rec.with(|r| b[s..e].copy_from_slice(r));
-                        seal_record(&mut b[s..e], wsn);
+                        rec.with(|r| copy_sealed(&mut b[s..e], r, wsn));
                         debug_assert!(check_record(&b[s..]).is_some());
                         s = e;
                     }
@@ -1314,7 +1320,7 @@ impl<D: Disk> Storage for Wal<D> {
         for idx in lo..hi {
             let (size, e) = if idx >= cache_first {
                 let e = &log.cache[(idx - cache_first) as usize];
-                (e.size_bytes(), Ok(e))
+                (e.size_bytes(), Ok(()))
             } else {
                 let f0 = fetched.front().map_or(u64::MAX, |e| e.index);
                 match fetched.get(idx.wrapping_sub(f0) as usize) {
@@ -1336,7 +1342,7 @@ impl<D: Disk> Storage for Wal<D> {
                 break;
             }
             out.push(match e {
-                Ok(cached) => cached.to_entry(),
+                Ok(()) => log.cached_entry(idx),
                 Err(fetched) => fetched.clone(),
             });
         }
