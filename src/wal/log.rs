@@ -146,29 +146,20 @@ impl RecRef {
     }
 }
 
-/// A cached entry. Its data lies inside the encoded Append record that holds it
-/// (in the [`Arena`]), so caching it costs no allocation or copy; reads build an
-/// [`Entry`]. Its index is its position in the cache (a suffix of the log), its term is
-/// in [`LogIndex::terms`]: 24 bytes per entry.
-#[derive(Clone, Debug)]
+/// A cached entry: where its data lies inside the encoded Append record that holds it
+/// (in the [`Arena`]: caching it costs no allocation or copy; reads build an
+/// [`Entry`]). Its index is its position in the cache (a suffix of the log), its term
+/// is in [`LogIndex::terms`], and the arena chunk holding its record is referenced
+/// once per record (a cache run), not per entry: 12 bytes and no reference count per
+/// entry.
+#[derive(Clone, Copy, Debug)]
 pub struct CachedEntry {
-    chunk: Chunk,
     data_at: u32,
     data_len: u32,
     pub kind: EntryKind,
 }
 
 impl CachedEntry {
-    pub fn to_entry(&self, index: u64, term: u64) -> Entry {
-        let c = self.chunk.borrow();
-        Entry {
-            term,
-            index,
-            kind: self.kind,
-            data: c[self.data_at as usize..(self.data_at + self.data_len) as usize].to_vec(),
-        }
-    }
-
     /// Same as [`Entry::size_bytes`].
     pub fn size_bytes(&self) -> u64 {
         self.data_len as u64 + 24
@@ -210,6 +201,10 @@ pub struct LogIndex {
     next_rec_id: u64,
     /// The most recent entries, always a suffix of the log.
     pub cache: VecDeque<CachedEntry>,
+    /// (first index, chunk) of each record holding cached entries, in order: entry `i`
+    /// of the cache lies in the chunk of the last run whose first index is <= `i`. The
+    /// first run may start below the cache (its first entries were dropped).
+    cache_runs: VecDeque<(u64, Chunk)>,
     /// The encoded records: pending ones, and those holding cached entries.
     pub arena: Arena,
     pub cache_bytes: u64,
@@ -313,8 +308,7 @@ impl LogIndex {
         {
             self.terms.clear();
             self.recs.clear();
-            self.cache.clear();
-            self.cache_bytes = 0;
+            self.clear_cache();
             self.snapshot.index = e0.index - 1;
         }
         assert!(e0.index > self.snapshot.index && e0.index <= self.last_index() + 1);
@@ -326,12 +320,12 @@ impl LogIndex {
             self.terms.push_back(e.term);
             self.cache_bytes += e.size_bytes();
             self.cache.push_back(CachedEntry {
-                chunk: rec.chunk.clone(),
                 data_at: rec.at + data_at as u32,
                 data_len: data_len as u32,
                 kind: e.kind,
             });
         }
+        self.cache_runs.push_back((e0.index, rec.chunk.clone()));
         self.recs.push_back(RecLoc {
             id,
             first: e0.index,
@@ -353,6 +347,12 @@ impl LogIndex {
         for _ in 0..drop_cache {
             let e = self.cache.pop_back().expect("cache shorter than counted");
             self.cache_bytes -= e.size_bytes();
+        }
+        while self.cache_runs.back().is_some_and(|r| r.0 >= index) {
+            self.cache_runs.pop_back();
+        }
+        if self.cache.is_empty() {
+            self.cache_runs.clear();
         }
         while let Some(r) = self.recs.back_mut() {
             if r.first >= index {
@@ -395,8 +395,7 @@ impl LogIndex {
         } else {
             self.terms.clear();
             self.recs.clear();
-            self.cache.clear();
-            self.cache_bytes = 0;
+            self.clear_cache();
         }
         self.snapshot = meta.clone();
         self.hard_state = hs;
@@ -416,6 +415,7 @@ impl LogIndex {
             for e in self.cache.drain(..n) {
                 self.cache_bytes -= e.size_bytes();
             }
+            self.drop_cache_runs(index + 1);
         }
         while let Some(r) = self.recs.front_mut() {
             if r.first + r.count <= index + 1 {
@@ -457,6 +457,9 @@ impl LogIndex {
     /// above `located_upto` (their records are not yet on disk).
     pub fn evict(&mut self, max_bytes: u64, located_upto: u64) {
         let mut index = self.cache_first();
+        if self.cache_bytes <= max_bytes || index > located_upto {
+            return;
+        }
         while self.cache_bytes > max_bytes && index <= located_upto {
             let Some(e) = self.cache.pop_front() else {
                 break;
@@ -464,12 +467,44 @@ impl LogIndex {
             self.cache_bytes -= e.size_bytes();
             index += 1;
         }
+        self.drop_cache_runs(index);
+    }
+
+    /// Empties the cache.
+    fn clear_cache(&mut self) {
+        self.cache.clear();
+        self.cache_runs.clear();
+        self.cache_bytes = 0;
+    }
+
+    /// Drops the cache runs wholly below `cache_first` (the new first cached index).
+    fn drop_cache_runs(&mut self, cache_first: u64) {
+        if self.cache.is_empty() {
+            self.cache_runs.clear();
+            return;
+        }
+        while self.cache_runs.get(1).is_some_and(|r| r.0 <= cache_first) {
+            self.cache_runs.pop_front();
+        }
+    }
+
+    /// Bytes (as [`Entry::size_bytes`]) of cached entry `index`.
+    pub fn cached_size(&self, index: u64) -> u64 {
+        self.cache[(index - self.cache_first()) as usize].size_bytes()
     }
 
     /// Cached entry `index` (at least [`LogIndex::cache_first`], at most the last).
     pub fn cached_entry(&self, index: u64) -> Entry {
         let e = &self.cache[(index - self.cache_first()) as usize];
-        e.to_entry(index, self.term(index).expect("cached entry has a term"))
+        let run = self.cache_runs.partition_point(|r| r.0 <= index);
+        assert!(run > 0, "cached entry {index} below the first cache run");
+        let chunk = self.cache_runs[run - 1].1.borrow();
+        Entry {
+            term: self.term(index).expect("cached entry has a term"),
+            index,
+            kind: e.kind,
+            data: chunk[e.data_at as usize..(e.data_at + e.data_len) as usize].to_vec(),
+        }
     }
 
     /// All cached entries, in order.
@@ -591,7 +626,10 @@ mod tests {
         // its old bytes handed out as they are.
         let second_chunk = Rc::as_ptr(&a.full[1]);
         let r = a.alloc(CHUNK_BYTES / 2, |b| {
-            assert!(b[..third].iter().all(|&x| x == 4), "stale bytes of record 3");
+            assert!(
+                b[..third].iter().all(|&x| x == 4),
+                "stale bytes of record 3"
+            );
             b.fill(0xee)
         });
         assert_eq!(Rc::as_ptr(&r.chunk), second_chunk);
@@ -607,10 +645,14 @@ mod tests {
         // kept as spares and the next records reuse them (nothing new is allocated);
         // beyond it they are freed.
         drop((keep, r, big));
-        let small: Vec<RecRef> = (0..4).map(|_| a.alloc(CHUNK_BYTES, |b| b.fill(2))).collect();
+        let small: Vec<RecRef> = (0..4)
+            .map(|_| a.alloc(CHUNK_BYTES, |b| b.fill(2)))
+            .collect();
         assert!(a.held_bytes() <= 4 * CHUNK_BYTES + CHUNK_BYTES + 1);
         let held = a.held_bytes();
-        let more: Vec<RecRef> = (0..2).map(|_| a.alloc(CHUNK_BYTES, |b| b.fill(3))).collect();
+        let more: Vec<RecRef> = (0..2)
+            .map(|_| a.alloc(CHUNK_BYTES, |b| b.fill(3)))
+            .collect();
         assert!(a.held_bytes() <= held + 2 * CHUNK_BYTES);
         drop((small, more));
         for _ in 0..3 {
@@ -622,5 +664,95 @@ mod tests {
             a.held_bytes()
         );
         assert!(a.spare.len() + a.full.len() + 1 >= SPARE_CHUNKS_MIN);
+    }
+
+    /// Cache runs (one chunk reference per record) stay consistent with the cached
+    /// entries through random appends (records of several entries), conflicting-suffix
+    /// truncations (also in the middle of a record), compactions and evictions: every
+    /// cached entry reads back as the model's, and no run outlives its entries.
+    #[test]
+    fn cache_runs_follow_appends_truncations_compactions_and_evictions() {
+        let mut rng = crate::wal::sim::Rng::new(7);
+        let mut log = LogIndex::new();
+        let mut model: Vec<Entry> = Vec::new(); // entries snapshot.index+1 ..= last
+        let mut term = 1;
+        for step in 0..3000 {
+            match rng.below(10) {
+                0..=5 => {
+                    // Append 1..6 entries, sometimes replacing a suffix.
+                    let last = log.last_index();
+                    let first = if rng.chance(20) && last > log.snapshot.index {
+                        last - rng.below((last - log.snapshot.index).min(4))
+                    } else {
+                        last + 1
+                    };
+                    if first <= last {
+                        term += 1;
+                    }
+                    let n = 1 + rng.below(6);
+                    let entries: Vec<Entry> = (first..first + n)
+                        .map(|i| Entry {
+                            term,
+                            index: i,
+                            kind: EntryKind::Normal,
+                            data: vec![(i ^ step) as u8; rng.below(40) as usize],
+                        })
+                        .collect();
+                    log.check_append(&entries).unwrap();
+                    let mut b = Vec::new();
+                    crate::wal::format::encode_append(&mut b, 0, None, &entries);
+                    let rec = log.arena.alloc(b.len(), |out| out.copy_from_slice(&b));
+                    log.append(&entries, &rec, None);
+                    model.truncate((first - log.snapshot.index - 1) as usize);
+                    model.extend(entries);
+                }
+                6 | 7 => {
+                    let max = rng.below(2000);
+                    log.evict(max, log.last_index());
+                }
+                _ => {
+                    // Compact to a held index.
+                    let last = log.last_index();
+                    if last > log.snapshot.index {
+                        let to = log.snapshot.index + 1 + rng.below(last - log.snapshot.index);
+                        let meta = SnapshotMeta {
+                            index: to,
+                            term: log.term(to).unwrap(),
+                            ..SnapshotMeta::default()
+                        };
+                        let n = (to - log.snapshot.index) as usize;
+                        log.apply_snapshot(log.hard_state, &meta).unwrap();
+                        model.drain(..n);
+                    }
+                }
+            }
+            let first = log.cache_first();
+            let bytes: u64 = log.cache.iter().map(CachedEntry::size_bytes).sum();
+            assert_eq!(bytes, log.cache_bytes, "step {step}");
+            if log.cache.is_empty() {
+                assert!(
+                    log.cache_runs.is_empty(),
+                    "step {step}: runs without entries"
+                );
+            } else {
+                assert!(log.cache_runs[0].0 <= first, "step {step}");
+                assert!(
+                    log.cache_runs.len() == 1 || log.cache_runs[1].0 > first,
+                    "step {step}: a run below the cache outlived its entries"
+                );
+                assert!(
+                    log.cache_runs
+                        .iter()
+                        .zip(log.cache_runs.iter().skip(1))
+                        .all(|(a, b)| a.0 < b.0)
+                        && log.cache_runs.back().unwrap().0 <= log.last_index(),
+                    "step {step}: a truncated run outlived its entries"
+                );
+            }
+            for i in first..=log.last_index() {
+                let want = &model[(i - log.snapshot.index - 1) as usize];
+                assert_eq!(&log.cached_entry(i), want, "step {step} entry {i}");
+            }
+        }
     }
 }

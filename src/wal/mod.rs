@@ -1319,8 +1319,7 @@ impl<D: Disk> Storage for Wal<D> {
         let mut bytes = 0;
         for idx in lo..hi {
             let (size, e) = if idx >= cache_first {
-                let e = &log.cache[(idx - cache_first) as usize];
-                (e.size_bytes(), Ok(()))
+                (log.cached_size(idx), Ok(()))
             } else {
                 let f0 = fetched.front().map_or(u64::MAX, |e| e.index);
                 match fetched.get(idx.wrapping_sub(f0) as usize) {
