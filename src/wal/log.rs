@@ -84,8 +84,9 @@ impl Arena {
                 self.full.push_back(c);
             }
             self.reclaim();
-            let chunk = match self.spare.iter().position(|c| c.borrow().len() >= len) {
-                Some(i) => self.spare.swap_remove(i),
+            // The spare filled most recently first: the likeliest to be still cached.
+            let chunk = match self.spare.iter().rposition(|c| c.borrow().len() >= len) {
+                Some(i) => self.spare.remove(i),
                 None => {
                     let cap = len.max(CHUNK_BYTES);
                     self.held_bytes += cap;
@@ -135,6 +136,7 @@ pub struct RecRef {
 }
 
 impl RecRef {
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len as usize
     }
@@ -295,12 +297,13 @@ impl LogIndex {
     /// `rec` is the encoded Append record of `entries` (header included; wsn and crc
     /// may be unset): the cache keeps the entries' data there. Returns the record id
     /// the entries were filed under.
-    pub fn append(&mut self, entries: &[Entry], rec: &RecRef, at: Option<DiskLoc>) -> u64 {
+    pub fn append(&mut self, entries: &[Entry], rec: Option<&RecRef>, at: Option<DiskLoc>) -> u64 {
         let id = self.next_rec_id;
         self.next_rec_id += 1;
         let Some(e0) = entries.first() else {
             return id;
         };
+        let rec = rec.expect("entries without their record");
         if !self.base_known
             && (self.terms.is_empty()
                 || e0.index <= self.snapshot.index
@@ -578,13 +581,13 @@ mod tests {
         let ids: Vec<u64> = (1..=5)
             .map(|i| {
                 let r = rec(&mut log, &ent(i, 1));
-                log.append(&[ent(i, 1)], &r, None)
+                log.append(&[ent(i, 1)], Some(&r), None)
             })
             .collect();
         // Entry 4 is replaced (term 2) while records 1..=5 are being written: records
         // of entries 4 and 5 are gone, a new one (not in this write) takes their place.
         let r = rec(&mut log, &ent(4, 2));
-        let new_id = log.append(&[ent(4, 2)], &r, None);
+        let new_id = log.append(&[ent(4, 2)], Some(&r), None);
         assert_eq!(log.cached_entry(4), ent(4, 2));
         assert_eq!(log.cached_entry(3), ent(3, 1));
         let mut hint = 0;
@@ -622,17 +625,18 @@ mod tests {
         let first_chunk = Rc::as_ptr(&recs[0].chunk);
         let keep: Vec<RecRef> = recs.drain(..3).collect(); // chunk 0 stays referenced
         drop(recs);
-        // Chunk 2 is full; a new chunk is needed: chunk 1 is free and is reused, with
-        // its old bytes handed out as they are.
-        let second_chunk = Rc::as_ptr(&a.full[1]);
+        // Chunk 2 is full; a new chunk is needed: chunks 1 and 2 are free, and the one
+        // filled last (2, the likeliest to be in the CPU cache) is reused, with its old
+        // bytes handed out as they are.
+        let third_chunk = Rc::as_ptr(a.cur.as_ref().unwrap());
         let r = a.alloc(CHUNK_BYTES / 2, |b| {
             assert!(
-                b[..third].iter().all(|&x| x == 4),
-                "stale bytes of record 3"
+                b[..third].iter().all(|&x| x == 7),
+                "stale bytes of record 6"
             );
             b.fill(0xee)
         });
-        assert_eq!(Rc::as_ptr(&r.chunk), second_chunk);
+        assert_eq!(Rc::as_ptr(&r.chunk), third_chunk);
         assert_eq!(a.held_bytes(), 3 * CHUNK_BYTES);
         r.with(|b| assert!(b.iter().all(|&x| x == 0xee)));
         assert!(a.full.iter().any(|c| Rc::as_ptr(c) == first_chunk));
@@ -702,7 +706,7 @@ mod tests {
                     let mut b = Vec::new();
                     crate::wal::format::encode_append(&mut b, 0, None, &entries);
                     let rec = log.arena.alloc(b.len(), |out| out.copy_from_slice(&b));
-                    log.append(&entries, &rec, None);
+                    log.append(&entries, Some(&rec), None);
                     model.truncate((first - log.snapshot.index - 1) as usize);
                     model.extend(entries);
                 }
