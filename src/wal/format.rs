@@ -251,14 +251,18 @@ pub fn copy_sealed(dst: &mut [u8], src: &[u8], wsn: u64) {
     );
     dst[..REC_HEADER_LEN].copy_from_slice(&src[..REC_HEADER_LEN]);
     dst[REC_WSN_OFF..REC_WSN_OFF + 8].copy_from_slice(&wsn.to_le_bytes());
+    // One crc update per piece (the first also covers the header): for the many small
+    // records of concurrent appenders, each update call has a fixed cost.
     let mut h = crc32fast::Hasher::new();
-    h.update(&dst[REC_CRC_FROM..REC_HEADER_LEN]);
-    let mut at = REC_HEADER_LEN;
-    while at < src.len() {
+    let (mut from, mut at) = (REC_CRC_FROM, REC_HEADER_LEN);
+    loop {
         let end = (at + SEAL_PIECE_BYTES).min(src.len());
         dst[at..end].copy_from_slice(&src[at..end]);
-        h.update(&dst[at..end]);
-        at = end;
+        h.update(&dst[from..end]);
+        if end == src.len() {
+            break;
+        }
+        (from, at) = (end, end);
     }
     dst[REC_CRC_OFF..REC_CRC_OFF + 4].copy_from_slice(&h.finalize().to_le_bytes());
 }
