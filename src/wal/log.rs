@@ -1,9 +1,10 @@
 //! The in-memory index of the Raft log the WAL holds: snapshot metadata, hard state,
 //! the term of every retained entry, where each entry's record lies on disk, and a
-//! cache of the most recent entries, and the arena holding the encoded records (the
-//! pending ones, and those whose entries are cached: a cached entry's data is a range
-//! of its record). The same rules apply when appending live and when replaying at
-//! recovery, so the WAL never writes what it would refuse to read.
+//! cache of the most recent entries, and the arena holding a copy of the encoded
+//! records whose entries are cached (a cached entry's data is a range of its record;
+//! the cache references each record's chunk once, not once per entry). The same rules
+//! apply when appending live and when replaying at recovery, so the WAL never writes
+//! what it would refuse to read.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -21,12 +22,12 @@ const SPARE_CHUNKS_MIN: usize = 2;
 /// without being zeroed; whoever gets a range writes all of it.
 type Chunk = Rc<RefCell<Box<[u8]>>>;
 
-/// Where the encoded records (pending ones, and those whose entries are cached) live:
-/// appended one after the other into chunks of [`CHUNK_BYTES`]. A chunk no record in it
-/// is referenced from is kept for reuse as a spare (memory that is already faulted in)
-/// while the arena holds at most `keep_bytes_max` in all, else freed. Appending costs
-/// no allocation, no zeroing and one copy of the entries' data, however many entries a
-/// record has.
+/// Where the encoded records whose entries are cached live (copied whole from the
+/// WAL's staging buffer): appended one after the other into chunks of [`CHUNK_BYTES`].
+/// A chunk no record in it is referenced from is kept for reuse as a spare (memory that
+/// is already faulted in; the one filled last is reused first) while the arena holds
+/// at most `keep_bytes_max` in all, else freed. Appending costs no allocation, no
+/// zeroing and one `memcpy` of the record, however many entries it has.
 ///
 /// Measured (batch of 1024 × 256 B, `scripts/wal-bench.sh`): a fresh allocation per
 /// record made each append page-fault its 290 KB in (8% of the executor's time); chunks
@@ -207,7 +208,7 @@ pub struct LogIndex {
     /// of the cache lies in the chunk of the last run whose first index is <= `i`. The
     /// first run may start below the cache (its first entries were dropped).
     cache_runs: VecDeque<(u64, Chunk)>,
-    /// The encoded records: pending ones, and those holding cached entries.
+    /// Copies of the encoded records holding cached entries.
     pub arena: Arena,
     pub cache_bytes: u64,
 }

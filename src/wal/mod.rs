@@ -29,17 +29,20 @@
 //!
 //! # Write path and crash argument
 //!
-//! Each append encodes its record once, into the log's record arena (1 MiB chunks,
-//! reused once nothing refers to them; the cache keeps the entries' data in the same
-//! bytes, so no entry is copied one by one), and returns at once. A flush is done by
-//! the first waiter in [`Wal::wait_durable`] that finds no write in flight: it claims
-//! the flush (later waiters only listen), yields once so that the runnable appenders
-//! join its group, then takes everything pending (or [`Wal::flush`] does), up to
-//! `group_commit_bytes_max`, copies the records into one aligned buffer, stamps wsn and
-//! crc there, pads to a block and issues ONE O_DIRECT write at the next free block of
-//! the active segment and ONE fdatasync. Only one write is in flight at a time; appends
-//! arriving meanwhile form the next group. After the sync, the highest Ready number
-//! whose appends are all durable is published and the waiters are woken.
+//! Each append encodes its record once, into a reused staging buffer that holds the
+//! pending records back to back (it stays in the CPU cache), and, if the record holds
+//! entries, copies it whole into the log's record arena (1 MiB chunks, reused once
+//! nothing refers to them; the cache keeps the entries' data there, so no entry is
+//! copied or allocated one by one), and returns at once. A flush is done by the first
+//! waiter in [`Wal::wait_durable`] that finds no write in flight: it claims the flush
+//! (later waiters only listen), yields once so that the runnable appenders join its
+//! group, then takes everything pending (or [`Wal::flush`] does), up to
+//! `group_commit_bytes_max`, copies those records from the front of the staging buffer
+//! into one aligned buffer, stamping wsn and crc there in the same pass, pads to a
+//! block and issues ONE O_DIRECT write at the next free block of the active segment and
+//! ONE fdatasync. Only one write is in flight at a time; appends arriving meanwhile
+//! form the next group. After the sync, the highest Ready number whose appends are all
+//! durable is published and the waiters are woken.
 //!
 //! * A write never touches a block an earlier write used: each starts on a fresh block,
 //!   so no acknowledged byte is ever rewritten (a torn rewrite cannot lose it).
