@@ -932,7 +932,7 @@ impl<D: Disk> Wal<D> {
                 let b = buf.as_mut_slice();
                 let staged = &st.staging.buf[..data_len];
                 let mut s = 0;
-                for a in st.appends.iter().take(n) {
+                for a in st.appends.iter().take(n).filter(|a| a.len > 0) {
                     let e = s + a.len as usize;
                     copy_sealed(&mut b[s..e], &staged[s..e], wsn);
                     debug_assert!(check_record(&b[s..]).is_some());
