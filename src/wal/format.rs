@@ -120,26 +120,27 @@ pub fn encode_append(out: &mut Vec<u8>, ready: u64, hs: Option<&HardState>, entr
     encode_append_into(&mut out[start..], ready, hs, entries);
 }
 
-/// Writes an Append record (unsealed) into `out`, which must be exactly
-/// [`append_record_len`]`(entries)` bytes long.
+/// Writes an Append record (unsealed: wsn and crc 0) into `out`, which must be exactly
+/// [`append_record_len`]`(entries)` bytes long. Every byte of `out` is written (its old
+/// contents do not matter: the arena hands out reused memory without zeroing it).
 pub fn encode_append_into(out: &mut [u8], ready: u64, hs: Option<&HardState>, entries: &[Entry]) {
     let total = append_record_len(entries);
     assert_eq!(out.len(), total, "append record length mismatch");
     let mut w = SliceWriter { out, at: 0 };
     w.u32(u32::try_from(total - REC_HEADER_LEN).expect("record payload over 4 GiB"));
-    w.skip(REC_KIND_OFF - REC_CRC_OFF);
+    w.zeros(REC_KIND_OFF - REC_CRC_OFF);
     w.u8(KIND_APPEND);
-    w.skip(REC_HEADER_LEN - REC_RESERVED_OFF);
+    w.zeros(REC_HEADER_LEN - REC_RESERVED_OFF);
     debug_assert_eq!(w.at, REC_HEADER_LEN);
     w.u64(ready);
     w.u8(if hs.is_some() { APP_FLAG_HAS_HS } else { 0 });
-    w.skip(APP_HS_OFF - APP_FLAGS_OFF - 1);
+    w.zeros(APP_HS_OFF - APP_FLAGS_OFF - 1);
     let hs = hs.copied().unwrap_or_default();
     w.u64(hs.term);
     w.u64(hs.vote);
     w.u64(hs.commit);
     w.u32(entries.len() as u32);
-    w.skip(APP_ENTRIES_OFF - APP_COUNT_OFF - 4);
+    w.zeros(APP_ENTRIES_OFF - APP_COUNT_OFF - 4);
     debug_assert_eq!(w.at, REC_HEADER_LEN + APP_ENTRIES_OFF);
     for e in entries {
         w.u64(e.term);
@@ -148,14 +149,14 @@ pub fn encode_append_into(out: &mut [u8], ready: u64, hs: Option<&HardState>, en
             EntryKind::Normal => 0,
             EntryKind::ConfChange => 1,
         });
-        w.skip(ENT_DATA_LEN_OFF - ENT_KIND_OFF - 1);
+        w.zeros(ENT_DATA_LEN_OFF - ENT_KIND_OFF - 1);
         w.u32(u32::try_from(e.data.len()).expect("entry over 4 GiB"));
         w.bytes(&e.data);
     }
     assert_eq!(w.at, total, "append record length mismatch");
 }
 
-/// Writes little-endian fields into a zeroed slice (skipped bytes stay zero).
+/// Writes little-endian fields into a slice, front to back.
 struct SliceWriter<'a> {
     out: &'a mut [u8],
     at: usize,
@@ -176,8 +177,8 @@ impl SliceWriter<'_> {
     fn u64(&mut self, v: u64) {
         self.bytes(&v.to_le_bytes());
     }
-    fn skip(&mut self, n: usize) {
-        debug_assert!(self.out[self.at..self.at + n].iter().all(|&b| b == 0));
+    fn zeros(&mut self, n: usize) {
+        self.out[self.at..self.at + n].fill(0);
         self.at += n;
     }
 }
@@ -230,6 +231,40 @@ pub fn write_pad(rec: &mut [u8], wsn: u64) {
     rec[REC_LEN_OFF..REC_LEN_OFF + 4].copy_from_slice(&(payload as u32).to_le_bytes());
     rec[REC_KIND_OFF] = KIND_PAD;
     seal_record(rec, wsn);
+}
+
+/// Bytes a record is copied in by [`copy_sealed`] before its crc is taken over them
+/// (while they are still in the L1 cache).
+const SEAL_PIECE_BYTES: usize = 16 << 10;
+
+/// Copies the encoded record `src` (unsealed) into `dst` (exactly as long) and seals the
+/// copy with `wsn`: the same result as copying, then [`seal_record`], but in one pass
+/// over the bytes (the crc reads each piece right after it was copied).
+pub fn copy_sealed(dst: &mut [u8], src: &[u8], wsn: u64) {
+    let len = get_u32(src, REC_LEN_OFF) as usize;
+    assert!(
+        src.len() == REC_HEADER_LEN + len && dst.len() == src.len(),
+        "copy_sealed: record of {} bytes (header says {}) into {} bytes",
+        src.len(),
+        REC_HEADER_LEN + len,
+        dst.len()
+    );
+    dst[..REC_HEADER_LEN].copy_from_slice(&src[..REC_HEADER_LEN]);
+    dst[REC_WSN_OFF..REC_WSN_OFF + 8].copy_from_slice(&wsn.to_le_bytes());
+    // One crc update per piece (the first also covers the header): for the many small
+    // records of concurrent appenders, each update call has a fixed cost.
+    let mut h = crc32fast::Hasher::new();
+    let (mut from, mut at) = (REC_CRC_FROM, REC_HEADER_LEN);
+    loop {
+        let end = (at + SEAL_PIECE_BYTES).min(src.len());
+        dst[at..end].copy_from_slice(&src[at..end]);
+        h.update(&dst[from..end]);
+        if end == src.len() {
+            break;
+        }
+        (from, at) = (end, end);
+    }
+    dst[REC_CRC_OFF..REC_CRC_OFF + 4].copy_from_slice(&h.finalize().to_le_bytes());
 }
 
 /// Stamps the write sequence number and the crc into an encoded record.
@@ -491,6 +526,39 @@ mod tests {
             if let Some(h2) = check_record(&b) {
                 panic!("bit {bit} flipped yet record checks: {h2:?}");
             }
+        }
+    }
+
+    /// The encoder writes every byte (the arena hands out stale memory), and
+    /// `copy_sealed` gives the same bytes as a copy followed by `seal_record`, for
+    /// records shorter and longer than one of its pieces.
+    #[test]
+    fn encode_over_stale_bytes_and_copy_sealed_match_seal_record() {
+        for (n, len) in [(0usize, 0usize), (3, 5), (70, 256), (300, 1000)] {
+            let entries: Vec<Entry> = (1..=n as u64)
+                .map(|i| Entry {
+                    term: 7,
+                    index: i,
+                    kind: EntryKind::Normal,
+                    data: vec![i as u8; len],
+                })
+                .collect();
+            let hs = HardState {
+                term: 7,
+                vote: 2,
+                commit: 1,
+            };
+            let mut clean = Vec::new();
+            encode_append(&mut clean, 5, Some(&hs), &entries);
+            let mut stale = vec![0xa5u8; clean.len()];
+            encode_append_into(&mut stale, 5, Some(&hs), &entries);
+            assert_eq!(stale, clean);
+            let mut sealed = clean.clone();
+            seal_record(&mut sealed, 42);
+            let mut copied = vec![0x5au8; clean.len()];
+            copy_sealed(&mut copied, &clean, 42);
+            assert_eq!(copied, sealed);
+            assert_eq!(check_record(&copied).map(|h| h.wsn), Some(42));
         }
     }
 

@@ -29,17 +29,20 @@
 //!
 //! # Write path and crash argument
 //!
-//! Each append encodes its record once, into the log's record arena (1 MiB chunks,
-//! reused once nothing refers to them; the cache keeps the entries' data in the same
-//! bytes, so no entry is copied one by one), and returns at once. A flush is done by
-//! the first waiter in [`Wal::wait_durable`] that finds no write in flight: it claims
-//! the flush (later waiters only listen), yields once so that the runnable appenders
-//! join its group, then takes everything pending (or [`Wal::flush`] does), up to
-//! `group_commit_bytes_max`, copies the records into one aligned buffer, stamps wsn and
-//! crc there, pads to a block and issues ONE O_DIRECT write at the next free block of
-//! the active segment and ONE fdatasync. Only one write is in flight at a time; appends
-//! arriving meanwhile form the next group. After the sync, the highest Ready number
-//! whose appends are all durable is published and the waiters are woken.
+//! Each append encodes its record once, into a reused staging buffer that holds the
+//! pending records back to back (it stays in the CPU cache), and, if the record holds
+//! entries, copies it whole into the log's record arena (1 MiB chunks, reused once
+//! nothing refers to them; the cache keeps the entries' data there, so no entry is
+//! copied or allocated one by one), and returns at once. A flush is done by the first
+//! waiter in [`Wal::wait_durable`] that finds no write in flight: it claims the flush
+//! (later waiters only listen), yields once so that the runnable appenders join its
+//! group, then takes everything pending (or [`Wal::flush`] does), up to
+//! `group_commit_bytes_max`, copies those records from the front of the staging buffer
+//! into one aligned buffer, stamping wsn and crc there in the same pass, pads to a
+//! block and issues ONE O_DIRECT write at the next free block of the active segment and
+//! ONE fdatasync. Only one write is in flight at a time; appends arriving meanwhile
+//! form the next group. After the sync, the highest Ready number whose appends are all
+//! durable is published and the waiters are woken.
 //!
 //! * A write never touches a block an earlier write used: each starts on a fresh block,
 //!   so no acknowledged byte is ever rewritten (a torn rewrite cannot lose it).
@@ -351,15 +354,52 @@ enum PendingKind {
 
 struct Pending {
     ready: u64,
-    /// The encoded record (unsealed: wsn and crc are stamped in the write buffer);
-    /// None for an empty append. Shared with the cache, which keeps entry data there.
-    rec: Option<log::RecRef>,
+    /// Bytes of its encoded record in [`Staging`] (0 for an empty append).
+    len: u32,
     kind: PendingKind,
 }
 
 impl Pending {
     fn len(&self) -> u64 {
-        self.rec.as_ref().map_or(0, |r| r.len() as u64)
+        self.len as u64
+    }
+}
+
+/// The encoded records of the pending appends, back to back in append order (unsealed:
+/// wsn and crc are stamped in the write buffer): the first `used` bytes of `buf`.
+///
+/// One reused buffer, so that it stays in the CPU cache: an append encodes its record
+/// here (hot memory), then copies it into the arena for the cache in one `memcpy`
+/// (which writes memory that is cold by then, in whole cache lines: far cheaper than
+/// encoding each entry straight there, measured 10 vs 27 µs for 1024 × 256 B); a flush
+/// copies its group from here into the write buffer and seals it there.
+struct Staging {
+    /// Initialized once (never zeroed again: encoders write every byte).
+    buf: Vec<u8>,
+    used: usize,
+}
+
+impl Staging {
+    /// The next `len` bytes (stale contents), which become part of `used`.
+    fn push(&mut self, len: usize) -> &mut [u8] {
+        let at = self.used;
+        if self.buf.len() < at + len {
+            self.buf.resize((at + len).max(2 * self.buf.len()), 0);
+        }
+        self.used = at + len;
+        &mut self.buf[at..at + len]
+    }
+
+    /// Drops the first `len` bytes (a group handed to a write); the rest moves to the
+    /// front. Gives memory back when it is empty and was grown far beyond `keep`.
+    fn consume(&mut self, len: usize, keep: usize) {
+        assert!(len <= self.used, "staging: consume {len} of {}", self.used);
+        self.buf.copy_within(len..self.used, 0);
+        self.used -= len;
+        if self.used == 0 && self.buf.len() > 2 * keep {
+            self.buf.truncate(keep);
+            self.buf.shrink_to_fit();
+        }
     }
 }
 
@@ -376,6 +416,8 @@ struct State<F> {
     /// Bytes of the records in `appends` (appended, not yet handed to a write).
     pending_bytes: u64,
     appends: VecDeque<Pending>,
+    /// Their encoded records (`pending_bytes` of them).
+    staging: Staging,
     last_ready: u64,
     durable_ready: u64,
     /// Entries up to here have their records on disk (may be evicted from the cache).
@@ -573,7 +615,7 @@ impl<D: Disk> Wal<D> {
                 recovered = Recovered {
                     hard_state: r.log.hard_state,
                     snapshot: r.log.snapshot.clone(),
-                    entries: r.log.cache.iter().map(log::CachedEntry::to_entry).collect(),
+                    entries: r.log.cached_entries(),
                     last_ready: r.last_ready,
                     torn_tail: r.torn_tail,
                 };
@@ -598,6 +640,13 @@ impl<D: Disk> Wal<D> {
             }
         }
         let located_upto = log.last_index();
+        let mut log = log;
+        // The arena may keep freed chunks for reuse up to what the cache and one group
+        // may hold anyway (see log::Arena).
+        log.arena.set_keep_bytes_max(
+            usize::try_from(opts.cache_bytes_max + 2 * opts.group_commit_bytes_max)
+                .unwrap_or(usize::MAX),
+        );
         let st = State {
             poisoned: None,
             segments,
@@ -609,6 +658,10 @@ impl<D: Disk> Wal<D> {
             next_wsn,
             pending_bytes: 0,
             appends: VecDeque::new(),
+            staging: Staging {
+                buf: Vec::new(),
+                used: 0,
+            },
             last_ready,
             durable_ready: last_ready,
             located_upto,
@@ -660,7 +713,8 @@ impl<D: Disk> Wal<D> {
     ) -> Result<(), WalError> {
         let inner = &*self.inner;
         let mut st = inner.st.borrow_mut();
-        Self::check_poisoned(&st)?;
+        let st = &mut *st;
+        Self::check_poisoned(st)?;
         assert!(
             ready >= st.last_ready,
             "wal: ready number {ready} after {}",
@@ -679,19 +733,24 @@ impl<D: Disk> Wal<D> {
         if hard_state.is_none() && entries.is_empty() {
             st.appends.push_back(Pending {
                 ready,
-                rec: None,
+                len: 0,
                 kind: PendingKind::Empty,
             });
             return Ok(());
         }
-        // Encoded once, in place; the cache keeps the entries' data there.
-        let rec = st.log.arena.alloc(bytes as usize, |b| {
-            encode_append_into(b, ready, hard_state.as_ref(), entries)
+        // Encoded once, into the staging buffer; if it holds entries, copied as a whole
+        // into the arena, where the cache keeps their data.
+        let staged = st.staging.push(bytes as usize);
+        encode_append_into(staged, ready, hard_state.as_ref(), entries);
+        let rec = (!entries.is_empty()).then(|| {
+            st.log
+                .arena
+                .alloc(staged.len(), |b| b.copy_from_slice(staged))
         });
         if let Some(hs) = hard_state {
             st.log.hard_state = hs;
         }
-        let rec_id = st.log.append(entries, &rec, None);
+        let rec_id = st.log.append(entries, rec.as_ref(), None);
         if let Some(e0) = entries.first() {
             st.keep_recovered = false;
             st.located_upto = st.located_upto.min(e0.index - 1);
@@ -704,9 +763,10 @@ impl<D: Disk> Wal<D> {
         st.pending_bytes += bytes;
         st.appends.push_back(Pending {
             ready,
-            rec: Some(rec),
+            len: bytes as u32,
             kind: PendingKind::Append { rec_id, last_index },
         });
+        debug_assert_eq!(st.pending_bytes, st.staging.used as u64);
         Ok(())
     }
 
@@ -870,20 +930,20 @@ impl<D: Disk> Wal<D> {
                 assert!(pos % BLOCK_BYTES == 0 && pos + total <= inner.opts.segment_bytes);
                 let mut buf = file.alloc_buf(total as usize);
                 let b = buf.as_mut_slice();
+                let staged = &st.staging.buf[..data_len];
                 let mut s = 0;
-                for a in st.appends.iter().take(n) {
-                    if let Some(rec) = &a.rec {
-                        let e = s + rec.len();
-                        rec.with(|r| b[s..e].copy_from_slice(r));
-                        seal_record(&mut b[s..e], wsn);
-                        debug_assert!(check_record(&b[s..]).is_some());
-                        s = e;
-                    }
+                for a in st.appends.iter().take(n).filter(|a| a.len > 0) {
+                    let e = s + a.len as usize;
+                    copy_sealed(&mut b[s..e], &staged[s..e], wsn);
+                    debug_assert!(check_record(&b[s..]).is_some());
+                    s = e;
                 }
                 assert_eq!(s, data_len);
                 b[data_len..].fill(0);
                 write_pad(&mut b[data_len..], wsn);
                 st.pending_bytes -= data_len as u64;
+                st.staging
+                    .consume(data_len, inner.opts.group_commit_bytes_max as usize);
                 (file, pos, seq, buf)
             };
             // 4. One write, one fdatasync.
@@ -1073,10 +1133,10 @@ impl<D: Disk> Wal<D> {
             encode_snapshot(&mut rec, &hs, &meta);
             let ready = st.last_ready;
             st.pending_bytes += rec.len() as u64;
-            let rec = st.log.arena.alloc(rec.len(), |b| b.copy_from_slice(&rec));
+            st.staging.push(rec.len()).copy_from_slice(&rec);
             st.appends.push_back(Pending {
                 ready,
-                rec: Some(rec),
+                len: rec.len() as u32,
                 kind: PendingKind::Snapshot,
             });
             st.snaps_appended += 1;
@@ -1313,8 +1373,7 @@ impl<D: Disk> Storage for Wal<D> {
         let mut bytes = 0;
         for idx in lo..hi {
             let (size, e) = if idx >= cache_first {
-                let e = &log.cache[(idx - cache_first) as usize];
-                (e.size_bytes(), Ok(e))
+                (log.cached_size(idx), Ok(()))
             } else {
                 let f0 = fetched.front().map_or(u64::MAX, |e| e.index);
                 match fetched.get(idx.wrapping_sub(f0) as usize) {
@@ -1336,7 +1395,7 @@ impl<D: Disk> Storage for Wal<D> {
                 break;
             }
             out.push(match e {
-                Ok(cached) => cached.to_entry(),
+                Ok(()) => log.cached_entry(idx),
                 Err(fetched) => fetched.clone(),
             });
         }

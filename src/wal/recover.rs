@@ -305,10 +305,11 @@ pub(super) async fn recover<D: Disk>(disk: &D) -> Result<Option<Recovery<D::File
                         .check_append(&a.entries)
                         .map_err(|m| corrupt(&path, pos, m))?;
                     let raw = &bytes[pos as usize..pos as usize + rec_len];
-                    let rec = r.log.arena.alloc(rec_len, |b| b.copy_from_slice(raw));
+                    let rec = (!a.entries.is_empty())
+                        .then(|| r.log.arena.alloc(rec_len, |b| b.copy_from_slice(raw)));
                     r.log.append(
                         &a.entries,
-                        &rec,
+                        rec.as_ref(),
                         Some(DiskLoc {
                             seq,
                             offset: pos,
