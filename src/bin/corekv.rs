@@ -3,13 +3,6 @@
 
 use corekv::shard::config::{ConfigError, ServerConfig, USAGE};
 
-/// mimalloc instead of glibc's allocator: a put allocates a dozen small buffers (request,
-/// Raft entry, WAL cache, rev record, reply) that live for a few milliseconds, and glibc's
-/// free lists spent a fifth of the server's CPU on them (single node, put x256: ~30%
-/// more puts per second with mimalloc in an A/B run).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let cfg = match ServerConfig::from_args(std::env::args().skip(1)) {
         Ok(c) => c,
