@@ -114,8 +114,8 @@ impl<'a, V: ReadView + ?Sized> Reader<'a, V> {
     }
 
     /// The key's state at `rev` (already resolved), if it exists then.
-    pub(crate) fn get_at(&self, key: &[u8], rev: i64) -> Result<Option<LiveMeta>, KvError> {
-        Ok(self.index.at(key, rev).and_then(|e| e.live()))
+    pub(crate) fn get_at(&self, key: &[u8], rev: i64) -> Option<LiveMeta> {
+        self.index.at(key, rev).and_then(|e| e.live())
     }
 
     /// The value written at `rev`.
@@ -161,16 +161,15 @@ impl<'a, V: ReadView + ?Sized> Reader<'a, V> {
         rev: i64,
         reverse: bool,
         f: &mut dyn FnMut(&[u8], LiveMeta) -> bool,
-    ) -> Result<(), KvError> {
+    ) {
         match sp {
             Span::Key(k) => {
-                if let Some(lm) = self.get_at(k, rev)? {
+                if let Some(lm) = self.get_at(k, rev) {
                     f(k, lm);
                 }
             }
             Span::Range { start, end } => self.index.visit(start, end, rev, reverse, f),
         }
-        Ok(())
     }
 
     /// etcd's Range (see the module docs of `super` for the rules). Returns the
@@ -224,7 +223,7 @@ impl<'a, V: ReadView + ?Sized> Reader<'a, V> {
             }
             // limit + 1 found: what is left only needs counting, unless it is known.
             !(streaming && picked.len() > limit && known_count.is_some())
-        })?;
+        });
         let count = known_count.unwrap_or(count);
         if req.count_only {
             return Ok(RangeResponse {
@@ -312,7 +311,7 @@ impl<'a, V: ReadView + ?Sized> Reader<'a, V> {
             };
             holds = judge(Some(lm), &value);
             holds
-        })?;
+        });
         if let Some(e) = err {
             return Err(e);
         }
@@ -410,7 +409,7 @@ impl<'a, V: ReadView + ?Sized> Reader<'a, V> {
             h.update(&(value.len() as u64).to_be_bytes());
             h.update(&value);
             true
-        })?;
+        });
         if let Some(e) = err {
             return Err(e);
         }

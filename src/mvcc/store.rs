@@ -34,8 +34,8 @@
 //! but only the last version before a commit matters (nothing reads them from the
 //! backend's live state: reads take the state from memory, dedup checks the pending
 //! sessions first). So applies keep them in memory (`state`, `pending_sessions`) and
-//! [`Store::begin_commit`] writes them into the backend's transaction first: per put, three
-//! B+tree writes (rev, index, live) instead of seven. Session eviction still happens at
+//! [`Store::begin_commit`] writes them into the backend's transaction first: per put, one
+//! B+tree write (the rev tree; the key index is in memory) instead of five. Session eviction still happens at
 //! the write that goes over `sessions_max`, choosing the same session as before.
 
 use std::collections::hash_map::{Entry, HashMap};
@@ -540,7 +540,8 @@ impl<B: Backend> Store<B> {
             self.state.rev = ctx.main;
             self.state.live_count += ctx.live_delta;
             if self.state.live_count < 0 {
-                // Only a stored count that disagrees with the live tree gets here.
+                // Only a count that disagrees with the key index gets here (open checks
+                // them against each other).
                 return Err(corrupt(
                     TREE_META,
                     META_STATE_KEY,
@@ -564,7 +565,7 @@ impl<B: Backend> Store<B> {
 
     /// etcd's `checkRequestPut`, on the state before the entry.
     fn check_put(&self, r: &Reader<'_, B>, p: &PutRequest) -> Result<(), KvError> {
-        if (p.ignore_value || p.ignore_lease) && r.get_at(&p.key, r.rev)?.is_none() {
+        if (p.ignore_value || p.ignore_lease) && r.get_at(&p.key, r.rev).is_none() {
             return Err(KvError::KeyNotFound);
         }
         if p.lease != 0 {
@@ -677,7 +678,7 @@ impl<B: Backend> Store<B> {
             r.visit(span(&d.key, &d.range_end), r.rev, false, &mut |k, lm| {
                 victims.push((k.to_vec(), lm));
                 true
-            })?;
+            });
             let mut prev_kvs = Vec::new();
             if d.prev_kv {
                 for (k, lm) in &victims {
