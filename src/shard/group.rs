@@ -1899,6 +1899,31 @@ mod tests {
         }
     }
 
+    /// Runs `test` on a fresh executor (the group's tasks need one) and waits for it.
+    fn on_executor<F>(test: impl FnOnce() -> F + Send + 'static)
+    where
+        F: std::future::Future<Output = ()> + 'static,
+    {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(test)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    /// Opens the single-member group in `path`, starts its driver and waits until the
+    /// group leads.
+    async fn start_solo(
+        path: &Path,
+        opts: GroupOptions,
+    ) -> (Rc<Group>, glommio::Task<Result<(), String>>) {
+        let g = Group::open(path, 0, 1, vec![1], opts).await.unwrap();
+        let driver = glommio::spawn_local(g.clone().run());
+        until("the group leads", || g.is_leader()).await;
+        (g, driver)
+    }
+
     fn dirty_bytes(g: &Group) -> u64 {
         g.store.borrow().as_ref().unwrap().backend().dirty_bytes()
     }
@@ -1928,27 +1953,20 @@ mod tests {
             },
             ..GroupOptions::default()
         };
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(1 << 20)
-            .spawn(move || async move {
-                let g = Group::open(&path, 0, 1, vec![1], opts).await.unwrap();
-                let driver = glommio::spawn_local(g.clone().run());
-                until("the group leads", || g.is_leader()).await;
-                let done = Rc::new(Cell::new(0usize));
-                for w in spawn_puts(&g, 0..WRITES, &done) {
-                    w.await.unwrap().unwrap();
-                }
-                assert_eq!(g.applied.get(), g.commit.get());
-                for i in (0..WRITES).step_by(29) {
-                    let v = stored(&g, &format!("key{i:04}")).await;
-                    assert_eq!(v, Some(value_of(i)), "key{i:04}");
-                }
-                g.stop();
-                driver.await.unwrap();
-            })
-            .unwrap()
-            .join()
-            .unwrap();
+        on_executor(move || async move {
+            let (g, driver) = start_solo(&path, opts).await;
+            let done = Rc::new(Cell::new(0usize));
+            for w in spawn_puts(&g, 0..WRITES, &done) {
+                w.await.unwrap().unwrap();
+            }
+            assert_eq!(g.applied.get(), g.commit.get());
+            for i in (0..WRITES).step_by(29) {
+                let v = stored(&g, &format!("key{i:04}")).await;
+                assert_eq!(v, Some(value_of(i)), "key{i:04}");
+            }
+            g.stop();
+            driver.await.unwrap();
+        });
     }
 
     /// Spawns puts of `key{i}` for every `i` in `range` (each counts in `done` once
@@ -2003,96 +2021,87 @@ mod tests {
             },
             ..GroupOptions::default()
         };
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(1 << 20)
-            .spawn(move || async move {
-                let g = Group::open(&path, 0, 1, vec![1], opts.clone())
-                    .await
-                    .unwrap();
-                let driver = glommio::spawn_local(g.clone().run());
-                until("the group leads", || g.is_leader()).await;
-                g.write(0, 0, put("first", b"v")).await.unwrap();
-                // Hold the committer, then seal what is applied: that commit is now
-                // "in flight" on a disk that does not answer.
-                g.hold_commits.set(true);
-                g.begin_store_commit().unwrap();
-                assert!(g.committing.get());
-                let applied_before = g.applied.get();
+        on_executor(move || async move {
+            let (g, driver) = start_solo(&path, opts.clone()).await;
+            g.write(0, 0, put("first", b"v")).await.unwrap();
+            // Hold the committer, then seal what is applied: that commit is now
+            // "in flight" on a disk that does not answer.
+            g.hold_commits.set(true);
+            g.begin_store_commit().unwrap();
+            assert!(g.committing.get());
+            let applied_before = g.applied.get();
 
-                let done = Rc::new(Cell::new(0usize));
-                let mut writers = spawn_puts(&g, 0..WAVE, &done);
-                // Raft commits every write (the WAL is not held) ...
-                until("the first wave is committed", || {
-                    g.commit.get() >= applied_before + WAVE as u64
-                })
-                .await;
-                until("applying stalls", || g.apply_stalls() == 1).await;
-                // ... but applying stopped at the limit, within one entry's pages.
-                let applied = g.applied.get();
-                let dirty = dirty_bytes(&g);
-                assert!(
-                    applied > applied_before,
-                    "some writes applied before the limit"
-                );
-                assert!(applied < applied_before + WAVE as u64);
-                assert!(
-                    (LIMIT..LIMIT + (32 << 10)).contains(&dirty),
-                    "dirty bytes {dirty} vs limit {LIMIT}"
-                );
-                assert_eq!(g.deferred_to.get(), g.commit.get());
-                // A second wave is accepted (the gap is below `apply_gap_max`) and
-                // committed, and applies nothing.
-                writers.extend(spawn_puts(&g, WAVE..2 * WAVE, &done));
-                until("the second wave is committed", || {
-                    g.commit.get() >= applied_before + 2 * WAVE as u64
-                })
-                .await;
-                // Many more loop turns (ticks, heartbeats) change nothing.
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-                assert_eq!(g.applied.get(), applied);
-                assert_eq!(dirty_bytes(&g), dirty);
-                assert_eq!(g.apply_stalls(), 1);
-                assert_eq!(done.get(), (applied - applied_before) as usize);
-                // Serializable reads are served; new writes are turned away.
-                assert_eq!(stored(&g, "first").await.as_deref(), Some(&b"v"[..]));
-                assert_eq!(stored(&g, &format!("key{:04}", 2 * WAVE - 1)).await, None);
-                let refused = g.write(0, 0, put("late", b"x")).await.unwrap_err();
-                assert!(
-                    matches!(refused.code, ErrorCode::TooManyRequests),
-                    "{refused:?}"
-                );
-
-                // The disk answers: everything waiting applies, in order.
-                g.hold_commits.set(false);
-                g.hold_released.notify();
-                for w in writers {
-                    w.await.unwrap().unwrap();
-                }
-                until("everything is applied", || {
-                    g.applied.get() == g.commit.get()
-                })
-                .await;
-                for i in 0..2 * WAVE {
-                    let v = stored(&g, &format!("key{i:04}")).await;
-                    assert_eq!(v, Some(value_of(i)), "key{i:04}");
-                }
-                // etcd's revisions: 1 for the empty store, +1 per put ("late" was not).
-                let revision = g.with_store(|s| s.revision()).await;
-                assert_eq!(revision, 2 + 2 * WAVE as i64);
-                g.stop();
-                driver.await.unwrap();
-                drop(g);
-
-                // A restart finds every write (the store's commit and the WAL agree).
-                let g = Group::open(&path, 0, 1, vec![1], opts).await.unwrap();
-                assert_eq!(g.with_store(|s| s.revision()).await, 2 + 2 * WAVE as i64);
-                for i in (0..2 * WAVE).step_by(37) {
-                    let v = stored(&g, &format!("key{i:04}")).await;
-                    assert_eq!(v, Some(value_of(i)), "key{i:04} after a restart");
-                }
+            let done = Rc::new(Cell::new(0usize));
+            let mut writers = spawn_puts(&g, 0..WAVE, &done);
+            // Raft commits every write (the WAL is not held) ...
+            until("the first wave is committed", || {
+                g.commit.get() >= applied_before + WAVE as u64
             })
-            .unwrap()
-            .join()
-            .unwrap();
+            .await;
+            until("applying stalls", || g.apply_stalls() == 1).await;
+            // ... but applying stopped at the limit, within one entry's pages.
+            let applied = g.applied.get();
+            let dirty = dirty_bytes(&g);
+            assert!(
+                applied > applied_before,
+                "some writes applied before the limit"
+            );
+            assert!(applied < applied_before + WAVE as u64);
+            assert!(
+                (LIMIT..LIMIT + (32 << 10)).contains(&dirty),
+                "dirty bytes {dirty} vs limit {LIMIT}"
+            );
+            assert_eq!(g.deferred_to.get(), g.commit.get());
+            // A second wave is accepted (the gap is below `apply_gap_max`) and
+            // committed, and applies nothing.
+            writers.extend(spawn_puts(&g, WAVE..2 * WAVE, &done));
+            until("the second wave is committed", || {
+                g.commit.get() >= applied_before + 2 * WAVE as u64
+            })
+            .await;
+            // Many more loop turns (ticks, heartbeats) change nothing.
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            assert_eq!(g.applied.get(), applied);
+            assert_eq!(dirty_bytes(&g), dirty);
+            assert_eq!(g.apply_stalls(), 1);
+            assert_eq!(done.get(), (applied - applied_before) as usize);
+            // Serializable reads are served; new writes are turned away.
+            assert_eq!(stored(&g, "first").await.as_deref(), Some(&b"v"[..]));
+            assert_eq!(stored(&g, &format!("key{:04}", 2 * WAVE - 1)).await, None);
+            let refused = g.write(0, 0, put("late", b"x")).await.unwrap_err();
+            assert!(
+                matches!(refused.code, ErrorCode::TooManyRequests),
+                "{refused:?}"
+            );
+
+            // The disk answers: everything waiting applies, in order.
+            g.hold_commits.set(false);
+            g.hold_released.notify();
+            for w in writers {
+                w.await.unwrap().unwrap();
+            }
+            until("everything is applied", || {
+                g.applied.get() == g.commit.get()
+            })
+            .await;
+            for i in 0..2 * WAVE {
+                let v = stored(&g, &format!("key{i:04}")).await;
+                assert_eq!(v, Some(value_of(i)), "key{i:04}");
+            }
+            // etcd's revisions: 1 for the empty store, +1 per put ("late" was not).
+            let revision = g.with_store(|s| s.revision()).await;
+            assert_eq!(revision, 2 + 2 * WAVE as i64);
+            g.stop();
+            driver.await.unwrap();
+            drop(g);
+
+            // A restart finds every write (the store's commit and the WAL agree).
+            let g = Group::open(&path, 0, 1, vec![1], opts).await.unwrap();
+            assert_eq!(g.with_store(|s| s.revision()).await, 2 + 2 * WAVE as i64);
+            for i in (0..2 * WAVE).step_by(37) {
+                let v = stored(&g, &format!("key{i:04}")).await;
+                assert_eq!(v, Some(value_of(i)), "key{i:04} after a restart");
+            }
+        });
     }
 }
