@@ -35,6 +35,11 @@ run options (defaults in brackets):
   --timeout D                 per-request timeout (counts as an error) [5s]
   --seed N                    seed of key choice and values [1]
   --client-threads N          tokio worker threads [available CPUs]
+  --client-sched batch|normal scheduling policy of every client thread [batch]: with
+                              SCHED_BATCH a thread that wakes another on the same CPU
+                              (the workers and a client's I/O thread) is not preempted
+                              by it, so requests and answers cross in batches instead
+                              of one context switch each; the same for every target
   --label K=V                 add a label to every record (repeatable)
   --json FILE                 append JSON lines to FILE instead of stdout
   --progress D                progress line on stderr every D, 0 = off [5s]
@@ -74,6 +79,8 @@ pub struct RunArgs {
     pub timeout: Duration,
     pub seed: u64,
     pub client_threads: Option<usize>,
+    /// Run the client's threads under SCHED_BATCH (`--client-sched batch`).
+    pub sched_batch: bool,
     pub labels: Vec<(String, String)>,
     pub json: Option<String>,
     pub progress: Option<Duration>,
@@ -212,6 +219,7 @@ fn parse_run(args: &[String]) -> Result<Command, String> {
     let mut timeout = Duration::from_secs(5);
     let mut seed = 1u64;
     let mut client_threads = None;
+    let mut sched_batch = true;
     let mut labels = Vec::new();
     let mut json = None;
     let mut progress = Some(Duration::from_secs(5));
@@ -260,6 +268,13 @@ fn parse_run(args: &[String]) -> Result<Command, String> {
             "timeout" => timeout = parse_duration(&v)?,
             "seed" => seed = parse_num("seed", &v)?,
             "client-threads" => client_threads = Some(parse_num("client-threads", &v)?),
+            "client-sched" => {
+                sched_batch = match v.as_str() {
+                    "batch" => true,
+                    "normal" => false,
+                    _ => return Err(format!("--client-sched: {v:?} is not batch or normal")),
+                }
+            }
             "label" => {
                 let (k, val) = v
                     .split_once('=')
@@ -337,6 +352,7 @@ fn parse_run(args: &[String]) -> Result<Command, String> {
         timeout,
         seed,
         client_threads,
+        sched_batch,
         labels,
         json,
         progress,
@@ -369,6 +385,8 @@ mod tests {
         assert_eq!(r.value_size, 256);
         assert_eq!(r.duration, Some(Duration::from_secs(10)));
         assert_eq!(r.rate, None);
+        assert!(r.sched_batch);
+        assert!(!run("--client-sched normal").sched_batch);
     }
 
     #[test]
@@ -412,6 +430,7 @@ mod tests {
             ("--conns", "needs a value"),
             ("stray", "unexpected argument"),
             ("--target redis", "unknown target"),
+            ("--client-sched fifo", "not batch or normal"),
         ];
         for (line, want) in cases {
             let err = parse(&args(line)).unwrap_err();

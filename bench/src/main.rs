@@ -57,6 +57,10 @@ fn run_command(args: &RunArgs) -> Result<(), String> {
             .map(usize::from)
             .unwrap_or(1)
     });
+    if args.sched_batch {
+        // Before any thread starts: every thread this process creates inherits it.
+        sched_batch()?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
@@ -80,6 +84,23 @@ fn run_command(args: &RunArgs) -> Result<(), String> {
             }
         }
     })
+}
+
+/// Puts the calling thread (and so every thread it starts later) under SCHED_BATCH: a
+/// thread woken by another on the same CPU does not preempt it. The bench's workers and
+/// a corekv client's I/O thread (or tonic's tasks) hand requests and answers to each
+/// other; under SCHED_OTHER each hand-off on a shared client CPU was a context switch
+/// (one every ~8 us, a put's worth of work), under SCHED_BATCH they cross in batches.
+fn sched_batch() -> Result<(), String> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain system call on this thread with a valid sched_param.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+        return Err(format!(
+            "--client-sched batch: sched_setscheduler: {} (use --client-sched normal)",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }
 
 async fn run_all<T: Target>(args: &RunArgs, threads: usize, targets: &[T]) -> Result<(), String> {
@@ -214,6 +235,7 @@ fn make_record(
         client_cpu_s: outcome.client_cpu_s,
         client_busy: per_s(outcome.client_cpu_s),
         client_threads: threads,
+        client_sched: if args.sched_batch { "batch" } else { "normal" }.into(),
         server_cpu_s: outcome.server_cpu_s,
         server_cpu_us_per_op: outcome
             .server_cpu_s

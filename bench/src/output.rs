@@ -54,6 +54,9 @@ pub struct RunRecord {
     /// count means the client, not the server, was the limit.
     pub client_busy: f64,
     pub client_threads: usize,
+    /// The client threads' scheduling policy (`--client-sched`): "batch" or "normal".
+    #[serde(default)]
+    pub client_sched: String,
     /// CPU seconds of the server processes named by `--server-pids` during the measured
     /// phase, and that per successful operation in µs (None when not measured).
     #[serde(default)]
@@ -520,6 +523,7 @@ mod tests {
             client_cpu_s: 5.0,
             client_busy: 0.5,
             client_threads: 2,
+            client_sched: "batch".into(),
             server_cpu_s: None,
             server_cpu_us_per_op: None,
             error_sample: None,
