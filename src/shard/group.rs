@@ -8,7 +8,10 @@
 //! 2. The driver takes each numbered `Ready`: its `messages` leave at once, its entries
 //!    and hard state are appended to the WAL, its `persisted_messages` wait for
 //!    durability, its committed entries are applied to the store (each one triggers its
-//!    wait-table slot), its read states release batched linearizable reads.
+//!    wait-table slot), its read states release batched linearizable reads. A Ready
+//!    carries at most `apply_batch_bytes` of committed entries, and the driver yields
+//!    after each one that had some: answers leave in batches while the rest of a large
+//!    commit is applied, so a closed-loop client works while the server does.
 //! 3. The flusher task group-commits the WAL (one O_DIRECT write + one fdatasync for
 //!    everything appended meanwhile) and reports the durable Ready number to Raft; only
 //!    then does the leader's own log count toward the quorum.
@@ -155,6 +158,15 @@ pub struct GroupOptions {
     /// the commit cadence of a healthy disk; the version being built and the one in
     /// flight then hold at most ~2x this per group.
     pub dirty_bytes_max: u64,
+    /// Most bytes of committed entries applied in one turn of the driver (one Ready);
+    /// the driver yields between turns, so the answers of the first entries of a large
+    /// commit leave, and the next requests come in, while the rest are applied. Without
+    /// it a closed-loop client and the server took turns: the server applied and
+    /// answered a whole WAL batch while the client waited, then the client answered
+    /// with a whole batch while the server waited. 16 KiB (~50 puts of 256-byte
+    /// values): single node, put x256, 2 rounds each: 8 KiB 142-154k puts/s, 16 KiB
+    /// 143-178k, 32 KiB 136-142k, 64 KiB 115-150k, unbounded (4 MiB) 99-105k.
+    pub apply_batch_bytes: u64,
     /// Compact the WAL once this many entries are durable in the B+tree and in the log...
     pub wal_compact_entries: u64,
     /// ...keeping this many behind the applied index for slow followers.
@@ -174,6 +186,7 @@ impl Default for GroupOptions {
             btree_commit_entries: 100_000,
             btree_commit_interval: Duration::from_millis(400),
             dirty_bytes_max: super::config::DEFAULT_DIRTY_BYTES_MAX,
+            apply_batch_bytes: 16 << 10,
             wal_compact_entries: 200_000,
             wal_keep_entries: 20_000,
             wal: WalOptions::default(),
@@ -381,6 +394,7 @@ impl Group {
         cfg.election_ticks = opts.election_ticks;
         cfg.heartbeat_ticks = opts.heartbeat_ticks;
         cfg.applied = applied;
+        cfg.max_committed_bytes_per_ready = opts.apply_batch_bytes;
         cfg.seed = node_id
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
             .wrapping_add(u64::from(index))
@@ -957,8 +971,12 @@ impl Group {
             // from the WAL's cache; the WAL noted the range): go and fetch them
             // instead of asking again and again.
             let empty = ready_is_empty(&rd);
+            let applied_some = !rd.committed_entries.is_empty();
             self.process_ready(rd)?;
-            if empty {
+            // After a batch of applied entries, back to the loop, which yields: the
+            // answers of this batch leave (and new requests come in and are proposed)
+            // while the next batch waits its turn.
+            if empty || applied_some {
                 return Ok(None);
             }
         }
@@ -1963,6 +1981,48 @@ mod tests {
             for i in (0..WRITES).step_by(29) {
                 let v = stored(&g, &format!("key{i:04}")).await;
                 assert_eq!(v, Some(value_of(i)), "key{i:04}");
+            }
+            g.stop();
+            driver.await.unwrap();
+        });
+    }
+
+    /// A large commit is applied a batch per turn of the driver, and the answers of the
+    /// first batches reach their requests before the last entries are applied.
+    #[test]
+    fn answers_leave_between_apply_batches() {
+        const WRITES: usize = 200;
+        let dir = TempDir::new("apply-batches");
+        let path = dir.0.clone();
+        let opts = GroupOptions {
+            apply_batch_bytes: 1,
+            ..GroupOptions::default()
+        };
+        on_executor(move || async move {
+            let (g, driver) = start_solo(&path, opts).await;
+            let seen: Rc<RefCell<Vec<u64>>> = Rc::default();
+            let tasks: Vec<_> = (0..WRITES)
+                .map(|i| {
+                    let (g, seen) = (g.clone(), seen.clone());
+                    glommio::spawn_local(async move {
+                        let r = g.write(0, 0, put(&format!("key{i:04}"), b"v")).await;
+                        seen.borrow_mut().push(g.applied.get());
+                        r
+                    })
+                    .detach()
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            let last = g.applied.get();
+            let early = seen.borrow().iter().filter(|&&a| a < last).count();
+            assert!(
+                early > 0,
+                "every answer arrived only after the last entry ({last}) was applied"
+            );
+            for i in (0..WRITES).step_by(17) {
+                assert_eq!(stored(&g, &format!("key{i:04}")).await, Some(b"v".to_vec()));
             }
             g.stop();
             driver.await.unwrap();
