@@ -17,6 +17,8 @@ pub const SHARDS_MAX: u32 = 1024;
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1536 * 1024;
 /// Default bound on the B+tree pages one group dirties while a commit is in flight.
 pub const DEFAULT_DIRTY_BYTES_MAX: u64 = 256 << 20;
+/// Default `--apply-batch-bytes` (see `GroupOptions::apply_batch_bytes`).
+pub const DEFAULT_APPLY_BATCH_BYTES: u64 = 16 << 10;
 /// Default space quota of a node's stores, all shards together.
 pub const DEFAULT_QUOTA_BYTES: u64 = 8 << 30;
 
@@ -58,6 +60,9 @@ pub struct ServerConfig {
     /// Pages a group may dirty on top of the B+tree commit in flight before applying
     /// waits for that commit (bounds a node's memory at about 2 x this per shard).
     pub dirty_bytes_max: u64,
+    /// Most bytes of committed entries a group applies before it lets its shard's other
+    /// tasks run (answers leave meanwhile).
+    pub apply_batch_bytes: u64,
     /// Compact a group's WAL once this many applied entries are in it...
     pub wal_compact_entries: u64,
     /// ...keeping this many behind the applied index for slow followers (a follower
@@ -84,6 +89,7 @@ impl Default for ServerConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             quota_bytes: DEFAULT_QUOTA_BYTES,
             dirty_bytes_max: DEFAULT_DIRTY_BYTES_MAX,
+            apply_batch_bytes: DEFAULT_APPLY_BATCH_BYTES,
             wal_compact_entries: DEFAULT_WAL_COMPACT_ENTRIES,
             wal_keep_entries: DEFAULT_WAL_KEEP_ENTRIES,
             wal_segment_bytes: DEFAULT_WAL_SEGMENT_BYTES,
@@ -121,6 +127,9 @@ Flags:
                               is still being written; past it, applying waits for
                               that commit (new writes get TooManyRequests meanwhile)
                               [default: 268435456]
+  --apply-batch-bytes N       committed entries a shard applies in one go before its
+                              other tasks run, so the answers of a large commit start
+                              leaving while the rest is applied [default: 16384]
   --wal-compact-entries N     compact a group's WAL once N applied entries are in it
                               [default: 200000]
   --wal-segment-bytes N       size of each WAL segment file, a multiple of 4096 in
@@ -222,6 +231,7 @@ impl ServerConfig {
                 "--max-request-bytes",
                 "--quota-bytes",
                 "--dirty-bytes-max",
+                "--apply-batch-bytes",
                 "--wal-compact-entries",
                 "--wal-segment-bytes",
                 "--wal-keep-entries",
@@ -252,6 +262,7 @@ impl ServerConfig {
                 "--max-request-bytes" => cfg.max_request_bytes = parse_num(&flag, &value)?,
                 "--quota-bytes" => cfg.quota_bytes = parse_num(&flag, &value)?,
                 "--dirty-bytes-max" => cfg.dirty_bytes_max = parse_num(&flag, &value)?,
+                "--apply-batch-bytes" => cfg.apply_batch_bytes = parse_num(&flag, &value)?,
                 "--wal-compact-entries" => cfg.wal_compact_entries = parse_num(&flag, &value)?,
                 "--wal-keep-entries" => cfg.wal_keep_entries = parse_num(&flag, &value)?,
                 "--wal-segment-bytes" => cfg.wal_segment_bytes = parse_num(&flag, &value)?,
@@ -342,6 +353,7 @@ mod tests {
         assert!(c.cpu_pinning);
         assert_eq!(c.max_request_bytes, 1536 * 1024);
         assert_eq!(c.dirty_bytes_max, 256 << 20);
+        assert_eq!(c.apply_batch_bytes, 16 << 10);
     }
 
     #[test]
@@ -373,9 +385,12 @@ mod tests {
             "50",
             "--wal-keep-entries=10",
             "--dirty-bytes-max=1048576",
+            "--apply-batch-bytes",
+            "4096",
         ])
         .unwrap();
         assert_eq!(c.dirty_bytes_max, 1 << 20);
+        assert_eq!(c.apply_batch_bytes, 4096);
         assert_eq!(c.initial_cluster[0].client_port, Some(9000));
         assert_eq!(c.initial_cluster[0].peer.port(), 9100);
         assert_eq!((c.wal_compact_entries, c.wal_keep_entries), (50, 10));

@@ -186,7 +186,7 @@ impl Default for GroupOptions {
             btree_commit_entries: 100_000,
             btree_commit_interval: Duration::from_millis(400),
             dirty_bytes_max: super::config::DEFAULT_DIRTY_BYTES_MAX,
-            apply_batch_bytes: 16 << 10,
+            apply_batch_bytes: super::config::DEFAULT_APPLY_BATCH_BYTES,
             wal_compact_entries: 200_000,
             wal_keep_entries: 20_000,
             wal: WalOptions::default(),

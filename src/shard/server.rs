@@ -349,6 +349,7 @@ async fn run_shard(
     let opts = GroupOptions {
         quota_bytes: cfg.quota_bytes / u64::from(cfg.shards),
         dirty_bytes_max: cfg.dirty_bytes_max.max(1),
+        apply_batch_bytes: cfg.apply_batch_bytes.max(1),
         wal_compact_entries: cfg.wal_compact_entries.max(1),
         wal_keep_entries: cfg.wal_keep_entries,
         wal: crate::wal::WalOptions {
