@@ -1973,8 +1973,8 @@ mod tests {
         };
         on_executor(move || async move {
             let (g, driver) = start_solo(&path, opts).await;
-            let done = Rc::new(Cell::new(0usize));
-            for w in spawn_puts(&g, 0..WRITES, &done) {
+            let answered = Rc::default();
+            for w in spawn_puts(&g, 0..WRITES, &answered) {
                 w.await.unwrap().unwrap();
             }
             assert_eq!(g.applied.get(), g.commit.get());
@@ -2000,50 +2000,40 @@ mod tests {
         };
         on_executor(move || async move {
             let (g, driver) = start_solo(&path, opts).await;
-            let seen: Rc<RefCell<Vec<u64>>> = Rc::default();
-            let tasks: Vec<_> = (0..WRITES)
-                .map(|i| {
-                    let (g, seen) = (g.clone(), seen.clone());
-                    glommio::spawn_local(async move {
-                        let r = g.write(0, 0, put(&format!("key{i:04}"), b"v")).await;
-                        seen.borrow_mut().push(g.applied.get());
-                        r
-                    })
-                    .detach()
-                })
-                .collect();
-            for t in tasks {
-                t.await.unwrap().unwrap();
+            let answered = Rc::default();
+            for w in spawn_puts(&g, 0..WRITES, &answered) {
+                w.await.unwrap().unwrap();
             }
             let last = g.applied.get();
-            let early = seen.borrow().iter().filter(|&&a| a < last).count();
+            let early = answered.borrow().iter().filter(|&&a| a < last).count();
             assert!(
                 early > 0,
                 "every answer arrived only after the last entry ({last}) was applied"
             );
             for i in (0..WRITES).step_by(17) {
-                assert_eq!(stored(&g, &format!("key{i:04}")).await, Some(b"v".to_vec()));
+                let v = stored(&g, &format!("key{i:04}")).await;
+                assert_eq!(v, Some(value_of(i)), "key{i:04}");
             }
             g.stop();
             driver.await.unwrap();
         });
     }
 
-    /// Spawns puts of `key{i}` for every `i` in `range` (each counts in `done` once
-    /// answered).
+    /// Spawns puts of `key{i}` for every `i` in `range`; each, once answered, records
+    /// the group's applied index at that moment in `answered`.
     fn spawn_puts(
         g: &Rc<Group>,
         range: std::ops::Range<usize>,
-        done: &Rc<Cell<usize>>,
+        answered: &Rc<RefCell<Vec<u64>>>,
     ) -> Vec<glommio::task::JoinHandle<Reply>> {
         range
             .map(|i| {
-                let (g, done) = (g.clone(), done.clone());
+                let (g, answered) = (g.clone(), answered.clone());
                 glommio::spawn_local(async move {
                     let r = g
                         .write(0, 0, put(&format!("key{i:04}"), &value_of(i)))
                         .await;
-                    done.set(done.get() + 1);
+                    answered.borrow_mut().push(g.applied.get());
                     r
                 })
                 .detach()
@@ -2091,8 +2081,8 @@ mod tests {
             assert!(g.committing.get());
             let applied_before = g.applied.get();
 
-            let done = Rc::new(Cell::new(0usize));
-            let mut writers = spawn_puts(&g, 0..WAVE, &done);
+            let answered = Rc::default();
+            let mut writers = spawn_puts(&g, 0..WAVE, &answered);
             // Raft commits every write (the WAL is not held) ...
             until("the first wave is committed", || {
                 g.commit.get() >= applied_before + WAVE as u64
@@ -2114,7 +2104,7 @@ mod tests {
             assert_eq!(g.deferred_to.get(), g.commit.get());
             // A second wave is accepted (the gap is below `apply_gap_max`) and
             // committed, and applies nothing.
-            writers.extend(spawn_puts(&g, WAVE..2 * WAVE, &done));
+            writers.extend(spawn_puts(&g, WAVE..2 * WAVE, &answered));
             until("the second wave is committed", || {
                 g.commit.get() >= applied_before + 2 * WAVE as u64
             })
@@ -2124,7 +2114,7 @@ mod tests {
             assert_eq!(g.applied.get(), applied);
             assert_eq!(dirty_bytes(&g), dirty);
             assert_eq!(g.apply_stalls(), 1);
-            assert_eq!(done.get(), (applied - applied_before) as usize);
+            assert_eq!(answered.borrow().len(), (applied - applied_before) as usize);
             // Serializable reads are served; new writes are turned away.
             assert_eq!(stored(&g, "first").await.as_deref(), Some(&b"v"[..]));
             assert_eq!(stored(&g, &format!("key{:04}", 2 * WAVE - 1)).await, None);
