@@ -10,17 +10,35 @@
 //! random place; reads find a key's state in memory and fetch only the values they
 //! return.
 //!
-//! Two maps share each key's bytes (`Rc<[u8]>`) and point at its slot of revisions: a
-//! hash map for the point lookups every put and single-key read makes (one or two cache
-//! misses, where a comparison-ordered search of 100k keys takes dozens), and an ordered
-//! map that ranges walk. Only creating or forgetting a key touches the ordered map.
+//! Layout, chosen for the cache misses of a put (every put and single-key read looks its
+//! key up; with 100k keys and more, each pointer followed is a miss):
+//! - A hash table of [`Slot`]s holds, in the slot itself, the key's bytes (up to
+//!   [`INLINE_KEY`] bytes inline, longer keys behind an `Rc`) and its newest revision.
+//!   Looking a key up and reading its state is one probe: the table's control bytes and
+//!   the slot. Older revisions sit in a `Vec` that only history reads, compaction and
+//!   the next put of the key (one store at its end) touch.
+//! - An ordered map of the keys (sharing long keys' bytes, with each key's hash) is what
+//!   ranges walk; they look each key's slot up by that hash. Only creating or forgetting
+//!   a key touches it.
+//! - [`Index::find`] returns the key's hash with its newest revision, so that a
+//!   read-then-write ([`Index::push_found`]) hashes the key once and finds its slot
+//!   again in memory that is still in the CPU cache.
 //!
-//! Memory: one [`Entry`] (48 bytes) per revision held plus, per key, its bytes, a
-//! `Vec` header and an entry in each map. Compaction is what bounds it, as in etcd.
+//! The hash is std's `RandomState` (SipHash with per-process random keys): clients pick
+//! the keys, so the table must not be open to collision flooding.
+//!
+//! Memory: one [`Entry`] (48 bytes) per revision held plus, per key, a 96-byte slot (at
+//! most 8/7 of them allocated), its bytes if longer than [`INLINE_KEY`], and an entry in
+//! the ordered map. Compaction is what bounds it, as in etcd.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Borrow;
+use std::collections::hash_map::RandomState;
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::rc::Rc;
+
+use hashbrown::HashTable;
 
 use super::backend::{BackendError, ReadView};
 use super::keys::*;
@@ -45,24 +63,108 @@ impl Entry {
     }
 }
 
+/// Keys up to this many bytes are stored inside their slot (and map entry).
+pub const INLINE_KEY: usize = 22;
+
+/// A key's bytes: inline when short, shared between the table and the ordered map when
+/// long. Compares, orders and borrows as its bytes.
+#[derive(Clone)]
+enum Key {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Shared(Rc<[u8]>),
+}
+
+impl Key {
+    fn new(key: &[u8]) -> Key {
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0; INLINE_KEY];
+            bytes[..key.len()].copy_from_slice(key);
+            Key::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            Key::Shared(Rc::from(key))
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..*len as usize],
+            Key::Shared(b) => b,
+        }
+    }
+}
+
+impl Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for Key {}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> std::cmp::Ordering {
+        self.bytes().cmp(other.bytes())
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.bytes()))
+    }
+}
+
+/// One key's revisions: the newest in the slot, the older ones ascending behind it.
+#[derive(Debug)]
+struct Slot {
+    key: Key,
+    newest: Entry,
+    older: Vec<Entry>,
+}
+
+impl Slot {
+    /// The newest entry with `main <= rev`.
+    fn at(&self, rev: i64) -> Option<&Entry> {
+        if self.newest.rev.main <= rev {
+            return Some(&self.newest);
+        }
+        let n = self.older.partition_point(|e| e.rev.main <= rev);
+        n.checked_sub(1).map(|i| &self.older[i])
+    }
+}
+
+/// What [`Index::find`] learned about a key: its hash and its newest revision.
+#[derive(Clone, Copy, Debug)]
+pub struct Found {
+    hash: u64,
+    /// The key's newest revision, if the index holds any.
+    pub newest: Option<Entry>,
+}
+
 /// The revisions of every key, ascending per key.
 #[derive(Default, Debug)]
 pub struct Index {
-    /// Key → slot, for point lookups.
-    by_key: HashMap<Rc<[u8]>, usize>,
-    /// Key → slot, in key order, for ranges.
-    ordered: BTreeMap<Rc<[u8]>, usize>,
-    /// Each key's revisions; a free slot is empty.
-    slots: Vec<Vec<Entry>>,
-    free: Vec<usize>,
+    /// Every key's slot, by the hash of its bytes.
+    table: HashTable<Slot>,
+    hasher: RandomState,
+    /// Every key with its hash, in key order, for ranges.
+    ordered: BTreeMap<Key, u64>,
     /// Entries over all keys (= rev-tree entries).
     entries: usize,
-}
-
-/// The newest entry with `main <= rev`, by binary search.
-fn newest_at(entries: &[Entry], rev: i64) -> Option<&Entry> {
-    let n = entries.partition_point(|e| e.rev.main <= rev);
-    n.checked_sub(1).map(|i| &entries[i])
 }
 
 impl Index {
@@ -105,79 +207,99 @@ impl Index {
 
     /// Keys whose newest revision is not a tombstone.
     pub fn live_keys(&self) -> usize {
-        self.slots
+        self.table
             .iter()
-            .filter(|es| es.last().is_some_and(|e| e.kind == KIND_PUT))
+            .filter(|s| s.newest.kind == KIND_PUT)
             .count()
     }
 
-    fn revisions(&self, key: &[u8]) -> Option<&Vec<Entry>> {
-        self.by_key.get(key).map(|&i| &self.slots[i])
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
     }
 
-    /// Where `key`'s revisions are (for [`Index::newest`] and [`Index::push_to`]: one
-    /// lookup for a read-then-write), if the index has any.
-    pub fn slot(&self, key: &[u8]) -> Option<usize> {
-        self.by_key.get(key).copied()
+    fn slot(&self, hash: u64, key: &[u8]) -> Option<&Slot> {
+        self.table.find(hash, |s| s.key.bytes() == key)
     }
 
-    /// The newest revision in a slot [`Index::slot`] returned.
-    pub fn newest(&self, slot: usize) -> &Entry {
-        self.slots[slot]
-            .last()
-            .expect("a slot in use holds a revision")
+    fn slot_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut Slot> {
+        self.table.find_mut(hash, |s| s.key.bytes() == key)
+    }
+
+    /// Looks `key` up: its newest revision, and its hash for [`Index::push_found`].
+    pub fn find(&self, key: &[u8]) -> Found {
+        let hash = self.hash(key);
+        Found {
+            hash,
+            newest: self.slot(hash, key).map(|s| s.newest),
+        }
     }
 
     /// Adds a revision of `key`, newer than every one it has.
     pub fn push(&mut self, key: &[u8], entry: Entry) {
-        self.push_to(self.slot(key), key, entry)
+        let found = self.find(key);
+        self.push_found(found, key, entry)
     }
 
-    /// [`Index::push`], given `slot`: what [`Index::slot`] returned for `key` since the
-    /// last change.
-    pub fn push_to(&mut self, slot: Option<usize>, key: &[u8], entry: Entry) {
-        debug_assert_eq!(slot, self.slot(key));
-        match slot {
-            Some(i) => {
-                let es = &mut self.slots[i];
-                debug_assert!(es.last().is_none_or(|l| l.rev < entry.rev));
-                es.push(entry);
+    /// [`Index::push`], given what [`Index::find`] returned for `key` since the last
+    /// change.
+    pub fn push_found(&mut self, found: Found, key: &[u8], entry: Entry) {
+        debug_assert_eq!(found.hash, self.hash(key));
+        match found.newest {
+            Some(_) => {
+                let s = self
+                    .slot_mut(found.hash, key)
+                    .expect("a key find() saw is in the table");
+                debug_assert!(s.newest.rev < entry.rev);
+                let old = std::mem::replace(&mut s.newest, entry);
+                s.older.push(old);
             }
             None => {
-                let i = match self.free.pop() {
-                    Some(i) => {
-                        self.slots[i].push(entry);
-                        i
-                    }
-                    None => {
-                        self.slots.push(vec![entry]);
-                        self.slots.len() - 1
-                    }
-                };
-                let key: Rc<[u8]> = Rc::from(key);
-                self.by_key.insert(key.clone(), i);
-                self.ordered.insert(key, i);
+                debug_assert!(self.slot(found.hash, key).is_none());
+                let key = Key::new(key);
+                self.ordered.insert(key.clone(), found.hash);
+                let hasher = &self.hasher;
+                self.table.insert_unique(
+                    found.hash,
+                    Slot {
+                        key,
+                        newest: entry,
+                        older: Vec::new(),
+                    },
+                    |s| hasher.hash_one(s.key.bytes()),
+                );
             }
         }
         self.entries += 1;
     }
 
     /// Removes revision `rev` of `key`; false if the index does not hold it. A key left
-    /// with no revision is forgotten (its slot is reused).
+    /// with no revision is forgotten.
     pub fn remove(&mut self, key: &[u8], rev: Rev) -> bool {
-        let Some(&slot) = self.by_key.get(key) else {
+        let hash = self.hash(key);
+        let Ok(entry) = self.table.find_entry(hash, |s| s.key.bytes() == key) else {
             return false;
         };
-        let es = &mut self.slots[slot];
-        let Ok(i) = es.binary_search_by(|e| e.rev.cmp(&rev)) else {
-            return false;
-        };
-        es.remove(i);
-        if es.is_empty() {
-            *es = Vec::new();
-            self.by_key.remove(key);
-            self.ordered.remove(key);
-            self.free.push(slot);
+        let s = entry.get();
+        if s.newest.rev == rev {
+            if s.older.is_empty() {
+                entry.remove();
+                self.ordered.remove(key);
+            } else {
+                let s = entry.into_mut();
+                s.newest = s.older.pop().expect("older is not empty");
+                if s.older.is_empty() {
+                    s.older = Vec::new();
+                }
+            }
+        } else {
+            let s = entry.into_mut();
+            let Ok(i) = s.older.binary_search_by(|e| e.rev.cmp(&rev)) else {
+                return false;
+            };
+            s.older.remove(i);
+            if s.older.is_empty() {
+                s.older = Vec::new();
+            }
         }
         self.entries -= 1;
         true
@@ -185,14 +307,17 @@ impl Index {
 
     /// The newest revision of `key` before `rev`.
     pub fn before(&self, key: &[u8], rev: Rev) -> Option<Rev> {
-        let es = self.revisions(key)?;
-        let n = es.partition_point(|e| e.rev < rev);
-        n.checked_sub(1).map(|i| es[i].rev)
+        let s = self.slot(self.hash(key), key)?;
+        if s.newest.rev < rev {
+            return Some(s.newest.rev);
+        }
+        let n = s.older.partition_point(|e| e.rev < rev);
+        n.checked_sub(1).map(|i| s.older[i].rev)
     }
 
     /// `key`'s newest entry with main revision `<= rev`.
     pub fn at(&self, key: &[u8], rev: i64) -> Option<Entry> {
-        newest_at(self.revisions(key)?, rev).copied()
+        self.slot(self.hash(key), key)?.at(rev).copied()
     }
 
     /// Calls `f(key, state)` for every key in `[start, end)` (`end` `None`: no upper
@@ -211,11 +336,15 @@ impl Index {
         }
         let hi = end.map_or(Bound::Unbounded, Bound::Excluded);
         let range = self.ordered.range::<[u8], _>((Bound::Included(start), hi));
-        let mut step = |(k, &i): (&Rc<[u8]>, &usize)| match newest_at(&self.slots[i], rev)
-            .and_then(Entry::live)
-        {
-            Some(lm) => f(k, lm),
-            None => true,
+        let mut step = |(k, &hash): (&Key, &u64)| {
+            let k = k.bytes();
+            let s = self
+                .slot(hash, k)
+                .expect("every key of the ordered map has a slot");
+            match s.at(rev).and_then(Entry::live) {
+                Some(lm) => f(k, lm),
+                None => true,
+            }
         };
         if reverse {
             for kv in range.rev() {
@@ -296,12 +425,67 @@ mod tests {
         assert!(ix.remove(b"c", Rev { main: 5, sub: 1 }));
         assert_eq!(keys_at(&ix, b"", None, 9, false), ["a"]);
         assert_eq!(ix.len(), 3);
-        // A forgotten key's slot is reused; the key comes back with only its new revision.
+        // A forgotten key comes back with only its new revision.
         ix.push(b"d", e(6, 0, KIND_PUT, 1));
         ix.push(b"c", e(7, 0, KIND_PUT, 1));
-        assert_eq!(ix.slots.len(), 4, "d took c's freed slot");
+        assert_eq!((ix.table.len(), ix.ordered.len()), (4, 4));
         assert_eq!(keys_at(&ix, b"", None, 9, true), ["d", "c", "a"]);
         assert_eq!(ix.at(b"c", 6), None);
         assert_eq!(ix.live_keys(), 3);
+    }
+
+    /// Keys on both sides of the inline limit behave alike: lookups, history, removal
+    /// of the newest and of older revisions, ranges.
+    #[test]
+    fn short_and_long_keys_keep_their_history() {
+        let keys: Vec<Vec<u8>> = [0, 1, INLINE_KEY - 1, INLINE_KEY, INLINE_KEY + 1, 300]
+            .iter()
+            .map(|&n| (0..n).map(|i| b'a' + (i % 26) as u8).collect())
+            .collect();
+        let mut ix = Index::default();
+        let mut main = 1;
+        for round in 1..=3 {
+            for k in &keys {
+                main += 1;
+                ix.push(k, e(main, 0, KIND_PUT, round));
+            }
+        }
+        assert_eq!((ix.len(), ix.live_keys()), (18, 6));
+        for (i, k) in keys.iter().enumerate() {
+            let first = 2 + i as i64;
+            let last = first + 12;
+            let f = ix.find(k);
+            assert_eq!(f.newest.map(|n| n.rev.main), Some(last));
+            assert_eq!(ix.at(k, first).map(|n| n.meta.version), Some(1));
+            assert_eq!(ix.at(k, last - 1).map(|n| n.meta.version), Some(2));
+            assert_eq!(ix.at(k, first - 1), None);
+            let r = |main| Rev { main, sub: 0 };
+            assert_eq!(ix.before(k, r(last)), Some(r(first + 6)));
+            assert_eq!(ix.before(k, r(last + 1)), Some(r(last)));
+            // Removing the newest brings the one before it back as the newest.
+            assert!(ix.remove(k, r(last)));
+            assert_eq!(ix.find(k).newest.map(|n| n.rev.main), Some(first + 6));
+            assert!(!ix.remove(k, r(last)));
+            assert!(ix.remove(k, r(first)));
+            assert_eq!(ix.at(k, first + 5), None);
+        }
+        assert_eq!(ix.len(), 6);
+        let mut seen = vec![];
+        ix.visit(b"", None, i64::MAX, false, &mut |k, lm| {
+            seen.push((k.len(), lm.meta.version));
+            true
+        });
+        let lens: Vec<(usize, i64)> = [0, 1, INLINE_KEY - 1, INLINE_KEY, INLINE_KEY + 1, 300]
+            .iter()
+            .map(|&n| (n, 2))
+            .collect();
+        assert_eq!(seen, lens);
+        for k in &keys {
+            let newest = ix.find(k).newest.unwrap().rev;
+            assert!(ix.remove(k, newest));
+            assert!(ix.find(k).newest.is_none());
+        }
+        assert!(ix.is_empty());
+        assert_eq!((ix.table.len(), ix.ordered.len()), (0, 0));
     }
 }

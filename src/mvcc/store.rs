@@ -600,10 +600,10 @@ impl<B: Backend> Store<B> {
 
     fn exec_put(&mut self, ctx: &mut WriteCtx, p: &PutRequest) -> Result<PutResponse, KvError> {
         // The entry's reads see its own writes: the key's newest revision is its state.
-        let slot = self.index.slot(&p.key);
+        let found = self.index.find(&p.key);
         let (prev, prev_value) = {
             let r = self.reader_in(ctx);
-            let prev = slot.and_then(|i| self.index.newest(i).live());
+            let prev = found.newest.and_then(|e| e.live());
             let value = match prev {
                 Some(lm) if p.prev_kv || p.ignore_value => Some(r.value_at(lm.rev)?),
                 _ => None,
@@ -649,8 +649,8 @@ impl<B: Backend> Store<B> {
             &rev.encode(),
             &encode_rev_record(KIND_PUT, meta, &p.key, value),
         )?;
-        self.index.push_to(
-            slot,
+        self.index.push_found(
+            found,
             &p.key,
             IndexEntry {
                 rev,
