@@ -17,30 +17,17 @@ use glommio::io::{Directory, DmaBuffer, DmaFile, OpenOptions};
 /// A buffer the WAL fills and hands to [`DiskFile::write_at`].
 pub trait IoBuf {
     fn as_mut_slice(&mut self) -> &mut [u8];
-    /// Keeps the first `len` bytes (at most the current length): what `write_at`
-    /// writes. A group's records are encoded into a buffer sized for the group, which
-    /// is trimmed to the write's length once the group is complete.
-    fn trim(&mut self, len: usize);
 }
 
 impl IoBuf for DmaBuffer {
     fn as_mut_slice(&mut self) -> &mut [u8] {
         self.as_bytes_mut()
     }
-
-    fn trim(&mut self, len: usize) {
-        self.trim_to_size(len);
-    }
 }
 
 impl IoBuf for Vec<u8> {
     fn as_mut_slice(&mut self) -> &mut [u8] {
         self
-    }
-
-    fn trim(&mut self, len: usize) {
-        assert!(len <= self.len(), "trim to {len} of {} bytes", self.len());
-        self.truncate(len);
     }
 }
 

@@ -128,57 +128,6 @@ impl Arena {
     }
 }
 
-/// Records shorter than this are copied with a plain `copy_from_slice` by
-/// [`copy_to_cold`]: streaming stores only pay off over many cache lines.
-const STREAM_COPY_MIN: usize = 1024;
-
-/// Copies `src` into `dst` (same length), which is memory last written long ago (an
-/// arena chunk: cold). A plain `memcpy` first reads every destination cache line
-/// (read-for-ownership) only to overwrite it whole; on x86_64 the 16-byte-aligned middle
-/// of a copy of at least [`STREAM_COPY_MIN`] bytes is written with non-temporal
-/// (streaming) stores instead, which skip that read and do not evict hot data; the
-/// unaligned head and tail are copied plainly, and an `sfence` orders the streaming
-/// stores before anything after the call (so the bytes read back like any other
-/// memory). Other architectures and short copies use `copy_from_slice`.
-pub fn copy_to_cold(dst: &mut [u8], src: &[u8]) {
-    assert_eq!(dst.len(), src.len(), "copy_to_cold: length mismatch");
-    #[cfg(target_arch = "x86_64")]
-    if src.len() >= STREAM_COPY_MIN {
-        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
-        let len = dst.len();
-        let head = dst.as_ptr().align_offset(16).min(len);
-        let body = (len - head) / 64 * 64;
-        dst[..head].copy_from_slice(&src[..head]);
-        // SAFETY: SSE2 is part of the x86_64 baseline. `head + body <= len` for both
-        // slices (same length, checked above); every store targets
-        // `dst[head + i .. head + i + 16]` with `i + 16 <= body`, whose address is
-        // 16-byte aligned (`head` is `dst`'s offset to a 16-byte boundary, `i` a
-        // multiple of 16), as `_mm_stream_si128` requires; loads are unaligned
-        // (`_mm_loadu_si128`) from `src[head + i ..]` in bounds. The `sfence` makes the
-        // weakly ordered streaming stores visible before any later store or read.
-        unsafe {
-            let s = src.as_ptr().add(head);
-            let d = dst.as_mut_ptr().add(head);
-            let mut i = 0;
-            while i < body {
-                let a = _mm_loadu_si128(s.add(i) as *const __m128i);
-                let b = _mm_loadu_si128(s.add(i + 16) as *const __m128i);
-                let c = _mm_loadu_si128(s.add(i + 32) as *const __m128i);
-                let e = _mm_loadu_si128(s.add(i + 48) as *const __m128i);
-                _mm_stream_si128(d.add(i) as *mut __m128i, a);
-                _mm_stream_si128(d.add(i + 16) as *mut __m128i, b);
-                _mm_stream_si128(d.add(i + 32) as *mut __m128i, c);
-                _mm_stream_si128(d.add(i + 48) as *mut __m128i, e);
-                i += 64;
-            }
-            _mm_sfence();
-        }
-        dst[head + body..].copy_from_slice(&src[head + body..]);
-        return;
-    }
-    dst.copy_from_slice(src);
-}
-
 /// One encoded record in an [`Arena`].
 #[derive(Clone, Debug)]
 pub struct RecRef {
@@ -616,48 +565,6 @@ mod tests {
             seq: 0,
             offset,
             len: 1,
-        }
-    }
-
-    /// `copy_to_cold` equals `copy_from_slice` at every destination and source
-    /// alignment, for lengths around the streaming threshold, the 64-byte loop and
-    /// large copies, and never writes outside its destination.
-    #[test]
-    fn copy_to_cold_equals_copy_from_slice() {
-        let mut lens: Vec<usize> = (0..80).collect();
-        for base in [STREAM_COPY_MIN, 4096, 290_816] {
-            lens.extend(base.saturating_sub(70)..base + 70);
-        }
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let src: Vec<u8> = (0..290_816 + 200)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect();
-        let mut dst = vec![0u8; 290_816 + 200];
-        for (k, &len) in lens.iter().enumerate() {
-            // All 16 destination alignments and a source offset that varies with them.
-            for d_off in 0..16 {
-                let s_off = (d_off * 7 + k) % 19;
-                dst.fill(0xA5);
-                copy_to_cold(&mut dst[d_off..d_off + len], &src[s_off..s_off + len]);
-                assert!(
-                    dst[..d_off].iter().all(|&b| b == 0xA5),
-                    "len {len} d_off {d_off}: before"
-                );
-                assert_eq!(
-                    &dst[d_off..d_off + len],
-                    &src[s_off..s_off + len],
-                    "len {len} d_off {d_off}"
-                );
-                assert!(
-                    dst[d_off + len..].iter().all(|&b| b == 0xA5),
-                    "len {len} d_off {d_off}: after"
-                );
-            }
         }
     }
 

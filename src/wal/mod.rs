@@ -365,51 +365,45 @@ impl Pending {
     }
 }
 
-/// The smallest write buffer a group gets (the size of the previous write is the usual
-/// guess; a group outgrowing its buffer moves to a bigger one).
-const GROUP_BUF_MIN: usize = 64 << 10;
-
-/// Bytes of the write that carries `data_len` bytes of records: up to the next block
-/// boundary, with room for the Pad record's header (a block more if needed).
-fn write_len(data_len: u64) -> u64 {
-    if data_len == 0 {
-        return 0;
-    }
-    let total = align_up(data_len);
-    if total - data_len < REC_HEADER_LEN as u64 {
-        total + BLOCK_BYTES
-    } else {
-        total
-    }
-}
-
-/// One group of pending records, encoded back to back (unsealed: wsn and crc are
-/// stamped at flush, in place) at the front of the buffer that the group's write will
-/// hand to the disk: a flush seals them, adds the Pad, trims the buffer to the write's
-/// length and writes it. No staging copy.
+/// The encoded records of the pending appends, back to back in append order (unsealed:
+/// wsn and crc are stamped in the write buffer): the first `used` bytes of `buf`.
 ///
-/// Groups are cut like the flush used to cut them: a record goes into the last group
-/// unless that would take it over `group_commit_bytes_max` (a single bigger record goes
-/// alone); a flush writes the front group. The buffer comes from the disk's allocator
-/// (glommio's io_memory pool: registered memory, reused, so hot) when a group's first
-/// record arrives, sized for the previous write (at least [`GROUP_BUF_MIN`], at most
-/// what a full group needs) so that it is rarely outgrown; a record that does not fit
-/// moves the group into a buffer twice as big (one copy of the group so far). The pool
-/// is small (1 MiB per shard in the server), so a buffer is never bigger than a group
-/// can use: an exhausted pool makes glommio hand out heap buffers, which O_DIRECT must
-/// pin on every write.
-struct Group<B> {
-    buf: B,
-    /// Bytes of records at the front of `buf`.
+/// One reused buffer, so that it stays in the CPU cache: an append encodes its record
+/// here (hot memory), then copies it into the arena for the cache in one `memcpy`
+/// (which writes memory that is cold by then, in whole cache lines: far cheaper than
+/// encoding each entry straight there, measured 10 vs 27 µs for 1024 × 256 B); a flush
+/// copies its group from here into the write buffer and seals it there.
+struct Staging {
+    /// Initialized once (never zeroed again: encoders write every byte).
+    buf: Vec<u8>,
     used: usize,
-    /// Length of `buf`.
-    cap: usize,
-    /// Taken by a flush (which may wait for a segment switch before it writes): later
-    /// records go into a new group.
-    closed: bool,
 }
 
-struct State<F: DiskFile> {
+impl Staging {
+    /// The next `len` bytes (stale contents), which become part of `used`.
+    fn push(&mut self, len: usize) -> &mut [u8] {
+        let at = self.used;
+        if self.buf.len() < at + len {
+            self.buf.resize((at + len).max(2 * self.buf.len()), 0);
+        }
+        self.used = at + len;
+        &mut self.buf[at..at + len]
+    }
+
+    /// Drops the first `len` bytes (a group handed to a write); the rest moves to the
+    /// front. Gives memory back when it is empty and was grown far beyond `keep`.
+    fn consume(&mut self, len: usize, keep: usize) {
+        assert!(len <= self.used, "staging: consume {len} of {}", self.used);
+        self.buf.copy_within(len..self.used, 0);
+        self.used -= len;
+        if self.used == 0 && self.buf.len() > 2 * keep {
+            self.buf.truncate(keep);
+            self.buf.shrink_to_fit();
+        }
+    }
+}
+
+struct State<F> {
     poisoned: Option<String>,
     segments: BTreeMap<u64, Segment<F>>,
     active: u64,
@@ -422,10 +416,8 @@ struct State<F: DiskFile> {
     /// Bytes of the records in `appends` (appended, not yet handed to a write).
     pending_bytes: u64,
     appends: VecDeque<Pending>,
-    /// Their encoded records (`pending_bytes` of them), in the buffers of their writes.
-    groups: VecDeque<Group<<F as DiskFile>::Buf>>,
-    /// Length of the last write: the first guess for the size of the next group.
-    last_write_len: usize,
+    /// Their encoded records (`pending_bytes` of them).
+    staging: Staging,
     last_ready: u64,
     durable_ready: u64,
     /// Entries up to here have their records on disk (may be evicted from the cache).
@@ -666,8 +658,10 @@ impl<D: Disk> Wal<D> {
             next_wsn,
             pending_bytes: 0,
             appends: VecDeque::new(),
-            groups: VecDeque::new(),
-            last_write_len: 0,
+            staging: Staging {
+                buf: Vec::new(),
+                used: 0,
+            },
             last_ready,
             durable_ready: last_ready,
             located_upto,
@@ -744,20 +738,14 @@ impl<D: Disk> Wal<D> {
             });
             return Ok(());
         }
-        // Encoded once, into the write buffer of its group; if it holds entries, copied
-        // as a whole into the arena, where the cache keeps their data.
-        let staged = Self::push_record(
-            &mut st.groups,
-            &st.segments[&st.active].file,
-            st.last_write_len,
-            &inner.opts,
-            bytes as usize,
-        );
+        // Encoded once, into the staging buffer; if it holds entries, copied as a whole
+        // into the arena, where the cache keeps their data.
+        let staged = st.staging.push(bytes as usize);
         encode_append_into(staged, ready, hard_state.as_ref(), entries);
         let rec = (!entries.is_empty()).then(|| {
             st.log
                 .arena
-                .alloc(staged.len(), |b| log::copy_to_cold(b, staged))
+                .alloc(staged.len(), |b| b.copy_from_slice(staged))
         });
         if let Some(hs) = hard_state {
             st.log.hard_state = hs;
@@ -778,53 +766,8 @@ impl<D: Disk> Wal<D> {
             len: bytes as u32,
             kind: PendingKind::Append { rec_id, last_index },
         });
-        debug_assert_eq!(
-            st.pending_bytes,
-            st.groups.iter().map(|g| g.used as u64).sum::<u64>()
-        );
+        debug_assert_eq!(st.pending_bytes, st.staging.used as u64);
         Ok(())
-    }
-
-    /// Room for the next pending record, `len` bytes (stale contents, to be written
-    /// whole), at the end of the last group, or of a new one (see [`Group`]).
-    /// `file` allocates the buffer (any file: the allocator is the disk's), sized after
-    /// the last write's `last_write_len`.
-    fn push_record<'a>(
-        groups: &'a mut VecDeque<Group<<D::File as DiskFile>::Buf>>,
-        file: &D::File,
-        last_write_len: usize,
-        opts: &WalOptions,
-        len: usize,
-    ) -> &'a mut [u8] {
-        let max = opts.group_commit_bytes_max as usize;
-        let full_len = |data: usize| write_len(data as u64) as usize;
-        let new_group = groups.back().is_none_or(|g| g.closed || g.used + len > max);
-        if new_group {
-            let cap = last_write_len
-                .max(GROUP_BUF_MIN)
-                .min(full_len(max))
-                .max(full_len(len));
-            groups.push_back(Group {
-                buf: file.alloc_buf(cap),
-                used: 0,
-                cap,
-                closed: false,
-            });
-        } else {
-            let g = groups.back_mut().expect("a group");
-            if full_len(g.used + len) > g.cap {
-                // Outgrown: move the group so far into a buffer twice as big.
-                let cap = (2 * g.cap).min(full_len(max)).max(full_len(g.used + len));
-                let mut buf = file.alloc_buf(cap);
-                buf.as_mut_slice()[..g.used].copy_from_slice(&g.buf.as_mut_slice()[..g.used]);
-                g.buf = buf;
-                g.cap = cap;
-            }
-        }
-        let g = groups.back_mut().expect("a group");
-        let at = g.used;
-        g.used += len;
-        &mut g.buf.as_mut_slice()[at..at + len]
     }
 
     /// Bytes the log's segment files occupy on disk (live and spare segments).
@@ -943,30 +886,28 @@ impl<D: Disk> Wal<D> {
         //    group_commit_bytes_max, at least one). They stay at the front of `appends`
         //    until published: appends and snapshots only ever push at the back.
         let (n, data_len, total) = {
-            let mut st = inner.st.borrow_mut();
+            let st = inner.st.borrow();
             if st.appends.is_empty() {
                 return Ok(());
             }
-            if let Some(g) = st.groups.front_mut() {
-                g.closed = true;
-            }
-            // The records of the front group, and the empty appends among and after
-            // them (without a group: all pending appends are empty).
-            let data_len = st.groups.front().map_or(0, |g| g.used);
             let mut n = 0;
             let mut end = 0;
             for a in &st.appends {
-                if end + a.len() > data_len as u64 {
+                if n > 0 && end + a.len() > inner.opts.group_commit_bytes_max {
                     break;
                 }
                 end += a.len();
                 n += 1;
             }
-            assert_eq!(
-                end, data_len as u64,
-                "wal: a group's records and its appends"
-            );
-            (n, data_len, write_len(data_len as u64))
+            let data_len = end as usize;
+            let mut total = 0;
+            if data_len > 0 {
+                total = align_up(data_len as u64);
+                if total - (data_len as u64) < REC_HEADER_LEN as u64 {
+                    total += BLOCK_BYTES;
+                }
+            }
+            (n, data_len, total)
         };
         let mut loc = None;
         if total > 0 {
@@ -978,8 +919,8 @@ impl<D: Disk> Wal<D> {
             if !fits {
                 self.switch_segment().await?;
             }
-            // 3. Seal the group's records in place (wsn + crc: one pass over memory
-            //    they were just encoded into), add a Pad, trim the buffer to the write.
+            // 3. Fill one aligned buffer: the records (copied once, sealed there with
+            //    wsn + crc), then a Pad.
             let (file, pos, seq, buf) = {
                 let mut st = inner.st.borrow_mut();
                 let st = &mut *st;
@@ -987,23 +928,23 @@ impl<D: Disk> Wal<D> {
                 let (file, pos, wsn, seq) =
                     (seg.file.clone(), st.write_pos, st.next_wsn, st.active);
                 assert!(pos % BLOCK_BYTES == 0 && pos + total <= inner.opts.segment_bytes);
-                let mut g = st.groups.pop_front().expect("the group being written");
-                assert!(g.used == data_len && total as usize <= g.cap);
-                let b = &mut g.buf.as_mut_slice()[..total as usize];
+                let mut buf = file.alloc_buf(total as usize);
+                let b = buf.as_mut_slice();
+                let staged = &st.staging.buf[..data_len];
                 let mut s = 0;
                 for a in st.appends.iter().take(n).filter(|a| a.len > 0) {
                     let e = s + a.len as usize;
-                    seal_record(&mut b[s..e], wsn);
+                    copy_sealed(&mut b[s..e], &staged[s..e], wsn);
                     debug_assert!(check_record(&b[s..]).is_some());
                     s = e;
                 }
                 assert_eq!(s, data_len);
                 b[data_len..].fill(0);
                 write_pad(&mut b[data_len..], wsn);
-                g.buf.trim(total as usize);
                 st.pending_bytes -= data_len as u64;
-                st.last_write_len = total as usize;
-                (file, pos, seq, g.buf)
+                st.staging
+                    .consume(data_len, inner.opts.group_commit_bytes_max as usize);
+                (file, pos, seq, buf)
             };
             // 4. One write, one fdatasync.
             let path = || inner.disk.describe(&segment_name(seq));
@@ -1180,8 +1121,7 @@ impl<D: Disk> Wal<D> {
         let inner = &*self.inner;
         let my_snap = {
             let mut st = inner.st.borrow_mut();
-            let st = &mut *st;
-            Self::check_poisoned(st)?;
+            Self::check_poisoned(&st)?;
             let hs = st.log.hard_state;
             st.log
                 .apply_snapshot(hs, &meta)
@@ -1193,14 +1133,7 @@ impl<D: Disk> Wal<D> {
             encode_snapshot(&mut rec, &hs, &meta);
             let ready = st.last_ready;
             st.pending_bytes += rec.len() as u64;
-            Self::push_record(
-                &mut st.groups,
-                &st.segments[&st.active].file,
-                st.last_write_len,
-                &inner.opts,
-                rec.len(),
-            )
-            .copy_from_slice(&rec);
+            st.staging.push(rec.len()).copy_from_slice(&rec);
             st.appends.push_back(Pending {
                 ready,
                 len: rec.len() as u32,

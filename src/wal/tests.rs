@@ -830,13 +830,13 @@ fn cancelled_flush_claim_wakes_the_other_waiters() {
     });
 }
 
-/// The group buffers that hold the encoded pending records (see `Group`): a record
-/// bigger than a group goes alone, in a buffer of its own size; a group is cut at
-/// `group_commit_bytes_max`; appends (one replacing entries of the group being written)
-/// made while a write is in flight start a new group and are readable at once. The log
-/// then reads back and reopens as the model.
+/// The staging buffer that holds the encoded pending records (see `Staging`): a record
+/// bigger than the buffer grows it; a group cut by `group_commit_bytes_max` leaves the
+/// rest at the front; appends (one replacing entries of the group being written) made
+/// while a write is in flight land in the emptied buffer and are readable at once;
+/// the buffer shrinks back once empty. The log then reads back and reopens as the model.
 #[test]
-fn group_buffer_edges_keep_the_log_intact() {
+fn staging_buffer_edges_keep_the_log_intact() {
     let opts = WalOptions {
         segment_bytes: 64 * BLOCK_BYTES,
         group_commit_bytes_max: 2 * BLOCK_BYTES,
@@ -851,15 +851,10 @@ fn group_buffer_edges_keep_the_log_intact() {
     };
     let disk = SimDisk::new();
     let (wal, _) = block_on(Wal::open_on(disk.clone(), opts.clone())).unwrap();
-    // (bytes used, buffer length) of each group.
-    let groups = |wal: &Wal<SimDisk>| {
+    let staged = |wal: &Wal<SimDisk>| {
         let st = wal.inner.st.borrow();
-        let g: Vec<(usize, usize)> = st.groups.iter().map(|g| (g.used, g.cap)).collect();
-        assert_eq!(g.iter().map(|g| g.0 as u64).sum::<u64>(), st.pending_bytes);
-        for (used, cap) in &g {
-            assert!(write_len(*used as u64) <= *cap as u64, "{used} in {cap}");
-        }
-        g
+        assert_eq!(st.staging.used as u64, st.pending_bytes);
+        (st.staging.used, st.staging.buf.len())
     };
     let mut m = Model::default();
     let mut ready = 0;
@@ -869,36 +864,38 @@ fn group_buffer_edges_keep_the_log_intact() {
         m.append(hs, &e);
         ready
     };
-    // Small records, then one bigger than a group: it goes alone, in a buffer of its
-    // own size; the next record starts a third group.
+    // Small records, then one bigger than the buffer and than a group: it grows the
+    // buffer and later goes alone.
     for i in 1..=3 {
         append(&wal, &mut m, None, vec![ent(i, 1, 500)]);
         // A Ready with nothing to persist: no record, but part of the group.
         append(&wal, &mut m, None, vec![]);
     }
-    let small = append_record_len(&[ent(1, 1, 500)]);
-    assert_eq!(groups(&wal), vec![(3 * small, 3 * BLOCK_BYTES as usize)]);
+    let (_, len_before) = staged(&wal);
     let big: Vec<Entry> = (4..=40).map(|i| ent(i, 1, 600)).collect();
-    let big_len = append_record_len(&big);
     append(&wal, &mut m, None, big);
-    append(&wal, &mut m, None, vec![ent(41, 1, 300), ent(42, 1, 300)]);
-    let last_len = append_record_len(&[ent(41, 1, 300), ent(42, 1, 300)]);
-    assert_eq!(
-        groups(&wal)[1..],
-        [
-            (big_len, write_len(big_len as u64) as usize),
-            (last_len, 3 * BLOCK_BYTES as usize)
-        ]
+    let (used, len) = staged(&wal);
+    assert!(
+        len > len_before && len >= used,
+        "the buffer grew: {len_before} -> {len}"
     );
+    append(&wal, &mut m, None, vec![ent(41, 1, 300), ent(42, 1, 300)]);
     check_storage(&wal, &m);
-    // One group commit while writes are in flight: the first write takes the three
-    // small records, leaving the big one and the last.
+    let (used, _) = staged(&wal);
+    // One group commit while writes are in flight: the first write takes only the three
+    // small records (the group is cut), leaving the big one and the last at the front.
     block_on(async {
         let mut f = Box::pin(wal.flush());
         assert!(futures_lite::future::poll_once(f.as_mut()).await.is_none());
         assert!(wal.inner.flushing.get(), "a write is in flight");
         assert_eq!(wal.stats().flushes, 0);
-        assert_eq!(groups(&wal).len(), 2, "the group left");
+        let (used_in_flight, _) = staged(&wal);
+        let small = append_record_len(&[ent(1, 1, 500)]);
+        assert_eq!(
+            used_in_flight,
+            used - 3 * small,
+            "the group left the buffer"
+        );
         // Meanwhile: a hard state, and entries replacing 41..=42 (still pending) and
         // then 40 (in the big record, also pending).
         let hs = HardState {
@@ -913,9 +910,14 @@ fn group_buffer_edges_keep_the_log_intact() {
     });
     block_on(wal.flush()).unwrap();
     assert!(wal.stats().flushes >= 3, "{:?}", wal.stats());
-    assert!(groups(&wal).is_empty());
+    let (used, len) = staged(&wal);
+    assert_eq!(used, 0);
+    assert!(
+        len <= 2 * opts.group_commit_bytes_max as usize,
+        "the empty buffer shrank: {len}"
+    );
     check_storage(&wal, &m);
-    // More appends, then reopen from what is durable.
+    // More appends after the shrink, then reopen from what is durable.
     for i in 42..=60 {
         append(&wal, &mut m, None, vec![ent(i, 2, 200)]);
     }
@@ -923,79 +925,6 @@ fn group_buffer_edges_keep_the_log_intact() {
     r.unwrap();
     check_storage(&wal, &m);
     let image = disk.crash(&mut Rng::new(1), 50);
-    let (_, rec) = block_on(Wal::open_on(image, opts)).unwrap();
-    assert_eq!(Model::of(&rec), m);
-}
-
-/// A group outgrows its buffer (sized after the previous, small write): it moves into
-/// a buffer twice as big, then bigger still for a record that needs more, never past
-/// what a full group needs; the next group's buffer is sized after that write. The
-/// records survive every move: they read back, and reopen as the model.
-#[test]
-fn a_group_outgrowing_its_buffer_moves_intact() {
-    let opts = WalOptions {
-        segment_bytes: 1024 * BLOCK_BYTES,
-        group_commit_bytes_max: 1 << 20,
-        cache_bytes_max: 8 << 20,
-        ..WalOptions::default()
-    };
-    let disk = SimDisk::new();
-    let (wal, _) = block_on(Wal::open_on(disk.clone(), opts.clone())).unwrap();
-    let mut m = Model::default();
-    let mut rng = Rng::new(7);
-    let mut index = 0;
-    let mut ready = 0;
-    let mut append = |m: &mut Model, rng: &mut Rng, n: usize, len: usize| {
-        let e: Vec<Entry> = (0..n)
-            .map(|_| {
-                index += 1;
-                Entry {
-                    term: 1,
-                    index,
-                    kind: EntryKind::Normal,
-                    data: (0..len).map(|_| rng.below(256) as u8).collect(),
-                }
-            })
-            .collect();
-        ready += 1;
-        wal.append(ready, None, &e).unwrap();
-        m.append(None, &e);
-    };
-    let cap = |wal: &Wal<SimDisk>| wal.inner.st.borrow().groups.back().map(|g| g.cap);
-    append(&mut m, &mut rng, 1, 100);
-    block_on(wal.flush()).unwrap();
-    let min = GROUP_BUF_MIN;
-    append(&mut m, &mut rng, 10, 1000);
-    assert_eq!(cap(&wal), Some(min), "the smallest buffer");
-    for _ in 0..6 {
-        append(&mut m, &mut rng, 10, 1000);
-    }
-    assert_eq!(cap(&wal), Some(2 * min), "outgrown once: twice as big");
-    check_storage(&wal, &m);
-    // A record that needs more than twice the buffer gets what it needs.
-    append(&mut m, &mut rng, 300, 1000);
-    let used = wal.inner.st.borrow().groups.back().unwrap().used;
-    assert_eq!(cap(&wal), Some(write_len(used as u64) as usize));
-    check_storage(&wal, &m);
-    // Up to the group's bound, never past what a full group needs.
-    for _ in 0..40 {
-        append(&mut m, &mut rng, 30, 1000);
-    }
-    {
-        let st = wal.inner.st.borrow();
-        let full = write_len(opts.group_commit_bytes_max) as usize;
-        assert!(st.groups.len() >= 2, "the group was cut");
-        assert!(st.groups.iter().all(|g| g.cap <= full));
-    }
-    check_storage(&wal, &m);
-    block_on(wal.flush()).unwrap();
-    // The next group starts with a buffer the size of the last write.
-    let last = wal.inner.st.borrow().last_write_len;
-    append(&mut m, &mut rng, 1, 100);
-    assert_eq!(cap(&wal), Some(last));
-    block_on(wal.flush()).unwrap();
-    check_storage(&wal, &m);
-    let image = disk.crash(&mut Rng::new(2), 50);
     let (_, rec) = block_on(Wal::open_on(image, opts)).unwrap();
     assert_eq!(Model::of(&rec), m);
 }
