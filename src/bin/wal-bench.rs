@@ -48,6 +48,9 @@
 //! waking the appenders). That part does not depend on the disk, and with the median
 //! write+fdatasync time `io` it gives the ratio on a quiet disk:
 //! `(io + raw gap) / (io + WAL gap)` at equal bytes per write.
+//! With one appender each append's own time outside write+fdatasync is recorded too,
+//! and its p10/p50/p90 printed: other jobs preempting the executor inflate the mean
+//! gap by tens of µs from one run to the next, the median far less.
 //!
 //! `WAL_BENCH_ONLY=prep,batch,concurrent` picks sections; `WAL_BENCH_SIZES=1,1024` picks
 //! batch sizes and appender counts. Prints a markdown summary table at the end; last
