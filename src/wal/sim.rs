@@ -166,7 +166,8 @@ impl DiskFile for SimFile {
     type Buf = Vec<u8>;
 
     fn alloc_buf(&self, len: usize) -> Vec<u8> {
-        vec![0; len]
+        // Stale contents, like a reused DMA buffer: whoever fills it must write it all.
+        vec![0xEE; len]
     }
 
     async fn write_at(&self, buf: Vec<u8>, off: u64) -> io::Result<()> {
