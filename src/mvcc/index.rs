@@ -128,6 +128,20 @@ impl std::fmt::Debug for Key {
     }
 }
 
+/// Asks the CPU to fetch the cache line at `p` (a hint: never faults, any address).
+#[inline]
+fn prefetch_write<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing the program can observe and never faults, for
+    // any address; SSE is part of the x86_64 baseline.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// One key's revisions: the newest in the slot, the older ones ascending behind it.
 #[derive(Debug)]
 struct Slot {
@@ -231,6 +245,14 @@ impl Index {
         Found {
             hash,
             newest: self.slot(hash, key).map(|s| s.newest),
+        }
+    }
+
+    /// Brings `key`'s slot into the CPU cache, and the place where its next revision
+    /// will be stored (see [`Store::prefetch`](super::store::Store::prefetch)).
+    pub fn prefetch(&self, key: &[u8]) {
+        if let Some(s) = self.slot(self.hash(key), key) {
+            prefetch_write(s.older.as_ptr().wrapping_add(s.older.len()));
         }
     }
 

@@ -1437,17 +1437,28 @@ impl Group {
             .as_mut()
             .expect("the driver applies only while it holds the store");
         let mut last = None;
-        for e in entries {
+        // Decode the whole batch first and let the store look its keys up in one go:
+        // those lookups are cache misses that, back to back, overlap one another; each
+        // apply then finds its key's state in the CPU cache.
+        let decoded: Vec<_> = entries
+            .iter()
+            .map(|e| match e.kind {
+                EntryKind::Normal if !e.data.is_empty() => Some(decode_payload(&e.data)),
+                _ => None,
+            })
+            .collect();
+        for d in &decoded {
+            if let Some(Ok(Payload::Write(se))) = d {
+                store.prefetch(&se.write);
+            }
+        }
+        for (e, decoded) in entries.iter().zip(decoded) {
             let dirty = store.backend().dirty_bytes();
             if dirty >= self.opts.dirty_bytes_max {
                 self.note_apply_limit(e.index, dirty);
                 break;
             }
             last = Some(e.index);
-            let decoded = match e.kind {
-                EntryKind::Normal if !e.data.is_empty() => Some(decode_payload(&e.data)),
-                _ => None,
-            };
             match decoded {
                 Some(Ok(Payload::Member(me))) => {
                     let reply = self.apply_member(e.index, &me)?;
