@@ -105,6 +105,12 @@ pub struct Db<D: Disk = GlommioDisk> {
     pub(super) snapshots: Registry,
     pub(super) changed: bool,
     pub(super) poisoned: Option<String>,
+    /// The right edge of the tree the last put appended to: its root, then the last
+    /// child of each level down to its rightmost leaf (empty: none known). A hint only:
+    /// [`Db::append_in_place`] checks every link before it trusts it.
+    pub(super) right_edge: Vec<u64>,
+    /// Set by an insert that added its key after the last one of the rightmost leaf.
+    pub(super) appended: bool,
 }
 
 /// A read view of one committed version; it keeps seeing that version (and keeps its
@@ -228,6 +234,8 @@ impl<D: Disk> Db<D> {
             abandoned: Rc::default(),
             snapshots: Registry::default(),
             changed: false,
+            right_edge: Vec::new(),
+            appended: false,
             poisoned: None,
         };
         db.load_catalog()?;
@@ -497,10 +505,64 @@ impl<D: Disk> Db<D> {
                 let first = db.write_overflow(value)?;
                 node::make_leaf_cell_overflow(key, value.len(), first)
             };
-            let root = db.insert_root(db.root(tree), key, &cell)?;
+            let root = db.root(tree);
+            if db.append_in_place(root, key, &cell)? {
+                return Ok(());
+            }
+            db.appended = false;
+            let root = db.insert_root(root, key, &cell)?;
             db.set_root(tree, root);
+            if db.appended {
+                db.find_right_edge(root)?;
+            }
             Ok(())
         })
+    }
+
+    /// The fast path of a put whose key is greater than every key of its tree (the
+    /// revision tree's puts): when `right_edge` still leads from `root` down to a dirty
+    /// rightmost leaf whose last key is below `key` and which has room, the cell is
+    /// appended there, without searching any page on the way. False: take the normal
+    /// path.
+    fn append_in_place(&mut self, root: u64, key: &[u8], cell: &[u8]) -> Result<bool> {
+        let Some((&leaf, branches)) = self.right_edge.split_last() else {
+            return Ok(false);
+        };
+        if root == 0 || self.right_edge[0] != root || !self.dirty.contains_key(&leaf) {
+            return Ok(false);
+        }
+        for (i, &id) in branches.iter().enumerate() {
+            let p = self.page(id)?;
+            if page_type(&p) != PAGE_BRANCH
+                || node::branch_child(&p, node::count(&p)) != self.right_edge[i + 1]
+            {
+                return Ok(false);
+            }
+        }
+        let buf = self.dirty.get_mut(&leaf).expect("checked above");
+        let n = node::count(buf);
+        if page_type(buf) != PAGE_LEAF || n == 0 || node::leaf_key(buf, n - 1) >= key {
+            return Ok(false);
+        }
+        if !node::leaf_put_in_place(buf, n, false, cell) {
+            return Ok(false);
+        }
+        self.changed = true;
+        Ok(true)
+    }
+
+    /// Records the right edge of the tree under `root` (see `right_edge`).
+    fn find_right_edge(&mut self, root: u64) -> Result<()> {
+        self.right_edge.clear();
+        let mut id = root;
+        loop {
+            self.right_edge.push(id);
+            let p = self.page(id)?;
+            if page_type(&p) != PAGE_BRANCH || self.right_edge.len() >= MAX_DEPTH {
+                return Ok(());
+            }
+            id = node::branch_child(&p, node::count(&p));
+        }
     }
 
     /// Removes `key` from `tree`; returns whether it existed.

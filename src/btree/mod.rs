@@ -6,7 +6,10 @@
 //! * One writer ([`Db`]): `put`/`delete` go into an open in-memory write transaction
 //!   (dirty pages; sync and cheap); reads through the `Db` see the latest written state;
 //!   [`Db::commit`] makes everything so far durable as one atomic version. Callers batch
-//!   many writes per commit.
+//!   many writes per commit. A put whose key is above every key of its tree (the
+//!   revision tree's appends) goes straight into the tree's dirty rightmost leaf when
+//!   the remembered right edge still leads there and the leaf has room, without
+//!   searching the pages on the way down.
 //! * Two-phase commit, so that the writer never waits for the disk:
 //!   [`Db::begin_commit`] (sync, cheap) seals the open transaction as the next version
 //!   and returns a [`CommitJob`] that owns the sealed pages and a handle to the disk;
