@@ -976,7 +976,7 @@ impl<D: Disk> CommitJob<D> {
                 j += 1;
             }
             since_yield += j - i;
-            let mut buf = disk.buffer((j - i) * ps as usize);
+            let mut buf = Vec::with_capacity((j - i) * ps as usize);
             for id in &ids[i..j] {
                 let at = buf.len();
                 buf.extend_from_slice(&self.pages[id]);

@@ -7,8 +7,7 @@
 //! O_DIRECT), with io_uring writes and fdatasync, so nothing blocks the executor. With
 //! `write_pool` (the default) a commit's page copies run on glommio's blocking pool,
 //! which also paces their writeback (sync_file_range every 512 KiB) so that a commit
-//! does not reach the shared disk as one burst ahead of the WAL's fdatasync; the
-//! buffers of one commit's writes are kept (up to 16 MiB) for the next ([`Disk::buffer`]).
+//! does not reach the shared disk as one burst ahead of the WAL's fdatasync.
 //! [`SimDisk`] keeps a *live* and a *durable* image: a write reaches the durable image
 //! only at `sync`; [`SimDisk::crash_image`] builds what a crash could leave behind
 //! (every unsynced write dropped, applied, or applied in part at 512-byte sector
@@ -35,9 +34,6 @@ use super::store::{dup_file, lock_exclusive, MmapStore, PageStore, PreadStore};
 /// Pages a commit writes before it waits for them to reach the device (see
 /// `GlommioDisk::write_many`).
 const WRITEBACK_CHUNK_BYTES: u64 = 512 << 10;
-
-/// Most bytes of write buffers a [`GlommioDisk`] keeps for the next commit.
-const SPARE_BYTES_MAX: usize = 16 << 20;
 
 /// Starts writeback of `[lo, hi)` and waits for it (sync_file_range: data only, no
 /// device cache flush; the commit's fdatasync follows). Blocking: pool threads only.
@@ -68,11 +64,6 @@ pub trait Disk {
         self.len() == 0
     }
     async fn write_at(&self, offset: u64, data: Vec<u8>) -> io::Result<()>;
-    /// An empty buffer for a write of `capacity` bytes (a disk may hand out the buffers
-    /// of earlier writes).
-    fn buffer(&self, capacity: usize) -> Vec<u8> {
-        Vec::with_capacity(capacity)
-    }
     /// Several writes, in any order or concurrently; all done when it returns Ok.
     async fn write_many(&self, writes: Vec<(u64, Vec<u8>)>) -> io::Result<()> {
         for (offset, data) in writes {
@@ -104,10 +95,6 @@ pub struct GlommioDisk {
     /// Set: commits write their pages with pwrite on glommio's blocking thread pool
     /// (one hand-off per commit); unset: one io_uring write per contiguous run.
     pool: Option<Arc<File>>,
-    /// Buffers of the last commit's writes, reused by the next one ([`Disk::buffer`]):
-    /// a fresh megabyte-sized allocation is memory the kernel must fault in and zero
-    /// again at every commit (~3% of a loaded 3-node cluster's CPU).
-    spare: RefCell<Vec<Vec<u8>>>,
 }
 
 impl GlommioDisk {
@@ -138,7 +125,6 @@ impl GlommioDisk {
             len: Cell::new(len),
             use_mmap,
             pool,
-            spare: RefCell::new(Vec::new()),
         })
     }
 }
@@ -207,16 +193,6 @@ impl Disk for GlommioDisk {
     fn name(&self) -> &str {
         &self.name
     }
-    fn buffer(&self, capacity: usize) -> Vec<u8> {
-        match self.spare.borrow_mut().pop() {
-            Some(mut buf) => {
-                buf.clear();
-                buf.reserve_exact(capacity);
-                buf
-            }
-            None => Vec::with_capacity(capacity),
-        }
-    }
     fn len(&self) -> u64 {
         self.len.get()
     }
@@ -247,8 +223,8 @@ impl Disk for GlommioDisk {
             // glommio's blocking pool in one hand-off instead. The executor never
             // blocks: it awaits the pool's completion.
             let file = file.clone();
-            let writes = glommio::executor()
-                .spawn_blocking(move || -> io::Result<Vec<(u64, Vec<u8>)>> {
+            glommio::executor()
+                .spawn_blocking(move || -> io::Result<()> {
                     // Paced writeback: after every WRITEBACK_CHUNK_BYTES of page-cache
                     // copies, write that range out and wait for it. The device then
                     // sees a commit as a stream of small writes that the WAL's
@@ -267,19 +243,10 @@ impl Disk for GlommioDisk {
                             chunk_start = None;
                         }
                     }
-                    Ok(writes)
+                    Ok(())
                 })
                 .await?;
             self.len.set(self.len.get().max(end));
-            let mut spare = self.spare.borrow_mut();
-            let mut kept: usize = spare.iter().map(Vec::capacity).sum();
-            for (_, buf) in writes {
-                if kept + buf.capacity() > SPARE_BYTES_MAX {
-                    break;
-                }
-                kept += buf.capacity();
-                spare.push(buf);
-            }
             return Ok(());
         }
         let mut writes = writes.into_iter().peekable();
