@@ -302,24 +302,21 @@ impl Index {
             return false;
         };
         let s = entry.get();
-        if s.newest.rev == rev {
-            if s.older.is_empty() {
-                entry.remove();
-                self.ordered.remove(key);
-            } else {
-                let s = entry.into_mut();
-                s.newest = s.older.pop().expect("older is not empty");
-                if s.older.is_empty() {
-                    s.older = Vec::new();
-                }
-            }
+        if s.newest.rev == rev && s.older.is_empty() {
+            entry.remove();
+            self.ordered.remove(key);
         } else {
             let s = entry.into_mut();
-            let Ok(i) = s.older.binary_search_by(|e| e.rev.cmp(&rev)) else {
-                return false;
-            };
-            s.older.remove(i);
+            if s.newest.rev == rev {
+                s.newest = s.older.pop().expect("older is not empty");
+            } else {
+                let Ok(i) = s.older.binary_search_by(|e| e.rev.cmp(&rev)) else {
+                    return false;
+                };
+                s.older.remove(i);
+            }
             if s.older.is_empty() {
+                // Give the history's memory back: a compacted key keeps only its newest.
                 s.older = Vec::new();
             }
         }

@@ -411,7 +411,6 @@ impl<B: Backend> Store<B> {
         Ok(())
     }
 
-    /// Applies Raft entry `index` carrying `req`. `dedup` = (client session, seq).
     /// A hint that `req` will be applied soon: brings the index state of the key a put
     /// writes into the CPU cache. Changes nothing; calling it for a batch of requests
     /// before applying them lets their lookups' cache misses overlap.
@@ -421,6 +420,7 @@ impl<B: Backend> Store<B> {
         }
     }
 
+    /// Applies Raft entry `index` carrying `req`. `dedup` = (client session, seq).
     pub fn apply(
         &mut self,
         index: u64,
