@@ -109,8 +109,6 @@ pub struct Db<D: Disk = GlommioDisk> {
     /// child of each level down to its rightmost leaf (empty: none known). A hint only:
     /// [`Db::append_in_place`] checks every link before it trusts it.
     pub(super) right_edge: Vec<u64>,
-    /// Set by an insert that added its key after the last one of the rightmost leaf.
-    pub(super) appended: bool,
 }
 
 /// A read view of one committed version; it keeps seeing that version (and keeps its
@@ -235,7 +233,6 @@ impl<D: Disk> Db<D> {
             snapshots: Registry::default(),
             changed: false,
             right_edge: Vec::new(),
-            appended: false,
             poisoned: None,
         };
         db.load_catalog()?;
@@ -509,13 +506,9 @@ impl<D: Disk> Db<D> {
             if db.append_in_place(root, key, &cell)? {
                 return Ok(());
             }
-            db.appended = false;
             let root = db.insert_root(root, key, &cell)?;
             db.set_root(tree, root);
-            if db.appended {
-                db.find_right_edge(root)?;
-            }
-            Ok(())
+            db.find_right_edge(root, key)
         })
     }
 
@@ -551,17 +544,29 @@ impl<D: Disk> Db<D> {
         Ok(true)
     }
 
-    /// Records the right edge of the tree under `root` (see `right_edge`).
-    fn find_right_edge(&mut self, root: u64) -> Result<()> {
+    /// Records the right edge of the tree under `root` (see `right_edge`) if `key`, just
+    /// put, is the tree's last key; forgets it otherwise.
+    fn find_right_edge(&mut self, root: u64, key: &[u8]) -> Result<()> {
         self.right_edge.clear();
         let mut id = root;
         loop {
             self.right_edge.push(id);
             let p = self.page(id)?;
-            if page_type(&p) != PAGE_BRANCH || self.right_edge.len() >= MAX_DEPTH {
-                return Ok(());
+            match page_type(&p) {
+                PAGE_BRANCH if self.right_edge.len() < MAX_DEPTH => {
+                    id = node::branch_child(&p, node::count(&p));
+                }
+                PAGE_LEAF
+                    if node::count(&p) > 0 && node::leaf_key(&p, node::count(&p) - 1) == key =>
+                {
+                    return Ok(());
+                }
+                _ => {
+                    drop(p);
+                    self.right_edge.clear();
+                    return Ok(());
+                }
             }
-            id = node::branch_child(&p, node::count(&p));
         }
     }
 

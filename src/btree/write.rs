@@ -220,10 +220,8 @@ impl<D: Disk> Db<D> {
                 // Fast path: the cell fits the page's free space. A dirty page is
                 // changed where it is; a committed one is copied once, then changed.
                 // Otherwise fall through with the page, to rebuild it.
-                let append = rightmost && !found && idx == n;
                 let p = if self.dirty.contains_key(&id) {
                     drop(p);
-                    self.appended = append;
                     let buf = self.dirty.get_mut(&id).expect("dirty page");
                     if node::leaf_put_in_place(buf, idx, found, cell) {
                         self.free_value(old)?;
@@ -234,7 +232,6 @@ impl<D: Disk> Db<D> {
                     let mut buf: Box<[u8]> = p.to_vec().into_boxed_slice();
                     if node::leaf_put_in_place(&mut buf, idx, found, cell) {
                         drop(p);
-                        self.appended = append;
                         self.free_value(old)?;
                         let nid = self.cow(id)?;
                         self.put_dirty(nid, buf);
@@ -247,10 +244,10 @@ impl<D: Disk> Db<D> {
                 cells.extend((0..idx).map(|i| node::leaf_cell(&p, i)));
                 cells.push(cell);
                 cells.extend((idx + usize::from(found)..n).map(|i| node::leaf_cell(&p, i)));
+                let append = rightmost && !found && idx == n;
                 let pieces = node::build_pieces(Kind::Leaf, 0, &cells, ps, append);
                 drop(cells);
                 drop(p);
-                self.appended = append;
                 self.free_value(old)?;
                 self.place(Some(id), pieces)
             }
