@@ -196,7 +196,8 @@ fn acknowledged_writes_survive_clean_restart() {
 }
 
 /// SIGKILL the server while pipelined writes are in flight, 20 rounds: every write that
-/// was acknowledged before the kill is there after the restart.
+/// was acknowledged before the kill is there after the restart. Odd rounds make the WAL
+/// durable with O_DSYNC writes (`--wal-sync dsync`), even rounds with fdatasync.
 #[test]
 fn acknowledged_writes_survive_sigkill_under_load() {
     let dir = TempDir::new("sigkill");
@@ -204,7 +205,12 @@ fn acknowledged_writes_survive_sigkill_under_load() {
     let mut acked: Vec<(String, String)> = Vec::new();
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     for round in 0..20 {
-        let mut s = Server::start(&dir.0, port, 2);
+        let sync: &[&str] = if round % 2 == 1 {
+            &["--wal-sync", "dsync"]
+        } else {
+            &[]
+        };
+        let mut s = Server::start_with(&dir.0, port, 2, sync);
         // What the previous round acknowledged last is there (all of it is checked at
         // the end).
         let mut conns = [RawConn::connect(s.addr(0)), RawConn::connect(s.addr(1))];

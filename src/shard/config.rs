@@ -7,6 +7,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::wal::disk::SyncMode;
+
 /// Default client address of shard 0 (shard `s` adds `s` to the port).
 pub const DEFAULT_LISTEN_CLIENT: &str = "127.0.0.1:7379";
 /// Default peer address of shard 0.
@@ -71,6 +73,8 @@ pub struct ServerConfig {
     /// Size of each WAL segment file (prepared ahead of use, so smaller segments start
     /// faster and larger ones are prepared less often).
     pub wal_segment_bytes: u64,
+    /// How a WAL write is made durable: write + fdatasync, or an O_DSYNC write.
+    pub wal_sync: SyncMode,
     /// `--join CLUSTER_ID`: this node joins a running cluster (after a MemberAdd) and
     /// takes its cluster id from here instead of hashing `--initial-cluster`.
     pub join_cluster: Option<u64>,
@@ -93,6 +97,7 @@ impl Default for ServerConfig {
             wal_compact_entries: DEFAULT_WAL_COMPACT_ENTRIES,
             wal_keep_entries: DEFAULT_WAL_KEEP_ENTRIES,
             wal_segment_bytes: DEFAULT_WAL_SEGMENT_BYTES,
+            wal_sync: SyncMode::Fdatasync,
             join_cluster: None,
         }
     }
@@ -136,6 +141,9 @@ Flags:
                               1 MiB..=1 GiB [default: 67108864]
   --wal-keep-entries N        entries kept behind the applied index for slow followers;
                               one further behind gets a snapshot [default: 20000]
+  --wal-sync fdatasync|dsync  how a WAL write is made durable: a write, then an
+                              fdatasync; or one write to a file opened O_DSYNC
+                              [default: fdatasync]
   --join CLUSTER_ID           join a running cluster (hex id, see `member list`/status)
                               after a MemberAdd: --initial-cluster lists every member
                               ever added, in order, this one last
@@ -235,6 +243,7 @@ impl ServerConfig {
                 "--wal-compact-entries",
                 "--wal-segment-bytes",
                 "--wal-keep-entries",
+                "--wal-sync",
                 "--join",
             ];
             if !known.contains(&flag.as_str()) {
@@ -266,6 +275,15 @@ impl ServerConfig {
                 "--wal-compact-entries" => cfg.wal_compact_entries = parse_num(&flag, &value)?,
                 "--wal-keep-entries" => cfg.wal_keep_entries = parse_num(&flag, &value)?,
                 "--wal-segment-bytes" => cfg.wal_segment_bytes = parse_num(&flag, &value)?,
+                "--wal-sync" => {
+                    cfg.wal_sync = match value.as_str() {
+                        "fdatasync" => SyncMode::Fdatasync,
+                        "dsync" => SyncMode::Dsync,
+                        _ => {
+                            return invalid(format!("--wal-sync: '{value}' is not fdatasync|dsync"))
+                        }
+                    }
+                }
                 "--join" => {
                     cfg.join_cluster = Some(u64::from_str_radix(&value, 16).or_else(|_| {
                         invalid(format!("--join: '{value}' is not a hex cluster id"))
@@ -371,6 +389,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.shards, 4);
+        assert_eq!(c.wal_sync, SyncMode::Fdatasync);
         assert_eq!(c.client_addr(3).port(), 9003);
         assert!(!c.cpu_pinning);
         assert_eq!(c.initial_cluster.len(), 2);
@@ -387,8 +406,10 @@ mod tests {
             "--dirty-bytes-max=1048576",
             "--apply-batch-bytes",
             "4096",
+            "--wal-sync=dsync",
         ])
         .unwrap();
+        assert_eq!(c.wal_sync, SyncMode::Dsync);
         assert_eq!(c.dirty_bytes_max, 1 << 20);
         assert_eq!(c.apply_batch_bytes, 4096);
         assert_eq!(c.initial_cluster[0].client_port, Some(9000));
@@ -405,6 +426,7 @@ mod tests {
             (&["--shards", "x"][..], "not a non-negative integer"),
             (&["--listen-client", "localhost"][..], "HOST:PORT"),
             (&["--cpu-pinning", "maybe"][..], "on|off"),
+            (&["--wal-sync", "fsync"][..], "fdatasync|dsync"),
             (
                 &["--initial-cluster", "a=127.0.0.1:1/x", "--name", "a"][..],
                 "not a client port",

@@ -358,6 +358,7 @@ async fn run_shard(
         wal_keep_entries: cfg.wal_keep_entries,
         wal: crate::wal::WalOptions {
             segment_bytes: cfg.wal_segment_bytes,
+            sync_mode: cfg.wal_sync,
             ..crate::wal::WalOptions::default()
         },
         ..GroupOptions::default()
