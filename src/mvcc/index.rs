@@ -12,11 +12,18 @@
 //!
 //! Layout, chosen for the cache misses of a put (every put and single-key read looks its
 //! key up; with 100k keys and more, each pointer followed is a miss):
-//! - A hash table of [`Slot`]s holds, in the slot itself, the key's bytes (up to
-//!   [`INLINE_KEY`] bytes inline, longer keys behind an `Rc`) and its newest revision.
-//!   Looking a key up and reading its state is one probe: the table's control bytes and
-//!   the slot. Older revisions sit in a `Vec` that only history reads, compaction and
+//! - The [`Slot`]s, one per key, sit in one dense array. A slot holds the key's bytes
+//!   (up to [`INLINE_KEY`] bytes inline, longer keys behind an `Rc`) and its newest
+//!   revision. Older revisions sit in a `Vec` that only history reads, compaction and
 //!   the next put of the key (one store at its end) touch.
+//! - A hash table ([`SlotTable`]) maps a key's hash to its slot's number: one array of
+//!   8-byte buckets, where the hash alone says which cache line a lookup starts in.
+//! - [`Index::prefetch`] takes a batch's keys at once, in three passes, each asking the
+//!   CPU for one cache line per key before the next pass reads it: every key's bucket
+//!   line; then the slot its bucket names; then the end of that slot's history (where
+//!   the next revision goes). Within a pass nothing waits on a miss, so the misses of a
+//!   whole batch overlap instead of following one another, and the applies that come
+//!   next find everything in the cache.
 //! - An ordered map of the keys (sharing long keys' bytes, with each key's hash) is what
 //!   ranges walk; they look each key's slot up by that hash. Only creating or forgetting
 //!   a key touches it.
@@ -27,9 +34,10 @@
 //! The hash is std's `RandomState` (SipHash with per-process random keys): clients pick
 //! the keys, so the table must not be open to collision flooding.
 //!
-//! Memory: one [`Entry`] (48 bytes) per revision held plus, per key, a 96-byte slot (at
-//! most 8/7 of them allocated), its bytes if longer than [`INLINE_KEY`], and an entry in
-//! the ordered map. Compaction is what bounds it, as in etcd.
+//! Memory: one [`Entry`] (48 bytes) per revision held plus, per key, a 96-byte slot,
+//! 16-32 bytes of hash table, its bytes if longer than [`INLINE_KEY`], and an entry in
+//! the ordered map. Compaction is what bounds it, as in etcd. Slot numbers are `u32`: at
+//! most 2^32 - 1 keys per index.
 
 use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
@@ -38,10 +46,9 @@ use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::rc::Rc;
 
-use hashbrown::HashTable;
-
 use super::backend::{BackendError, ReadView};
 use super::keys::*;
+use super::slot_table::SlotTable;
 use super::types::KvError;
 
 /// One revision of a key: where it is in history, whether it is a tombstone, and the
@@ -130,7 +137,7 @@ impl std::fmt::Debug for Key {
 
 /// Asks the CPU to fetch the cache line at `p` (a hint: never faults, any address).
 #[inline]
-fn prefetch_write<T>(p: *const T) {
+pub(super) fn prefetch_write<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch reads nothing the program can observe and never faults, for
     // any address; SSE is part of the x86_64 baseline.
@@ -172,8 +179,10 @@ pub struct Found {
 /// The revisions of every key, ascending per key.
 #[derive(Default, Debug)]
 pub struct Index {
-    /// Every key's slot, by the hash of its bytes.
-    table: HashTable<Slot>,
+    /// Every key's slot number, by the hash of its bytes.
+    table: SlotTable,
+    /// Every key's slot, in no order (a forgotten key's place is taken by the last).
+    slots: Vec<Slot>,
     hasher: RandomState,
     /// Every key with its hash, in key order, for ranges.
     ordered: BTreeMap<Key, u64>,
@@ -221,7 +230,7 @@ impl Index {
 
     /// Keys whose newest revision is not a tombstone.
     pub fn live_keys(&self) -> usize {
-        self.table
+        self.slots
             .iter()
             .filter(|s| s.newest.kind == KIND_PUT)
             .count()
@@ -231,12 +240,21 @@ impl Index {
         self.hasher.hash_one(key)
     }
 
+    /// The number of `key`'s slot.
+    fn slot_no(&self, hash: u64, key: &[u8]) -> Option<usize> {
+        let slots = &self.slots;
+        let i = self
+            .table
+            .find(hash, |n| slots[n as usize].key.bytes() == key)?;
+        Some(self.table.slot_at(i) as usize)
+    }
+
     fn slot(&self, hash: u64, key: &[u8]) -> Option<&Slot> {
-        self.table.find(hash, |s| s.key.bytes() == key)
+        self.slot_no(hash, key).map(|i| &self.slots[i])
     }
 
     fn slot_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut Slot> {
-        self.table.find_mut(hash, |s| s.key.bytes() == key)
+        self.slot_no(hash, key).map(|i| &mut self.slots[i])
     }
 
     /// Looks `key` up: its newest revision, and its hash for [`Index::push_found`].
@@ -248,11 +266,33 @@ impl Index {
         }
     }
 
-    /// Brings `key`'s slot into the CPU cache, and the place where its next revision
-    /// will be stored (see [`Store::prefetch`](super::store::Store::prefetch)).
-    pub fn prefetch(&self, key: &[u8]) {
-        if let Some(s) = self.slot(self.hash(key), key) {
-            prefetch_write(s.older.as_ptr().wrapping_add(s.older.len()));
+    /// Brings the slots of `keys` into the CPU cache, and the places where their next
+    /// revisions will be stored (see [`Store::prefetch`](super::store::Store::prefetch)).
+    /// A hint: changes nothing.
+    pub fn prefetch(&self, keys: &[&[u8]]) {
+        // Pass 1: each key's home bucket (the hash alone says where it is).
+        let hashes: Vec<u64> = keys
+            .iter()
+            .map(|k| {
+                let hash = self.hash(k);
+                self.table.prefetch(hash);
+                hash
+            })
+            .collect();
+        // Pass 2: the candidate slot (a matching tag; its key is not compared here,
+        // that would wait for the slot).
+        for &hash in &hashes {
+            if let Some(n) = self.table.candidate(hash) {
+                let s: *const Slot = &self.slots[n as usize];
+                prefetch_write(s);
+                prefetch_write((s as *const u8).wrapping_add(size_of::<Slot>() - 1));
+            }
+        }
+        // Pass 3: the end of each key's history, where its next revision goes.
+        for (k, hash) in keys.iter().zip(hashes) {
+            if let Some(s) = self.slot(hash, k) {
+                prefetch_write(s.older.as_ptr().wrapping_add(s.older.len()));
+            }
         }
     }
 
@@ -279,16 +319,13 @@ impl Index {
                 debug_assert!(self.slot(found.hash, key).is_none());
                 let key = Key::new(key);
                 self.ordered.insert(key.clone(), found.hash);
-                let hasher = &self.hasher;
-                self.table.insert_unique(
-                    found.hash,
-                    Slot {
-                        key,
-                        newest: entry,
-                        older: Vec::new(),
-                    },
-                    |s| hasher.hash_one(s.key.bytes()),
-                );
+                let no = u32::try_from(self.slots.len()).expect("at most 2^32 - 1 keys");
+                self.slots.push(Slot {
+                    key,
+                    newest: entry,
+                    older: Vec::new(),
+                });
+                self.table.insert(found.hash, no);
             }
         }
         self.entries += 1;
@@ -298,15 +335,13 @@ impl Index {
     /// with no revision is forgotten.
     pub fn remove(&mut self, key: &[u8], rev: Rev) -> bool {
         let hash = self.hash(key);
-        let Ok(entry) = self.table.find_entry(hash, |s| s.key.bytes() == key) else {
+        let Some(no) = self.slot_no(hash, key) else {
             return false;
         };
-        let s = entry.get();
+        let s = &mut self.slots[no];
         if s.newest.rev == rev && s.older.is_empty() {
-            entry.remove();
-            self.ordered.remove(key);
+            self.forget(hash, no);
         } else {
-            let s = entry.into_mut();
             if s.newest.rev == rev {
                 s.newest = s.older.pop().expect("older is not empty");
             } else {
@@ -322,6 +357,21 @@ impl Index {
         }
         self.entries -= 1;
         true
+    }
+
+    /// Drops slot `no` (of the key hashing to `hash`): the last slot moves into its place.
+    fn forget(&mut self, hash: u64, no: usize) {
+        let at = self.table.find(hash, |n| n as usize == no);
+        self.table.remove_at(at.expect("a slot is in the table"));
+        let gone = self.slots.swap_remove(no);
+        self.ordered.remove(gone.key.bytes());
+        if let Some(moved) = self.slots.get(no) {
+            let last = self.slots.len() as u32;
+            let hash = self.hasher.hash_one(moved.key.bytes());
+            let at = self.table.find(hash, |n| n == last);
+            self.table
+                .set_slot(at.expect("the moved slot is in the table"), no as u32);
+        }
     }
 
     /// The newest revision of `key` before `rev`.
@@ -447,7 +497,10 @@ mod tests {
         // A forgotten key comes back with only its new revision.
         ix.push(b"d", e(6, 0, KIND_PUT, 1));
         ix.push(b"c", e(7, 0, KIND_PUT, 1));
-        assert_eq!((ix.table.len(), ix.ordered.len()), (4, 4));
+        assert_eq!(
+            (ix.table.len(), ix.slots.len(), ix.ordered.len()),
+            (4, 4, 4)
+        );
         assert_eq!(keys_at(&ix, b"", None, 9, true), ["d", "c", "a"]);
         assert_eq!(ix.at(b"c", 6), None);
         assert_eq!(ix.live_keys(), 3);
@@ -505,6 +558,9 @@ mod tests {
             assert!(ix.find(k).newest.is_none());
         }
         assert!(ix.is_empty());
-        assert_eq!((ix.table.len(), ix.ordered.len()), (0, 0));
+        assert_eq!(
+            (ix.table.len(), ix.slots.len(), ix.ordered.len()),
+            (0, 0, 0)
+        );
     }
 }

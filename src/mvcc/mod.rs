@@ -46,6 +46,7 @@ pub mod btree_backend;
 pub mod index;
 pub mod keys;
 pub mod read;
+mod slot_table;
 pub mod store;
 pub mod types;
 pub mod validate;

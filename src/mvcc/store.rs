@@ -411,13 +411,18 @@ impl<B: Backend> Store<B> {
         Ok(())
     }
 
-    /// A hint that `req` will be applied soon: brings the index state of the key a put
-    /// writes into the CPU cache. Changes nothing; calling it for a batch of requests
+    /// A hint that `reqs` will be applied soon: brings the index state of the keys their
+    /// puts write into the CPU cache. Changes nothing; calling it for a batch of requests
     /// before applying them lets their lookups' cache misses overlap.
-    pub fn prefetch(&self, req: &WriteRequest) {
-        if let WriteRequest::Put(p) = req {
-            self.index.prefetch(&p.key);
-        }
+    pub fn prefetch<'a>(&self, reqs: impl IntoIterator<Item = &'a WriteRequest>) {
+        let keys: Vec<&[u8]> = reqs
+            .into_iter()
+            .filter_map(|r| match r {
+                WriteRequest::Put(p) => Some(&p.key[..]),
+                _ => None,
+            })
+            .collect();
+        self.index.prefetch(&keys);
     }
 
     /// Applies Raft entry `index` carrying `req`. `dedup` = (client session, seq).

@@ -1447,11 +1447,10 @@ impl Group {
                 _ => None,
             })
             .collect();
-        for d in &decoded {
-            if let Some(Ok(Payload::Write(se))) = d {
-                store.prefetch(&se.write);
-            }
-        }
+        store.prefetch(decoded.iter().filter_map(|d| match d {
+            Some(Ok(Payload::Write(se))) => Some(&se.write),
+            _ => None,
+        }));
         for (e, decoded) in entries.iter().zip(decoded) {
             let dirty = store.backend().dirty_bytes();
             if dirty >= self.opts.dirty_bytes_max {
