@@ -563,4 +563,98 @@ mod tests {
             (0, 0, 0)
         );
     }
+
+    /// Random puts, tombstones and removals of single revisions over a few hundred keys
+    /// (long and short, so the table grows and forgetting keys moves slots around),
+    /// checked against a plain map of each key's revisions after every step: the newest
+    /// revision, reads at past revisions, `before`, and ranges in both directions.
+    #[test]
+    fn random_history_matches_a_model() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let key = |n: u64| -> Vec<u8> {
+            if n.is_multiple_of(3) {
+                format!("long-key-{n:04}-{}", "x".repeat(20)).into_bytes()
+            } else {
+                format!("k{n:04}").into_bytes()
+            }
+        };
+        let mut ix = Index::default();
+        let mut model: BTreeMap<Vec<u8>, Vec<Entry>> = BTreeMap::new();
+        let mut main = 1;
+        for step in 0..6000 {
+            let k = key(next() % 400);
+            let r = next() % 10;
+            if r < 6 || !model.contains_key(&k) {
+                main += 1;
+                let kind = if r == 0 { KIND_TOMBSTONE } else { KIND_PUT };
+                let entry = e(main, 0, kind, step);
+                ix.push(&k, entry);
+                model.entry(k.clone()).or_default().push(entry);
+            } else {
+                // Remove one revision of the key: the newest, the oldest or one between.
+                let revs = model.get_mut(&k).unwrap();
+                let i = (next() % revs.len() as u64) as usize;
+                let gone = revs.remove(i);
+                if revs.is_empty() {
+                    model.remove(&k);
+                }
+                assert!(ix.remove(&k, gone.rev), "step {step}");
+                assert!(!ix.remove(&k, gone.rev), "step {step}: removed twice");
+            }
+            assert_eq!(ix.len(), model.values().map(Vec::len).sum::<usize>());
+            assert_eq!((ix.table.len(), ix.slots.len()), (model.len(), model.len()));
+            if step % 97 != 0 {
+                continue;
+            }
+            for n in 0..400 {
+                let k = key(n);
+                let revs = model.get(&k);
+                assert_eq!(
+                    ix.find(&k).newest,
+                    revs.and_then(|r| r.last().copied()),
+                    "step {step}"
+                );
+                for at in [main / 3, main / 2, main - 1] {
+                    let want = revs.and_then(|r| r.iter().rev().find(|e| e.rev.main <= at));
+                    assert_eq!(ix.at(&k, at), want.copied(), "step {step}");
+                }
+                let before = Rev {
+                    main: main / 2,
+                    sub: 0,
+                };
+                let want = revs.and_then(|r| r.iter().rev().find(|e| e.rev < before));
+                assert_eq!(ix.before(&k, before), want.map(|e| e.rev));
+            }
+            for reverse in [false, true] {
+                let at = main - next() as i64 % main.max(1);
+                let mut want: Vec<Vec<u8>> = model
+                    .iter()
+                    .filter(|(_, r)| {
+                        r.iter()
+                            .rev()
+                            .find(|e| e.rev.main <= at)
+                            .and_then(Entry::live)
+                            .is_some()
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if reverse {
+                    want.reverse();
+                }
+                let mut got = vec![];
+                ix.visit(b"", None, at, reverse, &mut |k, _| {
+                    got.push(k.to_vec());
+                    true
+                });
+                assert_eq!(got, want, "step {step}");
+            }
+        }
+        assert!(model.len() > 100, "the run kept {} keys", model.len());
+    }
 }
