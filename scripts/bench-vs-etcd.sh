@@ -22,7 +22,8 @@
 # OPEN_FACTOR x etcd's median closed-loop put throughput at 256 in flight (its best
 # sustainable rate, with headroom); both targets then run puts open-loop at that rate on
 # fresh servers (latency from the intended send time), alternating, --open-rounds times.
-# Then `corekv-bench report` takes medians over rounds, and plot_cdf.py draws a latency
+# Then `corekv-bench report` takes medians over rounds (and lists the put and get rows at
+# 256 in flight round by round, with each round's ratio), and plot_cdf.py draws a latency
 # CDF per workload. Output: bench/results/<date>-<host>.{md,jsonl} and PNGs. The last
 # lines printed are the open-loop p99 comparisons and then the corekv/etcd ratio line.
 #

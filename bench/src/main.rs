@@ -182,7 +182,7 @@ async fn run_all<T: Target>(args: &RunArgs, threads: usize, targets: &[T]) -> Re
             .map_err(|e| format!("cannot write a JSON line: {e}"))?;
         records.push(rec);
     }
-    let table = output::markdown_table(&records);
+    let table = output::markdown_table(&records) + &output::paired_rounds(&records);
     if args.json.is_some() {
         print!("{table}");
     } else {
@@ -267,7 +267,7 @@ fn report_command(args: &ReportArgs) -> Result<(), String> {
             )),
         };
     }
-    let table = output::markdown_table(&records);
+    let table = output::markdown_table(&records) + &output::paired_rounds(&records);
     match &args.md {
         Some(path) => {
             std::fs::write(path, &table).map_err(|e| format!("cannot write {path}: {e}"))?

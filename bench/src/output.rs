@@ -370,6 +370,58 @@ pub fn ratio_line(records: &[RunRecord]) -> String {
     )
 }
 
+/// The headline rows round by round: for put and get at 256 in flight (closed loop),
+/// each round's corekv and etcd ops/s and their ratio. The script alternates the
+/// targets within a round, so a round's two numbers ran minutes apart on the same
+/// machine; their spread says how far the medians can be trusted. Empty when no
+/// round has both targets.
+pub fn paired_rounds(records: &[RunRecord]) -> String {
+    let mut rows = Vec::new();
+    for workload in ["put", "get"] {
+        for topology in ["single", "cluster"] {
+            // round -> (corekv, etcd)
+            let mut by_round: BTreeMap<u64, (Option<f64>, Option<f64>)> = BTreeMap::new();
+            for r in records.iter().filter(|r| {
+                r.workload == workload
+                    && r.mode == "closed"
+                    && r.inflight == 256
+                    && r.labels.get("topology").map(String::as_str) == Some(topology)
+            }) {
+                let Some(round) = r.labels.get("round").and_then(|v| v.parse().ok()) else {
+                    continue;
+                };
+                let pair = by_round.entry(round).or_default();
+                match r.target.as_str() {
+                    "corekv" => pair.0 = Some(r.ops_per_s),
+                    "etcd" => pair.1 = Some(r.ops_per_s),
+                    _ => {}
+                }
+            }
+            for (round, pair) in by_round {
+                if let (Some(c), Some(e)) = pair {
+                    rows.push(format!(
+                        "| {workload} | {topology} | {round} | {c:.0} | {e:.0} | {} |",
+                        ratio(c, e)
+                    ));
+                }
+            }
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\n### Round by round, 256 in flight\n\n\
+         | workload | topology | round | corekv ops/s | etcd ops/s | corekv/etcd |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        out.push_str(&row);
+        out.push('\n');
+    }
+    out
+}
+
 /// The median closed-loop ops/s of `target` in the row (`workload`, `topology`,
 /// `inflight`), if there were such runs.
 pub fn median_ops(
@@ -621,6 +673,42 @@ mod tests {
             .unwrap()
             .starts_with("| put | single | open | 64 |"));
         assert!(table.contains("| 1 | 2 (+40 unsent) |"), "{table}");
+    }
+
+    #[test]
+    fn paired_rounds_list_each_round_with_both_targets() {
+        // A round with one target only, and rows that are not headline rows...
+        let mut recs = vec![
+            record("corekv", "put", "cluster", 256, 70_000.0, 900.0, 3),
+            record("etcd", "put", "cluster", 64, 4_000.0, 9000.0, 1),
+            record("corekv", "put", "cluster", 64, 40_000.0, 900.0, 1),
+        ];
+        assert_eq!(paired_rounds(&recs), "");
+        // ...then two rounds with both.
+        for (round, corekv, etcd) in [(1, 60_000.0, 5_000.0), (2, 54_000.0, 6_000.0)] {
+            recs.push(record("etcd", "put", "cluster", 256, etcd, 9000.0, round));
+            recs.push(record(
+                "corekv", "put", "cluster", 256, corekv, 900.0, round,
+            ));
+        }
+        let text = paired_rounds(&recs);
+        let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("| put")).collect();
+        assert_eq!(
+            rows,
+            [
+                "| put | cluster | 1 | 60000 | 5000 | 12.00 |",
+                "| put | cluster | 2 | 54000 | 6000 | 9.00 |"
+            ]
+        );
+        recs.push(record("etcd", "get", "single", 256, 8_000.0, 900.0, 1));
+        recs.push(record("corekv", "get", "single", 256, 80_000.0, 90.0, 1));
+        let text = paired_rounds(&recs);
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("| put") || l.starts_with("| get"))
+            .collect();
+        assert_eq!(rows.len(), 3, "{text}");
+        assert_eq!(rows[2], "| get | single | 1 | 80000 | 8000 | 10.00 |");
     }
 
     #[test]
