@@ -385,7 +385,7 @@ pub fn paired_rounds(records: &[RunRecord]) -> String {
                 r.workload == workload
                     && r.mode == "closed"
                     && r.inflight == 256
-                    && r.labels.get("topology").map(String::as_str) == Some(topology)
+                    && r.topology() == topology
             }) {
                 let Some(round) = r.labels.get("round").and_then(|v| v.parse().ok()) else {
                     continue;

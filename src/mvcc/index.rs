@@ -367,7 +367,7 @@ impl Index {
         self.ordered.remove(gone.key.bytes());
         if let Some(moved) = self.slots.get(no) {
             let last = self.slots.len() as u32;
-            let hash = self.hasher.hash_one(moved.key.bytes());
+            let hash = self.hash(moved.key.bytes());
             let at = self.table.find(hash, |n| n == last);
             self.table
                 .set_slot(at.expect("the moved slot is in the table"), no as u32);
