@@ -153,7 +153,7 @@ fn entries(first: u64, n: usize) -> Vec<Entry> {
             term: 1,
             index: first + i,
             kind: EntryKind::Normal,
-            data: vec![0xab; RECORD],
+            data: vec![0xab; RECORD].into(),
         })
         .collect()
 }

@@ -81,6 +81,7 @@ pub mod linearizability;
 mod log;
 mod membership;
 pub mod message;
+pub mod payload;
 pub mod progress;
 #[allow(clippy::module_inception)]
 mod raft;

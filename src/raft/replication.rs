@@ -21,7 +21,7 @@ impl<S: Storage> Raft<S> {
                 term,
                 index: last + 1 + k as u64,
                 kind,
-                data,
+                data: data.into(),
             })
             .collect();
         self.append_to_log(ents)

@@ -183,7 +183,7 @@ mod tests {
             term,
             index,
             kind: EntryKind::Normal,
-            data: vec![index as u8; 10],
+            data: vec![index as u8; 10].into(),
         }
     }
 

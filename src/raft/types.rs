@@ -5,6 +5,8 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+pub use super::payload::Payload;
+
 /// A Raft node (replica) id. 0 is never a valid id: it means "none".
 pub type NodeId = u64;
 
@@ -25,7 +27,9 @@ pub struct Entry {
     pub term: u64,
     pub index: u64,
     pub kind: EntryKind,
-    pub data: Vec<u8>,
+    /// The payload, shared rather than copied: the Raft core's log, the WAL's cache,
+    /// Ready and replication messages all hold the same bytes (see [`Payload`]).
+    pub data: Payload,
 }
 
 impl Entry {

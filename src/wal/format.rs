@@ -4,7 +4,7 @@
 //! the crash argument. Everything is little-endian. This file only encodes and decodes
 //! bytes; it knows nothing about files or Raft semantics.
 
-use crate::raft::types::{ConfState, Entry, EntryKind, HardState, SnapshotMeta};
+use crate::raft::types::{ConfState, Entry, EntryKind, HardState, Payload, SnapshotMeta};
 
 /// Every group-commit write starts and ends on a multiple of this many bytes, and every
 /// O_DIRECT offset and length is a multiple of it (it is a multiple of 512 and of the
@@ -122,7 +122,7 @@ pub fn encode_append(out: &mut Vec<u8>, ready: u64, hs: Option<&HardState>, entr
 
 /// Writes an Append record (unsealed: wsn and crc 0) into `out`, which must be exactly
 /// [`append_record_len`]`(entries)` bytes long. Every byte of `out` is written (its old
-/// contents do not matter: the arena hands out reused memory without zeroing it).
+/// contents do not matter: the staging buffer is reused without being zeroed).
 pub fn encode_append_into(out: &mut [u8], ready: u64, hs: Option<&HardState>, entries: &[Entry]) {
     let total = append_record_len(entries);
     assert_eq!(out.len(), total, "append record length mismatch");
@@ -142,17 +142,27 @@ pub fn encode_append_into(out: &mut [u8], ready: u64, hs: Option<&HardState>, en
     w.u32(entries.len() as u32);
     w.zeros(APP_ENTRIES_OFF - APP_COUNT_OFF - 4);
     debug_assert_eq!(w.at, REC_HEADER_LEN + APP_ENTRIES_OFF);
+    // Each entry: its header and data in one range (one bounds check per entry).
+    let (out, mut at) = (w.out, w.at);
     for e in entries {
-        w.u64(e.term);
-        w.u64(e.index);
-        w.u8(match e.kind {
+        let len = e.data.len();
+        let dst = &mut out[at..at + ENT_HEADER_LEN + len];
+        let (head, data) = dst.split_at_mut(ENT_HEADER_LEN);
+        let mut h = [0u8; ENT_HEADER_LEN];
+        h[ENT_TERM_OFF..ENT_TERM_OFF + 8].copy_from_slice(&e.term.to_le_bytes());
+        h[ENT_INDEX_OFF..ENT_INDEX_OFF + 8].copy_from_slice(&e.index.to_le_bytes());
+        h[ENT_KIND_OFF] = match e.kind {
             EntryKind::Normal => 0,
             EntryKind::ConfChange => 1,
-        });
-        w.zeros(ENT_DATA_LEN_OFF - ENT_KIND_OFF - 1);
-        w.u32(u32::try_from(e.data.len()).expect("entry over 4 GiB"));
-        w.bytes(&e.data);
+        };
+        let len32 = u32::try_from(len).expect("entry over 4 GiB");
+        h[ENT_DATA_LEN_OFF..ENT_DATA_LEN_OFF + 4].copy_from_slice(&len32.to_le_bytes());
+        head.copy_from_slice(&h);
+        data.copy_from_slice(&e.data);
+        at += ENT_HEADER_LEN + len;
     }
+    w.at = at;
+    w.out = out;
     assert_eq!(w.at, total, "append record length mismatch");
 }
 
@@ -334,8 +344,10 @@ fn get_hs(p: &[u8], off: usize) -> HardState {
 }
 
 /// Decodes an Append payload whose crc already matched. A structural error here means
-/// a writer bug or a crc collision; it is reported, never a panic.
-pub fn decode_append(p: &[u8]) -> Result<AppendRecord, String> {
+/// a writer bug or a crc collision; it is reported, never a panic. The entries' data
+/// are slices of `payload` (shared, not copied).
+pub fn decode_append(payload: &Payload) -> Result<AppendRecord, String> {
+    let p: &[u8] = payload;
     if p.len() < APP_ENTRIES_OFF {
         return Err(format!("append payload of {} bytes is too short", p.len()));
     }
@@ -365,7 +377,7 @@ pub fn decode_append(p: &[u8]) -> Result<AppendRecord, String> {
             term: get_u64(p, off + ENT_TERM_OFF),
             index: get_u64(p, off + ENT_INDEX_OFF),
             kind,
-            data: p[data_at..data_at + len].to_vec(),
+            data: payload.slice(data_at..data_at + len),
         };
         if let Some(prev) = entries.last() {
             let prev: &Entry = prev;
@@ -498,7 +510,7 @@ mod tests {
                 } else {
                     EntryKind::Normal
                 },
-                data: vec![i as u8; i as usize],
+                data: vec![i as u8; i as usize].into(),
             })
             .collect();
         let hs = HardState {
@@ -515,7 +527,7 @@ mod tests {
         seal_record(&mut buf, 9);
         let h = check_record(&buf).expect("valid");
         assert_eq!((h.kind, h.wsn), (KIND_APPEND, 9));
-        let rec = decode_append(&buf[REC_HEADER_LEN..]).unwrap();
+        let rec = decode_append(&Payload::copy_from_slice(&buf[REC_HEADER_LEN..])).unwrap();
         assert_eq!(rec.ready, 77);
         assert_eq!(rec.hard_state, Some(hs));
         assert_eq!(rec.entries, entries);
@@ -529,7 +541,7 @@ mod tests {
         }
     }
 
-    /// The encoder writes every byte (the arena hands out stale memory), and
+    /// The encoder writes every byte (the staging buffer holds stale bytes), and
     /// `copy_sealed` gives the same bytes as a copy followed by `seal_record`, for
     /// records shorter and longer than one of its pieces.
     #[test]
@@ -540,7 +552,7 @@ mod tests {
                     term: 7,
                     index: i,
                     kind: EntryKind::Normal,
-                    data: vec![i as u8; len],
+                    data: vec![i as u8; len].into(),
                 })
                 .collect();
             let hs = HardState {

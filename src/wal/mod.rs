@@ -30,10 +30,9 @@
 //! # Write path and crash argument
 //!
 //! Each append encodes its record once, into a reused staging buffer that holds the
-//! pending records back to back (it stays in the CPU cache), and, if the record holds
-//! entries, copies it whole into the log's record arena (1 MiB chunks, reused once
-//! nothing refers to them; the cache keeps the entries' data there, so no entry is
-//! copied or allocated one by one), and returns at once. A flush is done by the first
+//! pending records back to back (it stays in the CPU cache); the cache of recent
+//! entries shares their data with the caller ([`Payload`]: a reference count, no copy
+//! of the bytes), and the append returns at once. A flush is done by the first
 //! waiter in [`Wal::wait_durable`] that finds no write in flight: it claims the flush
 //! (later waiters only listen), yields once so that the runnable appenders join its
 //! group, then takes everything pending (or [`Wal::flush`] does), up to
@@ -106,7 +105,9 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use crate::raft::types::{ConfState, Entry, HardState, SnapshotMeta, Storage, StorageError};
+use crate::raft::types::{
+    ConfState, Entry, HardState, Payload, SnapshotMeta, Storage, StorageError,
+};
 
 pub use disk::{Disk, DiskFile, DmaDisk, IoBuf, SyncMode};
 use format::*;
@@ -369,10 +370,8 @@ impl Pending {
 /// wsn and crc are stamped in the write buffer): the first `used` bytes of `buf`.
 ///
 /// One reused buffer, so that it stays in the CPU cache: an append encodes its record
-/// here (hot memory), then copies it into the arena for the cache in one `memcpy`
-/// (which writes memory that is cold by then, in whole cache lines: far cheaper than
-/// encoding each entry straight there, measured 10 vs 27 µs for 1024 × 256 B); a flush
-/// copies its group from here into the write buffer and seals it there.
+/// here (hot memory; the cache shares the entries' data instead of copying it), and a
+/// flush copies its group from here into the write buffer and seals it there.
 struct Staging {
     /// Initialized once (never zeroed again: encoders write every byte).
     buf: Vec<u8>,
@@ -640,13 +639,6 @@ impl<D: Disk> Wal<D> {
             }
         }
         let located_upto = log.last_index();
-        let mut log = log;
-        // The arena may keep freed chunks for reuse up to what the cache and one group
-        // may hold anyway (see log::Arena).
-        log.arena.set_keep_bytes_max(
-            usize::try_from(opts.cache_bytes_max + 2 * opts.group_commit_bytes_max)
-                .unwrap_or(usize::MAX),
-        );
         let st = State {
             poisoned: None,
             segments,
@@ -738,19 +730,13 @@ impl<D: Disk> Wal<D> {
             });
             return Ok(());
         }
-        // Encoded once, into the staging buffer; if it holds entries, copied as a whole
-        // into the arena, where the cache keeps their data.
+        // Encoded once, into the staging buffer; the cache shares the entries' data.
         let staged = st.staging.push(bytes as usize);
         encode_append_into(staged, ready, hard_state.as_ref(), entries);
-        let rec = (!entries.is_empty()).then(|| {
-            st.log
-                .arena
-                .alloc(staged.len(), |b| b.copy_from_slice(staged))
-        });
         if let Some(hs) = hard_state {
             st.log.hard_state = hs;
         }
-        let rec_id = st.log.append(entries, rec.as_ref(), None);
+        let rec_id = st.log.append(entries, None);
         if let Some(e0) = entries.first() {
             st.keep_recovered = false;
             st.located_upto = st.located_upto.min(e0.index - 1);
@@ -1318,10 +1304,12 @@ impl<D: Disk> Wal<D> {
             }
             let rec = match check_record(&b) {
                 Some(h) if h.kind == KIND_APPEND => {
-                    decode_append(&b[REC_HEADER_LEN..]).map_err(|m| WalError::Corrupt {
-                        file: path.clone(),
-                        offset: loc.offset,
-                        reason: m,
+                    decode_append(&Payload::copy_from_slice(&b[REC_HEADER_LEN..])).map_err(|m| {
+                        WalError::Corrupt {
+                            file: path.clone(),
+                            offset: loc.offset,
+                            reason: m,
+                        }
                     })?
                 }
                 _ => {

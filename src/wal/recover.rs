@@ -15,6 +15,7 @@ use super::disk::{Disk, DiskFile};
 use super::format::*;
 use super::log::{DiskLoc, LogIndex};
 use super::WalError;
+use crate::raft::types::Payload;
 
 pub(super) struct SegInfo<F> {
     pub seq: u64,
@@ -300,16 +301,14 @@ pub(super) async fn recover<D: Disk>(disk: &D) -> Result<Option<Recovery<D::File
             let payload = &bytes[pos as usize + REC_HEADER_LEN..pos as usize + rec_len];
             match h.kind {
                 KIND_APPEND => {
-                    let a = decode_append(payload).map_err(|m| corrupt(&path, pos, m))?;
+                    // One copy of the payload; the cached entries share it.
+                    let a = decode_append(&Payload::copy_from_slice(payload))
+                        .map_err(|m| corrupt(&path, pos, m))?;
                     r.log
                         .check_append(&a.entries)
                         .map_err(|m| corrupt(&path, pos, m))?;
-                    let raw = &bytes[pos as usize..pos as usize + rec_len];
-                    let rec = (!a.entries.is_empty())
-                        .then(|| r.log.arena.alloc(rec_len, |b| b.copy_from_slice(raw)));
                     r.log.append(
                         &a.entries,
-                        rec.as_ref(),
                         Some(DiskLoc {
                             seq,
                             offset: pos,

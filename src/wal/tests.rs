@@ -350,7 +350,7 @@ fn build_log(n: usize, seed: u64) -> (SimDisk, Vec<Model>, String, u64, u64) {
                     term: 1,
                     index: first + k,
                     kind: EntryKind::Normal,
-                    data: vec![rng.next_u64() as u8; 100 + i * 7],
+                    data: vec![rng.next_u64() as u8; 100 + i * 7].into(),
                 })
                 .collect();
             wal.append(wal.last_ready() + 1, None, &ents).unwrap();
@@ -523,7 +523,7 @@ fn failed_fdatasync_poisons_the_log() {
         term: 1,
         index: i,
         kind: EntryKind::Normal,
-        data: vec![i as u8; 10],
+        data: vec![i as u8; 10].into(),
     };
     wal.append(1, None, &[e(1)]).unwrap();
     block_on(wal.wait_durable(1)).unwrap();
@@ -582,7 +582,7 @@ fn compaction_removes_segments_and_survives_reopen() {
             term: 1 + i / 100,
             index: i,
             kind: EntryKind::Normal,
-            data: vec![i as u8; 200],
+            data: vec![i as u8; 200].into(),
         };
         let hs = HardState {
             term: e.term,
@@ -632,7 +632,7 @@ fn compaction_removes_segments_and_survives_reopen() {
         term: 9,
         index: 1001,
         kind: EntryKind::Normal,
-        data: b"after".to_vec(),
+        data: b"after".to_vec().into(),
     };
     wal2.append(500, None, std::slice::from_ref(&e)).unwrap();
     m.append(None, &[e]);
@@ -655,7 +655,7 @@ fn storage_reads_below_cache_are_fetched() {
             term: 1,
             index: i,
             kind: EntryKind::Normal,
-            data: vec![i as u8; 100],
+            data: vec![i as u8; 100].into(),
         };
         wal.append(i, None, &[e]).unwrap();
     }
@@ -695,7 +695,7 @@ fn a_reopened_log_bigger_than_the_cache_serves_raft_start() {
         term: 1,
         index: i,
         kind: EntryKind::Normal,
-        data: vec![i as u8; 100],
+        data: vec![i as u8; 100].into(),
     };
     for i in 1..=100u64 {
         let hs = HardState {
@@ -757,7 +757,7 @@ fn group_commit_batches_concurrent_waiters() {
                         term: 1,
                         index: i,
                         kind: EntryKind::Normal,
-                        data: vec![0; 256],
+                        data: vec![0; 256].into(),
                     };
                     wal.append(i, None, &[e]).unwrap();
                     wal.wait_durable(i).await.unwrap();
@@ -789,7 +789,7 @@ fn cancelled_flush_claim_wakes_the_other_waiters() {
             term: 1,
             index: i,
             kind: EntryKind::Normal,
-            data: vec![1; 16],
+            data: vec![1; 16].into(),
         };
         wal.append(1, None, &[e(1)]).unwrap();
         let mut first = Box::pin(wal.wait_durable(1));
@@ -958,7 +958,9 @@ fn crash_entry(i: u64) -> Entry {
         term: 1,
         index: i,
         kind: EntryKind::Normal,
-        data: format!("entry {i} {}", "x".repeat((i % 200) as usize)).into_bytes(),
+        data: format!("entry {i} {}", "x".repeat((i % 200) as usize))
+            .into_bytes()
+            .into(),
     }
 }
 
@@ -1075,18 +1077,17 @@ fn sigkill_under_load_keeps_every_ack() {
             "round {round}: child stopped early"
         );
         let d = dir.clone();
-        let (snap, entries) = run_glommio(move || async move {
+        // Entries share their record's buffer (not Send): compared on the executor.
+        let (snap, count, damaged) = run_glommio(move || async move {
             let (_, r) = Wal::open(&d, crash_opts()).await.unwrap();
-            (r.snapshot.index, r.entries)
+            let snap = r.snapshot.index;
+            let damaged = (r.entries.iter().enumerate())
+                .find(|&(k, e)| *e != crash_entry(snap + 1 + k as u64))
+                .map(|(_, e)| format!("{e:?}"));
+            (snap, r.entries.len() as u64, damaged)
         });
-        for (k, e) in entries.iter().enumerate() {
-            assert_eq!(
-                *e,
-                crash_entry(snap + 1 + k as u64),
-                "round {round}: entry damaged"
-            );
-        }
-        let last = snap + entries.len() as u64;
+        assert_eq!(damaged, None, "round {round}: entry damaged");
+        let last = snap + count;
         acked_total.extend(acks);
         for &i in acked_total.range(snap + 1..) {
             assert!(
@@ -1121,7 +1122,8 @@ fn dump(disk: &SimDisk) -> String {
                     let p = &b[pos + REC_HEADER_LEN..pos + REC_HEADER_LEN + h.payload_len];
                     let what = match h.kind {
                         KIND_APPEND => {
-                            let a = decode_append(p).unwrap();
+                            let a = decode_append(&crate::raft::types::Payload::copy_from_slice(p))
+                                .unwrap();
                             format!(
                                 "append ready {} hs {:?} entries {:?}",
                                 a.ready,
@@ -1259,7 +1261,7 @@ async fn race_appender(wal: Wal<DmaDisk>, race: Rc<RefCell<Race>>, seed: u64, st
                     index: first + k,
                     kind: EntryKind::Normal,
                     data: if forced {
-                        vec![(first + k) as u8; big]
+                        vec![(first + k) as u8; big].into()
                     } else {
                         let len = rng.below(900) as usize;
                         (0..len).map(|_| rng.next_u64() as u8).collect()
@@ -1296,7 +1298,7 @@ async fn race_appender(wal: Wal<DmaDisk>, race: Rc<RefCell<Race>>, seed: u64, st
                     term: m.term(m.last()).unwrap(),
                     index: m.last() + 1,
                     kind: EntryKind::Normal,
-                    data: vec![7; big],
+                    data: vec![7; big].into(),
                 }
             };
             wal.append(ready, None, std::slice::from_ref(&second))
@@ -1428,7 +1430,7 @@ fn compaction_races_appends_truncations_and_flushes() {
                 term,
                 index: next,
                 kind: EntryKind::Normal,
-                data: b"never flushed".to_vec(),
+                data: b"never flushed".to_vec().into(),
             };
             wal.append(wal.last_ready() + 1, None, &[lost]).unwrap();
             drop(background);

@@ -168,7 +168,7 @@ fn follower_refuses_append_without_matching_previous_entry() {
         term: 1,
         index: 6,
         kind: EntryKind::Normal,
-        data: b"z".to_vec(),
+        data: b"z".to_vec().into(),
     }];
     c.node(2).step(m).unwrap();
     let rd = c.node(2).ready();
@@ -199,7 +199,7 @@ fn follower_deletes_conflicting_suffix() {
                 term: t,
                 index: i,
                 kind: EntryKind::Normal,
-                data: vec![b'a' + i as u8],
+                data: vec![b'a' + i as u8].into(),
             })
             .collect()
     };
@@ -235,7 +235,7 @@ fn leader_never_overwrites_its_log() {
         term: 1,
         index: 2,
         kind: EntryKind::Normal,
-        data: b"other".to_vec(),
+        data: b"other".to_vec().into(),
     }];
     c.node(1).step(m).unwrap();
     c.process_ready(1);
@@ -469,7 +469,7 @@ fn malformed_messages_are_refused() {
         term: 1,
         index: 7,
         kind: EntryKind::Normal,
-        data: vec![],
+        data: vec![].into(),
     }];
     assert!(matches!(
         c.node(2).step(m),
