@@ -16,18 +16,34 @@ use glommio::io::{Directory, DmaBuffer, DmaFile, OpenOptions};
 
 /// A buffer the WAL fills and hands to [`DiskFile::write_at`].
 pub trait IoBuf {
+    fn as_slice(&self) -> &[u8];
     fn as_mut_slice(&mut self) -> &mut [u8];
+    /// Shortens the buffer to its first `len` bytes (what `write_at` then writes).
+    fn trim_to(&mut self, len: usize);
 }
 
 impl IoBuf for DmaBuffer {
+    fn as_slice(&self) -> &[u8] {
+        self.as_bytes()
+    }
     fn as_mut_slice(&mut self) -> &mut [u8] {
         self.as_bytes_mut()
+    }
+    fn trim_to(&mut self, len: usize) {
+        self.trim_to_size(len);
     }
 }
 
 impl IoBuf for Vec<u8> {
+    fn as_slice(&self) -> &[u8] {
+        self
+    }
     fn as_mut_slice(&mut self) -> &mut [u8] {
         self
+    }
+    fn trim_to(&mut self, len: usize) {
+        assert!(len <= self.len(), "trim_to {len} of {}", self.len());
+        self.truncate(len);
     }
 }
 

@@ -29,17 +29,18 @@
 //!
 //! # Write path and crash argument
 //!
-//! Each append encodes its record once, into a reused staging buffer that holds the
-//! pending records back to back (it stays in the CPU cache); the cache of recent
-//! entries shares their data with the caller ([`Payload`]: a reference count, no copy
-//! of the bytes), and the append returns at once. A flush is done by the first
-//! waiter in [`Wal::wait_durable`] that finds no write in flight: it claims the flush
-//! (later waiters only listen), yields once so that the runnable appenders join its
-//! group, then takes everything pending (or [`Wal::flush`] does), up to
-//! `group_commit_bytes_max`, copies those records from the front of the staging buffer
-//! into one aligned buffer, stamping wsn and crc there in the same pass, pads to a
-//! block and issues ONE O_DIRECT write at the next free block of the active segment and
-//! ONE fdatasync. Only one write is in flight at a time; appends arriving meanwhile
+//! Each append encodes its record once, into the staging buffer: a DMA write buffer
+//! holding the pending records back to back. The cache of recent entries shares their
+//! data with the caller ([`Payload`]: a reference count, no copy of the bytes), and the
+//! append returns at once. A flush is done by the first waiter in
+//! [`Wal::wait_durable`] that finds no write in flight: it claims the flush (later
+//! waiters only listen), yields once so that the runnable appenders join its group,
+//! then takes everything pending (or [`Wal::flush`] does), up to
+//! `group_commit_bytes_max`. If that is all the staging buffer holds (the usual case),
+//! it stamps wsn and crc into the records where they are, pads to a block and writes
+//! that very buffer; a group cut short is copied into a new buffer, sealed in the same
+//! pass. ONE O_DIRECT write at the next free block of the active segment, then ONE
+//! fdatasync. Only one write is in flight at a time; appends arriving meanwhile
 //! form the next group. After the sync, the highest Ready number whose appends are all
 //! durable is published and the waiters are woken.
 //!
@@ -367,42 +368,91 @@ impl Pending {
 }
 
 /// The encoded records of the pending appends, back to back in append order (unsealed:
-/// wsn and crc are stamped in the write buffer): the first `used` bytes of `buf`.
+/// wsn and crc are stamped at flush): the first `used` bytes of `buf`.
 ///
-/// One reused buffer, so that it stays in the CPU cache: an append encodes its record
-/// here (hot memory; the cache shares the entries' data instead of copying it), and a
-/// flush copies its group from here into the write buffer and seals it there.
-struct Staging {
-    /// Initialized once (never zeroed again: encoders write every byte).
-    buf: Vec<u8>,
+/// `buf` is a write buffer (DMA memory on a real disk), so a flush that takes all that
+/// is pending (the usual case) seals the records where they are, pads them and hands
+/// this very buffer to the write: each record's bytes are written to memory once, by
+/// the encoder. Only a group cut short by `group_commit_bytes_max` (or a buffer with
+/// no room for the pad) is copied into a new buffer and sealed there, the rest moving
+/// to the front. The next buffer is allocated at the first append after a flush, as
+/// big as the last group (so usually once per group), and grows (moving what it
+/// holds) when outgrown.
+struct Staging<B> {
+    buf: Option<B>,
     used: usize,
+    /// Size of the next buffer: that of the last one handed to a write.
+    hint: usize,
 }
 
-impl Staging {
-    /// The next `len` bytes (stale contents), which become part of `used`.
-    fn push(&mut self, len: usize) -> &mut [u8] {
+impl<B: IoBuf> Staging<B> {
+    fn new() -> Staging<B> {
+        Staging {
+            buf: None,
+            used: 0,
+            hint: BLOCK_BYTES as usize,
+        }
+    }
+
+    fn cap(&self) -> usize {
+        self.buf.as_ref().map_or(0, |b| b.as_slice().len())
+    }
+
+    /// Bytes a buffer needs to hold `used` bytes of records and the Pad that closes
+    /// them.
+    fn room(used: usize) -> usize {
+        padded_len(used as u64) as usize
+    }
+
+    /// The next `len` bytes (stale contents), which become part of `used`; `alloc`
+    /// gives a new buffer of the size asked for when this one is too small.
+    fn push(&mut self, len: usize, alloc: impl FnOnce(usize) -> B) -> &mut [u8] {
         let at = self.used;
-        if self.buf.len() < at + len {
-            self.buf.resize((at + len).max(2 * self.buf.len()), 0);
+        let need = Self::room(at + len);
+        if self.cap() < need {
+            let mut nb = alloc(need.max(self.hint).max(2 * self.cap()));
+            if let Some(old) = &self.buf {
+                nb.as_mut_slice()[..at].copy_from_slice(&old.as_slice()[..at]);
+            }
+            self.buf = Some(nb);
         }
         self.used = at + len;
-        &mut self.buf[at..at + len]
+        &mut self.buf.as_mut().expect("staging buffer").as_mut_slice()[at..at + len]
     }
 
-    /// Drops the first `len` bytes (a group handed to a write); the rest moves to the
-    /// front. Gives memory back when it is empty and was grown far beyond `keep`.
-    fn consume(&mut self, len: usize, keep: usize) {
+    /// The pending bytes.
+    fn bytes(&self) -> &[u8] {
+        self.buf
+            .as_ref()
+            .map_or(&[], |b| &b.as_slice()[..self.used])
+    }
+
+    /// Takes the buffer with all pending records if it can be written as it is (it
+    /// holds exactly `len` bytes of records and has room for `total`).
+    fn take_whole(&mut self, len: usize, total: usize) -> Option<B> {
+        if self.used != len || self.cap() < total {
+            return None;
+        }
+        let b = self.buf.take()?;
+        self.hint = b.as_slice().len();
+        self.used = 0;
+        Some(b)
+    }
+
+    /// Drops the first `len` bytes (a group copied into a write buffer); the rest moves
+    /// to the front. Lets the buffer go once it is empty.
+    fn consume(&mut self, len: usize) {
         assert!(len <= self.used, "staging: consume {len} of {}", self.used);
-        self.buf.copy_within(len..self.used, 0);
+        let (used, buf) = (self.used, self.buf.as_mut().expect("staging buffer"));
+        buf.as_mut_slice().copy_within(len..used, 0);
         self.used -= len;
-        if self.used == 0 && self.buf.len() > 2 * keep {
-            self.buf.truncate(keep);
-            self.buf.shrink_to_fit();
+        if self.used == 0 {
+            self.buf = None;
         }
     }
 }
 
-struct State<F> {
+struct State<F: DiskFile> {
     poisoned: Option<String>,
     segments: BTreeMap<u64, Segment<F>>,
     active: u64,
@@ -416,7 +466,7 @@ struct State<F> {
     pending_bytes: u64,
     appends: VecDeque<Pending>,
     /// Their encoded records (`pending_bytes` of them).
-    staging: Staging,
+    staging: Staging<F::Buf>,
     last_ready: u64,
     durable_ready: u64,
     /// Entries up to here have their records on disk (may be evicted from the cache).
@@ -461,6 +511,20 @@ impl<D: Disk> Clone for Wal<D> {
         Wal {
             inner: self.inner.clone(),
         }
+    }
+}
+
+/// Bytes of a group-commit write of `data_len` bytes of records: up to the next block
+/// boundary, one block more if the Pad record's header would not fit before it.
+fn padded_len(data_len: u64) -> u64 {
+    if data_len == 0 {
+        return 0;
+    }
+    let total = align_up(data_len);
+    if total - data_len < REC_HEADER_LEN as u64 {
+        total + BLOCK_BYTES
+    } else {
+        total
     }
 }
 
@@ -650,10 +714,7 @@ impl<D: Disk> Wal<D> {
             next_wsn,
             pending_bytes: 0,
             appends: VecDeque::new(),
-            staging: Staging {
-                buf: Vec::new(),
-                used: 0,
-            },
+            staging: Staging::new(),
             last_ready,
             durable_ready: last_ready,
             located_upto,
@@ -731,7 +792,8 @@ impl<D: Disk> Wal<D> {
             return Ok(());
         }
         // Encoded once, into the staging buffer; the cache shares the entries' data.
-        let staged = st.staging.push(bytes as usize);
+        let file = &st.segments[&st.active].file;
+        let staged = st.staging.push(bytes as usize, |n| file.alloc_buf(n));
         encode_append_into(staged, ready, hard_state.as_ref(), entries);
         if let Some(hs) = hard_state {
             st.log.hard_state = hs;
@@ -885,15 +947,7 @@ impl<D: Disk> Wal<D> {
                 end += a.len();
                 n += 1;
             }
-            let data_len = end as usize;
-            let mut total = 0;
-            if data_len > 0 {
-                total = align_up(data_len as u64);
-                if total - (data_len as u64) < REC_HEADER_LEN as u64 {
-                    total += BLOCK_BYTES;
-                }
-            }
-            (n, data_len, total)
+            (n, end as usize, padded_len(end))
         };
         let mut loc = None;
         if total > 0 {
@@ -905,8 +959,9 @@ impl<D: Disk> Wal<D> {
             if !fits {
                 self.switch_segment().await?;
             }
-            // 3. Fill one aligned buffer: the records (copied once, sealed there with
-            //    wsn + crc), then a Pad.
+            // 3. One aligned buffer: the records sealed with wsn + crc (in the staging
+            //    buffer itself when the group is all of it, else copied into a new
+            //    one and sealed in the same pass), then a Pad.
             let (file, pos, seq, buf) = {
                 let mut st = inner.st.borrow_mut();
                 let st = &mut *st;
@@ -914,22 +969,37 @@ impl<D: Disk> Wal<D> {
                 let (file, pos, wsn, seq) =
                     (seg.file.clone(), st.write_pos, st.next_wsn, st.active);
                 assert!(pos % BLOCK_BYTES == 0 && pos + total <= inner.opts.segment_bytes);
-                let mut buf = file.alloc_buf(total as usize);
-                let b = buf.as_mut_slice();
-                let staged = &st.staging.buf[..data_len];
+                let records = st.appends.iter().take(n).filter(|a| a.len > 0);
                 let mut s = 0;
-                for a in st.appends.iter().take(n).filter(|a| a.len > 0) {
-                    let e = s + a.len as usize;
-                    copy_sealed(&mut b[s..e], &staged[s..e], wsn);
-                    debug_assert!(check_record(&b[s..]).is_some());
-                    s = e;
-                }
+                let mut buf = match st.staging.take_whole(data_len, total as usize) {
+                    Some(mut buf) => {
+                        let b = buf.as_mut_slice();
+                        for a in records {
+                            let e = s + a.len as usize;
+                            seal_record(&mut b[s..e], wsn);
+                            s = e;
+                        }
+                        buf.trim_to(total as usize);
+                        buf
+                    }
+                    None => {
+                        let mut buf = file.alloc_buf(total as usize);
+                        let (b, staged) = (buf.as_mut_slice(), st.staging.bytes());
+                        for a in records {
+                            let e = s + a.len as usize;
+                            copy_sealed(&mut b[s..e], &staged[s..e], wsn);
+                            s = e;
+                        }
+                        st.staging.consume(data_len);
+                        buf
+                    }
+                };
                 assert_eq!(s, data_len);
+                let b = buf.as_mut_slice();
+                debug_assert!(check_record(b).is_some());
                 b[data_len..].fill(0);
                 write_pad(&mut b[data_len..], wsn);
                 st.pending_bytes -= data_len as u64;
-                st.staging
-                    .consume(data_len, inner.opts.group_commit_bytes_max as usize);
                 (file, pos, seq, buf)
             };
             // 4. One write, one fdatasync.
@@ -1119,7 +1189,10 @@ impl<D: Disk> Wal<D> {
             encode_snapshot(&mut rec, &hs, &meta);
             let ready = st.last_ready;
             st.pending_bytes += rec.len() as u64;
-            st.staging.push(rec.len()).copy_from_slice(&rec);
+            let file = st.segments[&st.active].file.clone();
+            st.staging
+                .push(rec.len(), |n| file.alloc_buf(n))
+                .copy_from_slice(&rec);
             st.appends.push_back(Pending {
                 ready,
                 len: rec.len() as u32,
