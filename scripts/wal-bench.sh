@@ -4,7 +4,8 @@
 # Usage: scripts/wal-bench.sh [DIR]   (DIR must not be tmpfs; default /var/tmp/corekv-wal-bench)
 # WAL_BENCH_SECS=n: measured seconds per side of each comparison (default 1.5);
 # WAL_BENCH_ROUNDS=n: interleaved raw/WAL rounds they are split into (default 20);
-# WAL_BENCH_ONLY=prep,batch,concurrent and WAL_BENCH_SIZES=1,1024 pick what runs.
+# WAL_BENCH_ONLY=prep,batch,concurrent, WAL_BENCH_SIZES=1,1024 and WAL_BENCH_MODES=dsync
+# (or fdatasync) pick what runs.
 # See src/bin/wal-bench.rs for what "raw" is and why the comparison is fair.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -8,6 +8,11 @@
 //! 3. 1..1024 concurrent appenders (glommio tasks on one executor), each appending one
 //!    256-byte record and waiting for it to be durable, against the raw limit.
 //!
+//! Every load runs in both sync modes, each against raw in the same mode (write +
+//! fdatasync, or one write to a file opened O_DSYNC): the WAL's default mode first
+//! (O_DSYNC, the faster of the two at every load measured, see `docs/wal.md`).
+//! The summary lines are those of the default mode.
+//!
 //! # The raw limit, and why the comparison is fair
 //!
 //! "Raw" is an aligned O_DIRECT write + fdatasync loop with no WAL logic. To be a fair
@@ -53,7 +58,7 @@
 //! gap by tens of µs from one run to the next, the median far less.
 //!
 //! `WAL_BENCH_ONLY=prep,batch,concurrent` picks sections; `WAL_BENCH_SIZES=1,1024` picks
-//! batch sizes and appender counts. Prints a markdown summary table at the end; last
+//! batch sizes and appender counts; `WAL_BENCH_MODES=dsync` (or `fdatasync`) one mode. Prints a markdown summary table at the end; last
 //! line: `wal: <appends/s> appends/s at 1024 appenders, <ratio> of raw limit`.
 
 use std::cell::{Cell, RefCell};
@@ -83,6 +88,43 @@ fn secs() -> Duration {
 
 fn rounds() -> usize {
     env_f64("WAL_BENCH_ROUNDS", 20.0).max(1.0) as usize
+}
+
+/// The WAL's default sync mode (what a server uses unless told otherwise).
+fn default_mode() -> SyncMode {
+    WalOptions::default().sync_mode
+}
+
+/// The sync modes measured: both (the default first), or those `WAL_BENCH_MODES`
+/// names (`dsync`, `fdatasync`, comma-separated).
+fn modes() -> Vec<SyncMode> {
+    let mut all = vec![default_mode()];
+    all.extend(
+        [SyncMode::Dsync, SyncMode::Fdatasync]
+            .into_iter()
+            .filter(|&m| m != default_mode()),
+    );
+    match std::env::var("WAL_BENCH_MODES") {
+        Ok(v) => all
+            .into_iter()
+            .filter(|&m| v.split(',').any(|s| s == mode_name(m)))
+            .collect(),
+        Err(_) => all,
+    }
+}
+
+fn mode_name(m: SyncMode) -> &'static str {
+    match m {
+        SyncMode::Fdatasync => "fdatasync",
+        SyncMode::Dsync => "dsync",
+    }
+}
+
+fn mode_label(m: SyncMode) -> &'static str {
+    match m {
+        SyncMode::Fdatasync => ", fdatasync",
+        SyncMode::Dsync => ", O_DSYNC",
+    }
 }
 
 fn wanted(section: &str) -> bool {
@@ -664,38 +706,40 @@ fn main() {
                 let mut worst: f64 = f64::MAX;
                 for batch in sizes(&[1, 16, 128, 1024]) {
                     let bytes = wal_write_bytes(1, batch);
-                    let modes: &[SyncMode] = if batch == 1 || batch == 1024 {
-                        &[SyncMode::Fdatasync, SyncMode::Dsync]
-                    } else {
-                        &[SyncMode::Fdatasync]
-                    };
-                    for &mode in modes {
+                    for mode in modes() {
                         let raw = match mode {
                             SyncMode::Fdatasync => &mut raw_fd,
                             SyncMode::Dsync => &mut raw_ds,
                         };
                         let mut wal = WalRun::new(&base, mode, 1, batch).await;
-                        let label = match mode {
-                            SyncMode::Fdatasync => format!("batch {batch}"),
-                            SyncMode::Dsync => format!("batch {batch}, O_DSYNC"),
-                        };
+                        let label = format!("batch {batch}{}", mode_label(mode));
                         let c = compare(label, raw, bytes, batch, &mut wal).await;
-                        if mode == SyncMode::Fdatasync {
+                        if mode == default_mode() {
                             worst = worst.min(c.ratio);
                         }
                         table.push(c);
                     }
                 }
-                println!("worst median WAL/raw ratio over batch sizes (fdatasync): {worst:.2}");
+                println!(
+                    "worst median WAL/raw ratio over batch sizes ({}, the default): {worst:.2}",
+                    mode_name(default_mode())
+                );
             }
             let mut last = None;
             if wanted("concurrent") {
                 println!(
                     "-- concurrent appenders, one record each; raw = WAL's mean bytes per write"
                 );
-                for tasks in sizes(&[1, 4, 16, 64, 256, 1024]) {
+                for (tasks, mode) in sizes(&[1, 4, 16, 64, 256, 1024])
+                    .into_iter()
+                    .flat_map(|t| modes().into_iter().map(move |m| (t, m)))
+                {
+                    let raw = match mode {
+                        SyncMode::Fdatasync => &mut raw_fd,
+                        SyncMode::Dsync => &mut raw_ds,
+                    };
                     // Find the WAL's write size first, then compare with raw at that size.
-                    let mut wal = WalRun::new(&base, SyncMode::Fdatasync, tasks, 1).await;
+                    let mut wal = WalRun::new(&base, mode, tasks, 1).await;
                     wal.warm().await;
                     let mut probe = Side::default();
                     wal.slice(Duration::from_millis(300), Some(&mut probe))
@@ -704,9 +748,9 @@ fn main() {
                         wal.bytes_per_write().div_ceil(BLOCK_BYTES).max(1) * BLOCK_BYTES;
                     let per = (wal.appends / wal.flushes.max(1)).max(1) as usize;
                     (wal.flushes, wal.bytes, wal.io_ns, wal.appends) = (0, 0, 0, 0);
-                    let label = format!("{tasks} appenders");
-                    let c = compare(label, &mut raw_fd, per_write, per, &mut wal).await;
-                    if tasks == 1024 {
+                    let label = format!("{tasks} appenders{}", mode_label(mode));
+                    let c = compare(label, raw, per_write, per, &mut wal).await;
+                    if tasks == 1024 && mode == default_mode() {
                         last = Some((c.wal, c.ratio));
                     }
                     table.push(c);

@@ -97,7 +97,7 @@ impl Default for ServerConfig {
             wal_compact_entries: DEFAULT_WAL_COMPACT_ENTRIES,
             wal_keep_entries: DEFAULT_WAL_KEEP_ENTRIES,
             wal_segment_bytes: DEFAULT_WAL_SEGMENT_BYTES,
-            wal_sync: SyncMode::Fdatasync,
+            wal_sync: SyncMode::Dsync,
             join_cluster: None,
         }
     }
@@ -141,9 +141,9 @@ Flags:
                               1 MiB..=1 GiB [default: 67108864]
   --wal-keep-entries N        entries kept behind the applied index for slow followers;
                               one further behind gets a snapshot [default: 20000]
-  --wal-sync fdatasync|dsync  how a WAL write is made durable: a write, then an
-                              fdatasync; or one write to a file opened O_DSYNC
-                              [default: fdatasync]
+  --wal-sync dsync|fdatasync  how a WAL write is made durable: one write to a file
+                              opened O_DSYNC; or a write, then an fdatasync
+                              [default: dsync]
   --join CLUSTER_ID           join a running cluster (hex id, see `member list`/status)
                               after a MemberAdd: --initial-cluster lists every member
                               ever added, in order, this one last
@@ -389,7 +389,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.shards, 4);
-        assert_eq!(c.wal_sync, SyncMode::Fdatasync);
+        assert_eq!(c.wal_sync, SyncMode::Dsync);
         assert_eq!(c.client_addr(3).port(), 9003);
         assert!(!c.cpu_pinning);
         assert_eq!(c.initial_cluster.len(), 2);
@@ -406,10 +406,10 @@ mod tests {
             "--dirty-bytes-max=1048576",
             "--apply-batch-bytes",
             "4096",
-            "--wal-sync=dsync",
+            "--wal-sync=fdatasync",
         ])
         .unwrap();
-        assert_eq!(c.wal_sync, SyncMode::Dsync);
+        assert_eq!(c.wal_sync, SyncMode::Fdatasync);
         assert_eq!(c.dirty_bytes_max, 1 << 20);
         assert_eq!(c.apply_batch_bytes, 4096);
         assert_eq!(c.initial_cluster[0].client_port, Some(9000));

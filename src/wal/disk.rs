@@ -89,10 +89,10 @@ pub trait Disk {
 /// How a group-commit write is made durable on a real disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncMode {
-    /// `write` then `fdatasync` (the default; see the module docs for the measurement).
+    /// `write` then `fdatasync`.
     Fdatasync,
     /// Files opened with `O_DSYNC`: each write is durable when it completes, `sync` is a
-    /// no-op.
+    /// no-op (the default; see the module docs of [`crate::wal`] for the measurement).
     Dsync,
 }
 
