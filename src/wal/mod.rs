@@ -384,7 +384,7 @@ impl Pending {
 struct Staging<B> {
     buf: Option<B>,
     used: usize,
-    /// Size of the next buffer: that of the last one handed to a write.
+    /// Size of the next buffer: that of the last group written from one.
     hint: usize,
 }
 
@@ -437,7 +437,9 @@ impl<B: IoBuf> Staging<B> {
             return None;
         }
         let b = self.buf.take()?;
-        self.hint = b.as_slice().len();
+        // The next buffer is sized after this group, not after this buffer: one burst
+        // must not make every later buffer as big as it was.
+        self.hint = total;
         self.used = 0;
         Some(b)
     }

@@ -926,6 +926,50 @@ fn staging_buffer_edges_keep_the_log_intact() {
     assert_eq!(Model::of(&rec), m);
 }
 
+/// The staging buffer on its own: pending bytes survive growth and a cut group's
+/// leftovers move to the front; a group that is all of the buffer leaves with it; the
+/// next buffer is sized after the last group, so one burst does not make every later
+/// buffer as big.
+#[test]
+fn staging_buffer_grows_keeps_bytes_and_is_sized_after_the_last_group() {
+    let alloc = |n: usize| vec![0xEEu8; n];
+    let mut s: Staging<Vec<u8>> = Staging::new();
+    s.push(3000, alloc).fill(1);
+    let small = s.cap();
+    assert!(small >= padded_len(3000) as usize);
+    s.push(100_000, alloc).fill(2);
+    assert!(
+        s.cap() >= padded_len(103_000) as usize,
+        "grown: {}",
+        s.cap()
+    );
+    assert!(
+        s.bytes()[..3000].iter().all(|&b| b == 1),
+        "kept across growth"
+    );
+    assert!(s.bytes()[3000..].iter().all(|&b| b == 2));
+    // A group of only the first record: not the whole buffer, so it is not taken; the
+    // caller copies it out and consumes it, and the rest moves to the front.
+    assert!(s.take_whole(3000, padded_len(3000) as usize).is_none());
+    s.consume(3000);
+    assert_eq!(s.used, 100_000);
+    assert!(s.bytes().iter().all(|&b| b == 2));
+    // The rest is the whole buffer: it goes to the write as it is.
+    let total = padded_len(100_000) as usize;
+    let b = s.take_whole(100_000, total).expect("whole group");
+    assert!(b.len() >= total && b[..100_000].iter().all(|&x| x == 2));
+    assert_eq!((s.used, s.cap()), (0, 0));
+    // The next buffer is as big as that group; after a small group, small again.
+    s.push(500, alloc).fill(3);
+    assert_eq!(s.cap(), total);
+    let t = padded_len(500) as usize;
+    s.take_whole(500, t).expect("whole group");
+    s.push(500, alloc);
+    assert_eq!(s.cap(), t, "a burst does not size every later buffer");
+    s.consume(500);
+    assert_eq!((s.used, s.cap()), (0, 0), "an emptied buffer is let go");
+}
+
 // ---------- real files and real crashes ----------
 
 fn temp_dir(tag: &str) -> PathBuf {
