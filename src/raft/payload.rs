@@ -66,6 +66,12 @@ impl Payload {
         }
     }
 
+    /// How many payloads share this one's buffer (0 for an empty payload).
+    #[cfg(test)]
+    pub fn shares(&self) -> usize {
+        self.buf.as_ref().map_or(0, Rc::strong_count)
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         match &self.buf {
             Some(b) => &b[self.at as usize..(self.at + self.len) as usize],

@@ -8,6 +8,10 @@ use std::collections::VecDeque;
 
 use crate::raft::types::{Entry, EntryKind, HardState, Payload, SnapshotMeta};
 
+/// A compaction dropping at least this many cached entries (and at least half of the
+/// cache) sets them aside for [`LogIndex::reap`] instead of releasing them at once.
+pub const RETIRE_MIN: usize = 4096;
+
 /// A cached entry: its kind and its data, shared with whoever appended it (the Raft
 /// core's log, Ready, replication messages) or, after recovery or a read from disk,
 /// with the decoded record; caching it copies no payload byte. Its index is its
@@ -61,6 +65,8 @@ pub struct LogIndex {
     /// The most recent entries, always a suffix of the log.
     pub cache: VecDeque<CachedEntry>,
     pub cache_bytes: u64,
+    /// Cached entries a compaction dropped, not yet released (see [`LogIndex::reap`]).
+    retired: Vec<VecDeque<CachedEntry>>,
 }
 
 impl LogIndex {
@@ -251,8 +257,17 @@ impl LogIndex {
         if index >= cache_first {
             let n = (index + 1 - cache_first) as usize;
             assert!(n <= self.cache.len(), "cache shorter than counted");
-            for e in self.cache.drain(..n) {
-                self.cache_bytes -= e.size_bytes();
+            let bytes: u64 = self.cache.range(..n).map(CachedEntry::size_bytes).sum();
+            self.cache_bytes -= bytes;
+            if n >= RETIRE_MIN && 2 * n >= self.cache.len() {
+                // Keep the (shorter) rest in a new deque and set the dropped prefix
+                // aside whole: releasing tens of thousands of payloads one by one takes
+                // a fraction of a millisecond, which the compaction's caller spreads
+                // out with `reap` instead of stalling every other task now.
+                let kept = self.cache.split_off(n);
+                self.retired.push(std::mem::replace(&mut self.cache, kept));
+            } else {
+                self.cache.drain(..n);
             }
         }
         while let Some(r) = self.recs.front_mut() {
@@ -267,6 +282,24 @@ impl LogIndex {
             }
         }
         self.snapshot.index = index;
+    }
+
+    /// Releases up to `max` of the cached entries compactions set aside; returns how
+    /// many are still waiting.
+    pub fn reap(&mut self, max: usize) -> usize {
+        let mut left = max;
+        while left > 0 {
+            let Some(batch) = self.retired.last_mut() else {
+                break;
+            };
+            let k = left.min(batch.len());
+            batch.drain(..k);
+            left -= k;
+            if batch.is_empty() {
+                self.retired.pop();
+            }
+        }
+        self.retired.iter().map(VecDeque::len).sum()
     }
 
     /// Ends a replay: a provisional log (first segments removed) must have met a
@@ -466,6 +499,9 @@ mod tests {
                         let n = (to - log.snapshot.index) as usize;
                         log.apply_snapshot(log.hard_state, &meta).unwrap();
                         model.drain(..n);
+                        if rng.chance(50) {
+                            log.reap(1 + rng.below(3000) as usize);
+                        }
                     }
                 }
             }
@@ -477,5 +513,51 @@ mod tests {
                 assert_eq!(&log.cached_entry(i), want, "step {step} entry {i}");
             }
         }
+    }
+
+    /// A compaction dropping many cached entries sets them aside whole; `reap` releases
+    /// them in slices (the payloads' counts go back down), while the entries kept read
+    /// back unchanged and the byte count is right at once.
+    #[test]
+    fn a_big_compaction_retires_entries_for_reap() {
+        let shared = Payload::from(vec![7u8; 100]);
+        let mut log = LogIndex::new();
+        for first in (1..=10_000u64).step_by(100) {
+            let batch: Vec<Entry> = (first..first + 100)
+                .map(|i| Entry {
+                    term: 1,
+                    index: i,
+                    kind: EntryKind::Normal,
+                    data: shared.slice(0..(i % 100) as usize),
+                })
+                .collect();
+            log.append(&batch, None);
+        }
+        let bytes = |log: &LogIndex| log.cache.iter().map(CachedEntry::size_bytes).sum::<u64>();
+        assert_eq!(log.cache_bytes, bytes(&log));
+        let meta = SnapshotMeta {
+            index: 8_000,
+            term: 1,
+            ..SnapshotMeta::default()
+        };
+        log.apply_snapshot(log.hard_state, &meta).unwrap();
+        assert_eq!((log.cache_first(), log.cache.len()), (8_001, 2_000));
+        assert_eq!(log.cache_bytes, bytes(&log));
+        assert_eq!(log.cached_entry(8_001).data, shared.slice(0..1));
+        assert_eq!(log.cached_entry(10_000).data.len(), 0);
+        let before = shared.shares();
+        assert_eq!(log.reap(3_000), 5_000, "sliced, not all at once");
+        assert!(shared.shares() < before);
+        assert_eq!(log.reap(usize::MAX), 0);
+        assert_eq!(log.cache.len(), 2_000);
+        // A small compaction releases at once.
+        let meta = SnapshotMeta {
+            index: 8_010,
+            term: 1,
+            ..SnapshotMeta::default()
+        };
+        log.apply_snapshot(log.hard_state, &meta).unwrap();
+        assert_eq!(log.reap(0), 0);
+        assert_eq!(log.cache_bytes, bytes(&log));
     }
 }

@@ -370,5 +370,7 @@ pub(super) async fn recover<D: Disk>(disk: &D) -> Result<Option<Recovery<D::File
         })?,
         None => r.log.base_known = true, // nothing was ever written
     }
+    // Entries the replayed snapshot records dropped: nothing else runs yet.
+    r.log.reap(usize::MAX);
     Ok(Some(r))
 }
