@@ -1,8 +1,10 @@
 //! Raft consensus as a pure state machine: messages and ticks in, numbered Readies out.
 //! No I/O, no clock, no global RNG; the driver does all of that.
 //!
-//! This module fixes the shared vocabulary — log entries, hard state, snapshot metadata
-//! and the [`Storage`] trait (implemented by the WAL) — and builds on it [`RawNode`]:
+//! This module fixes the shared vocabulary — log entries (whose data is a [`Payload`]:
+//! shared bytes, so the log, Ready, messages and the WAL's cache hold one copy), hard
+//! state, snapshot metadata and the [`Storage`] trait (implemented by the WAL) — and
+//! builds on it [`RawNode`]:
 //! elections with pre-vote and check-quorum, replication with flow control, ReadIndex,
 //! leader transfer, snapshots and single-server membership changes.
 //!
