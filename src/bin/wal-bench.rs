@@ -107,16 +107,9 @@ fn modes() -> Vec<SyncMode> {
     match std::env::var("WAL_BENCH_MODES") {
         Ok(v) => all
             .into_iter()
-            .filter(|&m| v.split(',').any(|s| s == mode_name(m)))
+            .filter(|&m| v.split(',').any(|s| s == m.name()))
             .collect(),
         Err(_) => all,
-    }
-}
-
-fn mode_name(m: SyncMode) -> &'static str {
-    match m {
-        SyncMode::Fdatasync => "fdatasync",
-        SyncMode::Dsync => "dsync",
     }
 }
 
@@ -722,7 +715,7 @@ fn main() {
                 }
                 println!(
                     "worst median WAL/raw ratio over batch sizes ({}, the default): {worst:.2}",
-                    mode_name(default_mode())
+                    default_mode().name()
                 );
             }
             let mut last = None;

@@ -276,10 +276,9 @@ impl ServerConfig {
                 "--wal-keep-entries" => cfg.wal_keep_entries = parse_num(&flag, &value)?,
                 "--wal-segment-bytes" => cfg.wal_segment_bytes = parse_num(&flag, &value)?,
                 "--wal-sync" => {
-                    cfg.wal_sync = match value.as_str() {
-                        "fdatasync" => SyncMode::Fdatasync,
-                        "dsync" => SyncMode::Dsync,
-                        _ => {
+                    cfg.wal_sync = match SyncMode::from_name(&value) {
+                        Some(m) => m,
+                        None => {
                             return invalid(format!("--wal-sync: '{value}' is not fdatasync|dsync"))
                         }
                     }

@@ -96,6 +96,23 @@ pub enum SyncMode {
     Dsync,
 }
 
+impl SyncMode {
+    /// The name a flag or an environment variable gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncMode::Fdatasync => "fdatasync",
+            SyncMode::Dsync => "dsync",
+        }
+    }
+
+    /// The mode `name` names ("dsync" or "fdatasync").
+    pub fn from_name(name: &str) -> Option<SyncMode> {
+        [SyncMode::Dsync, SyncMode::Fdatasync]
+            .into_iter()
+            .find(|m| m.name() == name)
+    }
+}
+
 /// The production disk: a directory of O_DIRECT files driven by glommio.
 pub struct DmaDisk {
     dir: PathBuf,

@@ -1389,9 +1389,11 @@ impl<D: Disk> Wal<D> {
                     break;
                 }
             }
+            let n = b.len();
             let rec = match check_record(&b) {
                 Some(h) if h.kind == KIND_APPEND => {
-                    decode_append(&Payload::copy_from_slice(&b[REC_HEADER_LEN..])).map_err(|m| {
+                    // The entries share the buffer read (no second copy).
+                    decode_append(&Payload::from(b).slice(REC_HEADER_LEN..n)).map_err(|m| {
                         WalError::Corrupt {
                             file: path.clone(),
                             offset: loc.offset,
