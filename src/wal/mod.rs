@@ -401,17 +401,12 @@ impl<B: IoBuf> Staging<B> {
         self.buf.as_ref().map_or(0, |b| b.as_slice().len())
     }
 
-    /// Bytes a buffer needs to hold `used` bytes of records and the Pad that closes
-    /// them.
-    fn room(used: usize) -> usize {
-        padded_len(used as u64) as usize
-    }
-
     /// The next `len` bytes (stale contents), which become part of `used`; `alloc`
     /// gives a new buffer of the size asked for when this one is too small.
     fn push(&mut self, len: usize, alloc: impl FnOnce(usize) -> B) -> &mut [u8] {
         let at = self.used;
-        let need = Self::room(at + len);
+        // Room for the records and the Pad that will close them.
+        let need = padded_len((at + len) as u64) as usize;
         if self.cap() < need {
             let mut nb = alloc(need.max(self.hint).max(2 * self.cap()));
             if let Some(old) = &self.buf {
@@ -985,6 +980,7 @@ impl<D: Disk> Wal<D> {
                         for a in records {
                             let e = s + a.len as usize;
                             seal_record(&mut b[s..e], wsn);
+                            debug_assert!(check_record(&b[s..]).is_some());
                             s = e;
                         }
                         buf.trim_to(total as usize);
@@ -996,6 +992,7 @@ impl<D: Disk> Wal<D> {
                         for a in records {
                             let e = s + a.len as usize;
                             copy_sealed(&mut b[s..e], &staged[s..e], wsn);
+                            debug_assert!(check_record(&b[s..]).is_some());
                             s = e;
                         }
                         st.staging.consume(data_len);
@@ -1004,7 +1001,6 @@ impl<D: Disk> Wal<D> {
                 };
                 assert_eq!(s, data_len);
                 let b = buf.as_mut_slice();
-                debug_assert!(check_record(b).is_some());
                 b[data_len..].fill(0);
                 write_pad(&mut b[data_len..], wsn);
                 st.pending_bytes -= data_len as u64;
