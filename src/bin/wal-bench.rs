@@ -422,6 +422,7 @@ async fn prepare_cmp(base: &Path, how: Prepare) -> (f64, f64) {
 fn wal_opts(mode: SyncMode) -> WalOptions {
     WalOptions {
         sync_mode: mode,
+        segment_bytes: (env_f64("WAL_BENCH_SEG_MIB", 64.0) as u64) << 20,
         ..WalOptions::default()
     }
 }

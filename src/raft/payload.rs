@@ -72,6 +72,19 @@ impl Payload {
         self.buf.as_ref().map_or(0, Rc::strong_count)
     }
 
+    /// Its length, from the view itself: no load through the shared buffer (the WAL
+    /// sums entry sizes on every append and compaction; through `Deref` each length
+    /// was a dependent load from another allocation).
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         match &self.buf {
             Some(b) => &b[self.at as usize..(self.at + self.len) as usize],

@@ -124,8 +124,14 @@ pub fn encode_append(out: &mut Vec<u8>, ready: u64, hs: Option<&HardState>, entr
 /// [`append_record_len`]`(entries)` bytes long. Every byte of `out` is written (its old
 /// contents do not matter: the staging buffer is reused without being zeroed).
 pub fn encode_append_into(out: &mut [u8], ready: u64, hs: Option<&HardState>, entries: &[Entry]) {
-    let total = append_record_len(entries);
-    assert_eq!(out.len(), total, "append record length mismatch");
+    // The caller sized `out` with `append_record_len`; the entries below fill it
+    // exactly or a bounds check / the final assert catches the mismatch (no second
+    // pass over the entries to recompute it).
+    let total = out.len();
+    assert!(
+        total >= REC_HEADER_LEN + APP_ENTRIES_OFF,
+        "append record length mismatch"
+    );
     let mut w = SliceWriter { out, at: 0 };
     w.u32(u32::try_from(total - REC_HEADER_LEN).expect("record payload over 4 GiB"));
     w.zeros(REC_KIND_OFF - REC_CRC_OFF);

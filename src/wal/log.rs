@@ -29,6 +29,100 @@ impl CachedEntry {
     }
 }
 
+/// The terms of a run of consecutive entries, by position (0 = the first retained
+/// entry), stored as runs of equal terms: a term changes only at an election, so a
+/// batch of appended entries is usually one comparison and no per-entry store, and
+/// dropping a compacted prefix touches only the runs it ends.
+#[derive(Debug, Default)]
+pub struct Terms {
+    /// `(start, term)`: entries from virtual position `start` up to the next run's
+    /// start (or `end`) have `term`. Starts increase; the first run starts at or
+    /// before `start` of the whole when not empty.
+    runs: VecDeque<(u64, u64)>,
+    /// Virtual position of entry 0 (grows as a prefix is dropped).
+    start: u64,
+    /// Virtual position one past the last entry.
+    end: u64,
+}
+
+impl Terms {
+    pub fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+
+    /// Term of entry `i` (panics if out of range).
+    pub fn get(&self, i: usize) -> u64 {
+        let v = self.start + i as u64;
+        assert!(v < self.end, "term of position {i} of {}", self.len());
+        // Most lookups are near the end, in the last run.
+        match self.runs.back() {
+            Some(&(s, t)) if s <= v => t,
+            _ => self.runs[self.runs.partition_point(|r| r.0 <= v) - 1].1,
+        }
+    }
+
+    /// Appends `n` entries of `term`.
+    pub fn push_n(&mut self, term: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if self.is_empty() || self.runs.back().is_none_or(|r| r.1 != term) {
+            self.runs.push_back((self.end, term));
+        }
+        self.end += n;
+    }
+
+    /// Appends the terms of `entries`.
+    pub fn extend(&mut self, entries: &[Entry]) {
+        match (entries.first(), entries.last()) {
+            // Terms never decrease within an append (check_append), so equal ends
+            // mean one term throughout.
+            (Some(a), Some(b)) if a.term == b.term => self.push_n(a.term, entries.len() as u64),
+            _ => entries.iter().for_each(|e| self.push_n(e.term, 1)),
+        }
+    }
+
+    /// Keeps the first `keep` entries.
+    pub fn truncate(&mut self, keep: usize) {
+        let end = self.start + keep as u64;
+        if end >= self.end {
+            return;
+        }
+        while self.runs.back().is_some_and(|r| r.0 >= end) {
+            self.runs.pop_back();
+        }
+        self.end = end;
+    }
+
+    /// Drops the first `n` entries.
+    pub fn drop_front(&mut self, n: usize) {
+        assert!(n <= self.len(), "drop {n} terms of {}", self.len());
+        self.start += n as u64;
+        if self.is_empty() {
+            self.runs.clear();
+            return;
+        }
+        while self.runs.get(1).is_some_and(|r| r.0 <= self.start) {
+            self.runs.pop_front();
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.runs.clear();
+        self.start = self.end;
+    }
+
+    /// How many runs of equal terms are stored.
+    #[cfg(test)]
+    pub fn runs(&self) -> usize {
+        self.runs.len()
+    }
+}
+
 /// Where the record holding some entries lies: segment, offset, record length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DiskLoc {
@@ -59,7 +153,7 @@ pub struct LogIndex {
     /// The last snapshot record seen in provisional mode.
     pub last_snap: Option<SnapshotMeta>,
     /// Term of entry `snapshot.index + 1 + i`.
-    pub terms: VecDeque<u64>,
+    pub terms: Terms,
     pub recs: VecDeque<RecLoc>,
     next_rec_id: u64,
     /// The most recent entries, always a suffix of the log.
@@ -96,7 +190,7 @@ impl LogIndex {
         if index < self.snapshot.index || index > self.last_index() {
             return None;
         }
-        Some(self.terms[(index - self.snapshot.index - 1) as usize])
+        Some(self.terms.get((index - self.snapshot.index - 1) as usize))
     }
 
     /// Checks that `entries` may be appended (contiguous, no gap, no truncation of
@@ -171,7 +265,7 @@ impl LogIndex {
         }
         assert!(e0.index > self.snapshot.index && e0.index <= self.last_index() + 1);
         self.truncate_from(e0.index);
-        self.terms.extend(entries.iter().map(|e| e.term));
+        self.terms.extend(entries);
         self.cache_bytes += entries.iter().map(Entry::size_bytes).sum::<u64>();
         self.cache.extend(entries.iter().map(|e| CachedEntry {
             data: e.data.clone(),
@@ -253,7 +347,7 @@ impl LogIndex {
         assert!(index >= self.snapshot.index && index <= self.last_index());
         let cache_first = self.cache_first();
         let n = (index - self.snapshot.index) as usize;
-        self.terms.drain(..n);
+        self.terms.drop_front(n);
         if index >= cache_first {
             let n = (index + 1 - cache_first) as usize;
             assert!(n <= self.cache.len(), "cache shorter than counted");
@@ -416,6 +510,59 @@ mod tests {
             seq: 0,
             offset,
             len: 1,
+        }
+    }
+
+    /// The run-length terms read back like a plain vector of terms through random
+    /// appends (one term or several per batch), truncations, dropped prefixes and
+    /// clears, and keep one run per change of term.
+    #[test]
+    fn terms_match_a_vector_model() {
+        let mut rng = crate::wal::sim::Rng::new(11);
+        let mut terms = Terms::default();
+        let mut model: Vec<u64> = Vec::new();
+        let mut term = 1;
+        for step in 0..20_000 {
+            match rng.below(10) {
+                0..=4 => {
+                    let n = rng.below(8);
+                    let mut batch = Vec::new();
+                    for k in 0..n {
+                        if rng.chance(10) {
+                            term += 1;
+                        }
+                        batch.push(ent(k, term));
+                    }
+                    terms.extend(&batch);
+                    model.extend(batch.iter().map(|e| e.term));
+                }
+                5 | 6 => {
+                    let keep = rng.below(model.len() as u64 + 2) as usize;
+                    terms.truncate(keep);
+                    model.truncate(keep);
+                }
+                7 | 8 => {
+                    let n = rng.below(model.len() as u64 + 1) as usize;
+                    terms.drop_front(n);
+                    model.drain(..n);
+                }
+                _ => {
+                    if rng.chance(5) {
+                        terms.clear();
+                        model.clear();
+                    }
+                }
+            }
+            assert_eq!(terms.len(), model.len(), "step {step}");
+            for (i, t) in model.iter().enumerate() {
+                assert_eq!(terms.get(i), *t, "step {step} position {i}");
+            }
+            let changes = model.windows(2).filter(|w| w[0] != w[1]).count();
+            assert!(
+                terms.runs() <= changes + 2,
+                "step {step}: {} runs",
+                terms.runs()
+            );
         }
     }
 
