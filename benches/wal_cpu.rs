@@ -7,7 +7,8 @@
 //! that a change to that path can be A/B'd in seconds.
 //!
 //! `cargo bench --bench wal_cpu` (release, 2 s per batch size). Under `cargo test`
-//! (no `--bench` argument) it runs a short smoke pass so the gate stays fast.
+//! (no `--bench` argument) it runs a short smoke pass so the gate stays fast. Numeric
+//! arguments pick the batch sizes: `cargo bench --bench wal_cpu -- 1024`.
 //!
 //! As in wal-bench, the appender has its entries at hand (it renumbers them rather
 //! than allocating new ones) and the log is compacted to 20,000 entries behind its end
@@ -205,7 +206,14 @@ fn main() {
     } else {
         Duration::from_millis(50)
     };
-    for batch in [1usize, 16, 128, 1024] {
+    // Numeric arguments pick batch sizes (`cargo bench --bench wal_cpu -- 1024`).
+    let picked: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
+    let sizes = if picked.is_empty() {
+        vec![1, 16, 128, 1024]
+    } else {
+        picked
+    };
+    for batch in sizes {
         let (appends, writes, secs) = run(batch, run_for);
         assert!(appends > 0 && writes > 0);
         println!(
