@@ -351,16 +351,18 @@ impl LogIndex {
         if index >= cache_first {
             let n = (index + 1 - cache_first) as usize;
             assert!(n <= self.cache.len(), "cache shorter than counted");
-            let bytes: u64 = self.cache.range(..n).map(CachedEntry::size_bytes).sum();
-            self.cache_bytes -= bytes;
             if n >= RETIRE_MIN && 2 * n >= self.cache.len() {
                 // Keep the (shorter) rest in a new deque and set the dropped prefix
                 // aside whole: releasing tens of thousands of payloads one by one takes
                 // a fraction of a millisecond, which the compaction's caller spreads
-                // out with `reap` instead of stalling every other task now.
+                // out with `reap` instead of stalling every other task now. The byte
+                // count is that of the rest (the shorter part to sum).
                 let kept = self.cache.split_off(n);
+                self.cache_bytes = kept.iter().map(CachedEntry::size_bytes).sum();
                 self.retired.push(std::mem::replace(&mut self.cache, kept));
             } else {
+                let bytes: u64 = self.cache.range(..n).map(CachedEntry::size_bytes).sum();
+                self.cache_bytes -= bytes;
                 self.cache.drain(..n);
             }
         }

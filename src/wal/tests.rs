@@ -774,6 +774,54 @@ fn group_commit_batches_concurrent_waiters() {
     });
 }
 
+/// A compaction whose Snapshot record is appended while a Ready's group is in flight
+/// borrows that Ready's number, but must not hold its durability back: the Ready is
+/// acknowledged by its own flush, and the record leaves with the next one.
+#[test]
+fn a_snapshot_record_does_not_hold_back_the_ready_in_flight() {
+    block_on(async {
+        let (wal, _) = Wal::open_on(SimDisk::new(), small_opts()).await.unwrap();
+        let ent = |i: u64| Entry {
+            term: 1,
+            index: i,
+            kind: EntryKind::Normal,
+            data: vec![i as u8; 40].into(),
+        };
+        for i in 1..=3 {
+            wal.append(i, None, &[ent(i)]).unwrap();
+            wal.wait_durable(i).await.unwrap();
+        }
+        wal.append(4, None, &[ent(4)]).unwrap();
+        let f0 = wal.stats().flushes;
+        let waiter = async {
+            wal.wait_durable(4).await.unwrap();
+            wal.stats().flushes - f0
+        };
+        let compactor = async {
+            // The waiter claims and yields, then starts its flush, whose sync yields
+            // once: after one yield of ours it is in flight.
+            YieldOnce(false).await;
+            assert!(
+                wal.inner.flushing.get(),
+                "the flush of Ready 4 is in flight"
+            );
+            let meta = SnapshotMeta {
+                index: 2,
+                term: 1,
+                conf_state: ConfState::default(),
+            };
+            wal.compact(meta).await.unwrap();
+        };
+        let (flushes_for_ready_4, ()) = futures_lite::future::zip(waiter, compactor).await;
+        assert_eq!(
+            flushes_for_ready_4, 1,
+            "Ready 4 waited for the Snapshot record"
+        );
+        assert_eq!(wal.durable_ready(), 4);
+        assert_eq!(wal.first_index().unwrap(), 3);
+    });
+}
+
 /// A waiter that claimed the next flush and is cancelled during its yield must not
 /// leave the waiters that saw its claim asleep: dropping the claim wakes them, and one
 /// of them flushes.
