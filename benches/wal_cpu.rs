@@ -20,9 +20,12 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use corekv::raft::types::{ConfState, Entry, EntryKind, SnapshotMeta, Storage};
+use corekv::raft::types::{Entry, EntryKind};
 use corekv::wal::{Disk, DiskFile, SyncMode, Wal, WalOptions};
 use futures_lite::future::block_on;
+
+#[path = "support/wal_compact.rs"]
+mod wal_compact;
 
 /// Buffers written and given back, reused as a DMA buffer pool would be (a fresh
 /// zeroed allocation per write would measure the allocator, not the WAL).
@@ -183,15 +186,7 @@ fn run(batch: usize, run_for: Duration) -> (u64, u64, f64) {
                 wal.wait_durable(next).await.unwrap();
                 next += batch as u64;
                 appends += batch as u64;
-                let (first, last) = (wal.first_index().unwrap(), wal.last_index().unwrap());
-                if last > first + 100_000 {
-                    let meta = SnapshotMeta {
-                        index: last - 20_000,
-                        term: 1,
-                        conf_state: ConfState::default(),
-                    };
-                    wal.compact(meta).await.unwrap();
-                }
+                wal_compact::compact_if_due(&wal).await;
             }
         }
         let secs = start.elapsed().as_secs_f64();

@@ -71,10 +71,13 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use corekv::raft::types::{ConfState, Entry, EntryKind, SnapshotMeta, Storage};
+use corekv::raft::types::{Entry, EntryKind};
 use corekv::wal::format::{append_record_len, BLOCK_BYTES, REC_HEADER_LEN};
 use corekv::wal::{Disk, DiskFile, DmaDisk, IoBuf, Prepare, SyncMode, Wal, WalOptions};
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
+
+#[path = "../../benches/support/wal_compact.rs"]
+mod wal_compact;
 
 const RECORD: usize = 256;
 const SEG: u64 = 64 << 20;
@@ -154,9 +157,9 @@ fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn pct(lat: &mut [u32], p: f64) -> u32 {
+fn pct<T: Ord + Copy + Default>(lat: &mut [T], p: f64) -> T {
     if lat.is_empty() {
-        return 0;
+        return T::default();
     }
     lat.sort_unstable();
     lat[((lat.len() - 1) as f64 * p) as usize]
@@ -440,15 +443,7 @@ fn spawn_compactor(wal: &Wal, stop: Rc<Cell<bool>>) {
     glommio::spawn_local(async move {
         while !stop.get() {
             glommio::timer::sleep(Duration::from_millis(20)).await;
-            let (first, last) = (wal.first_index().unwrap(), wal.last_index().unwrap());
-            if last > first + 100_000 {
-                let meta = SnapshotMeta {
-                    index: last - 20_000,
-                    term: 1,
-                    conf_state: ConfState::default(),
-                };
-                wal.compact(meta).await.unwrap();
-            }
+            wal_compact::compact_if_due(&wal).await;
         }
     })
     .detach();
@@ -610,32 +605,26 @@ impl WalRun {
             s.inline_prepares
         );
         if !self.gaps.is_empty() {
-            let g = quantiles_us(&self.gaps, &[10, 50, 90]);
+            // Percentiles in µs of nanosecond samples.
+            let us = |v: &[u64], p: f64| pct(&mut v.to_vec(), p) as f64 / 1e3;
             println!(
                 "    wal: per-append time outside write+fdatasync (one appender) \
                  p10 {:.1} / p50 {:.1} / p90 {:.1} us over {} appends",
-                g[0],
-                g[1],
-                g[2],
+                us(&self.gaps, 0.1),
+                us(&self.gaps, 0.5),
+                us(&self.gaps, 0.9),
                 self.gaps.len()
             );
-            let io = quantiles_us(&self.ios, &[10, 50, 90, 99]);
             println!(
                 "    wal: per-append time in write+fdatasync (one appender) \
                  p10 {:.0} / p50 {:.0} / p90 {:.0} / p99 {:.0} us",
-                io[0], io[1], io[2], io[3]
+                us(&self.ios, 0.1),
+                us(&self.ios, 0.5),
+                us(&self.ios, 0.9),
+                us(&self.ios, 0.99)
             );
         }
     }
-}
-
-/// Percentiles `ps` (0..=100) of nanosecond samples, in µs.
-fn quantiles_us(ns: &[u64], ps: &[usize]) -> Vec<f64> {
-    let mut v = ns.to_vec();
-    v.sort_unstable();
-    ps.iter()
-        .map(|&p| v[(v.len() - 1) * p / 100] as f64 / 1e3)
-        .collect()
 }
 
 impl Drop for WalRun {
