@@ -5,7 +5,7 @@
 # usage: scripts/shard-scaling.sh [--shards 1,2,4,8,16] [--workloads put,get]
 #                                 [--rounds 2] [--duration 5s] [--inflight-per-shard 256]
 #                                 [--keys 100000] [--rate-per-shard OPS] [--pinning on|off]
-#                                 [--client-from CPU]
+#                                 [--client-from CPU] [--server-cpus LIST]
 # env:   BIN_DIR    folder holding prebuilt `corekv` and `corekv-bench` (default: build
 #                   them in release here)
 #        DATA_ROOT  where the data directories go; it must allow O_DIRECT, so not a
@@ -31,7 +31,8 @@
 # shard's cost per request grows with its neighbours (the closed loop's per-shard load
 # falls when the load generators saturate). `--pinning off` runs the server unpinned
 # (`--cpu-pinning off`) but confined to CPUs 0..n-1 with taskset, so its threads and its
-# io_uring kernel workers may move between those CPUs. The disk columns come from
+# io_uring kernel workers may move between those CPUs; `--server-cpus LIST` (a taskset
+# list) does the same on the CPUs named. The disk columns come from
 # /proc/diskstats of the data directory's device over each load phase (warm-up
 # included): completed writes per second, KiB per write, and the share of the phase the
 # device had I/O in flight. Medians over rounds go to scaling.md; the
@@ -49,6 +50,7 @@ KEYS=100000
 RATE_PER_SHARD=
 PINNING=on
 CLIENT_FROM=
+SERVER_CPUS=
 while [ $# -gt 0 ]; do
     case $1 in
     --shards) SHARDS=$2; shift 2 ;;
@@ -60,6 +62,7 @@ while [ $# -gt 0 ]; do
     --rate-per-shard) RATE_PER_SHARD=$2; shift 2 ;;
     --pinning) PINNING=$2; shift 2 ;;
     --client-from) CLIENT_FROM=$2; shift 2 ;;
+    --server-cpus) SERVER_CPUS=$2; PINNING=off; shift 2 ;;
     -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "shard-scaling: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -145,7 +148,7 @@ run_one() {
     [ "$n" -gt "$CLIENT_LO" ] && shared=yes
     rm -rf "$WORK/data"
     local server=("$BIN_DIR/corekv")
-    [ "$PINNING" = off ] && server=(taskset -c "0-$((n - 1))" "$BIN_DIR/corekv")
+    [ "$PINNING" = off ] && server=(taskset -c "${SERVER_CPUS:-0-$((n - 1))}" "$BIN_DIR/corekv")
     "${server[@]}" --data-dir "$WORK/data" --listen-client "127.0.0.1:$PORT" \
         --listen-peer "127.0.0.1:$PEER" --shards "$n" --cpu-pinning "$PINNING" \
         >"$WORK/server-$n-$round.log" 2>&1 &
@@ -200,11 +203,11 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
-python3 - "$RUNS" "$OUT_DIR/scaling.md" "$NCPU" "$NGEN" "$DISK_TSV" "$PINNING" "$CLIENT_LO" <<'EOF'
+python3 - "$RUNS" "$OUT_DIR/scaling.md" "$NCPU" "$NGEN" "$DISK_TSV" "$PINNING" "$CLIENT_LO" "$SERVER_CPUS" <<'EOF'
 import json, statistics, sys
 from collections import defaultdict
 
-runs, md_path, ncpu, ngen, disk_tsv, pinning, client_lo = sys.argv[1:8]
+runs, md_path, ncpu, ngen, disk_tsv, pinning, client_lo, server_cpus = sys.argv[1:9]
 ncpu, ngen = int(ncpu), int(ngen)
 disk = defaultdict(list)  # (workload, shards) -> (writes/s, KiB/write, busy share) per round
 for line in open(disk_tsv):
@@ -242,7 +245,7 @@ def disk_cols(wl, n):
     return " | ".join(f"{med([x[i] for x in d]):{f}}" for i, f in ((0, ".0f"), (1, ".1f"), (2, ".2f")))
 offered = lambda xs: f"{med([x['offered'] for x in xs]):.0f}" if xs[0]["offered"] else "closed"
 lines = [
-    f"{ncpu} CPUs; " + ("shard s pinned to CPU s" if pinning == "on" else "shards unpinned on CPUs 0..n-1")
+    f"{ncpu} CPUs; " + ("shard s pinned to CPU s" if pinning == "on" else f"shards unpinned on CPUs {server_cpus or '0..n-1'}")
     + f"; {ngen} load generators on the last {ncpu - int(client_lo)} CPUs.",
     "Medians over rounds; p50 is the median generator's, p99 the worst generator's (µs);",
     "errors include timeouts and, in an open loop, ops never sent (missed).",
