@@ -146,7 +146,7 @@ impl Client {
             .idle_sessions
             .borrow_mut()
             .pop()
-            .unwrap_or(Session {
+            .unwrap_or_else(|| Session {
                 id: random_u64(),
                 next_seq: 1,
             })
