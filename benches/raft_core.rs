@@ -7,7 +7,11 @@
 
 use corekv::raft::{ConfState, Config, MemStorage, Message, RawNode, Role};
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+#[path = "support/run_length.rs"]
+mod run_length;
+use run_length::RunLength;
 
 fn cluster() -> Vec<RawNode<MemStorage>> {
     let conf = ConfState {
@@ -65,12 +69,7 @@ fn drive(nodes: &mut [RawNode<MemStorage>], net: &mut VecDeque<Message>) -> u64 
 }
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let run_for = if full {
-        Duration::from_secs(2)
-    } else {
-        Duration::from_millis(50)
-    };
+    let length = RunLength::from_args();
     let payload = vec![7u8; 128];
     for batch in [1usize, 16, 128] {
         let mut nodes = cluster();
@@ -81,7 +80,7 @@ fn main() {
         let start = Instant::now();
         let mut committed = 0u64;
         let mut rounds = 0u64;
-        while start.elapsed() < run_for {
+        while start.elapsed() < length.per_case {
             for _ in 0..8 {
                 nodes[0].propose(vec![payload.clone(); batch]).unwrap();
             }
@@ -97,7 +96,7 @@ fn main() {
         println!(
             "raft_core: 3 nodes, batch {batch:>3} x 128 B, 8 batches in flight: {:>10.0} committed entries/s ({committed} in {secs:.2}s){}",
             committed as f64 / secs,
-            if full { "" } else { " [smoke run]" }
+            length.tag()
         );
     }
 }

@@ -24,8 +24,11 @@ use corekv::raft::types::{Entry, EntryKind};
 use corekv::wal::{Disk, DiskFile, SyncMode, Wal, WalOptions};
 use futures_lite::future::block_on;
 
+#[path = "support/run_length.rs"]
+mod run_length;
 #[path = "support/wal_compact.rs"]
 mod wal_compact;
+use run_length::RunLength;
 
 /// Buffers written and given back, reused as a DMA buffer pool would be (a fresh
 /// zeroed allocation per write would measure the allocator, not the WAL).
@@ -195,12 +198,7 @@ fn run(batch: usize, run_for: Duration) -> (u64, u64, f64) {
 }
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let run_for = if full {
-        Duration::from_secs(2)
-    } else {
-        Duration::from_millis(50)
-    };
+    let length = RunLength::from_args();
     // Numeric arguments pick batch sizes (`cargo bench --bench wal_cpu -- 1024`).
     let picked: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
     let sizes = if picked.is_empty() {
@@ -209,13 +207,13 @@ fn main() {
         picked
     };
     for batch in sizes {
-        let (appends, writes, secs) = run(batch, run_for);
+        let (appends, writes, secs) = run(batch, length.per_case);
         assert!(appends > 0 && writes > 0);
         println!(
             "wal_cpu: batch {batch:>4} x {RECORD} B, null disk: {:>10.0} appends/s, {:>7.2} us per write ({writes} writes in {secs:.2}s){}",
             appends as f64 / secs,
             secs * 1e6 / writes as f64,
-            if full { "" } else { " [smoke run]" }
+            length.tag()
         );
     }
 }
