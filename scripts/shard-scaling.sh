@@ -112,8 +112,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-secs=${DURATION%s}
-BOUND=$((${secs%.*} + 60))
+# Each run's time limit: the duration (250ms, 10s, 2m or plain seconds, as corekv-bench
+# reads it) plus a minute.
+BOUND=$(awk -v d="$DURATION" 'BEGIN { s = d + 0; if (d ~ /ms$/) s /= 1000; else if (d ~ /m$/) s *= 60
+    printf "%d", s + 61 }')
 PORT=27379
 PEER=28379
 
