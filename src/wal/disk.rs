@@ -20,6 +20,10 @@ pub trait IoBuf {
     fn as_mut_slice(&mut self) -> &mut [u8];
     /// Shortens the buffer to its first `len` bytes (what `write_at` then writes).
     fn trim_to(&mut self, len: usize);
+    /// Writes every byte once, in one bulk pass (contents unspecified afterwards), so
+    /// that the CPU owns all of the buffer's cache lines before the encoder's small
+    /// stores land in them (see `Staging` in `src/wal/mod.rs` for why it pays).
+    fn touch(&mut self);
 }
 
 impl IoBuf for DmaBuffer {
@@ -31,6 +35,9 @@ impl IoBuf for DmaBuffer {
     }
     fn trim_to(&mut self, len: usize) {
         self.trim_to_size(len);
+    }
+    fn touch(&mut self) {
+        self.as_bytes_mut().fill(0);
     }
 }
 
@@ -44,6 +51,11 @@ impl IoBuf for Vec<u8> {
     fn trim_to(&mut self, len: usize) {
         assert!(len <= self.len(), "trim_to {len} of {}", self.len());
         self.truncate(len);
+    }
+    /// 0xEE, the stale pattern of the simulated disk's fresh buffers, so that its tests
+    /// still see stale bytes wherever the encoder would leave one unwritten.
+    fn touch(&mut self) {
+        self.fill(0xEE);
     }
 }
 

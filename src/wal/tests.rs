@@ -1018,6 +1018,23 @@ fn staging_buffer_grows_keeps_bytes_and_is_sized_after_the_last_group() {
     assert_eq!((s.used, s.cap()), (0, 0), "an emptied buffer is let go");
 }
 
+/// Every new staging buffer is written over in full before the first record goes in
+/// (`IoBuf::touch`; 0xEE for the sim's `Vec` buffers), whether it is the first of a
+/// group or a grown one, and growth keeps the pending bytes.
+#[test]
+fn a_new_staging_buffer_is_touched_in_full_before_use() {
+    let zeroed = |n: usize| vec![0u8; n];
+    let mut s: Staging<Vec<u8>> = Staging::new();
+    s.push(100, zeroed).fill(1);
+    let b = s.buf.as_ref().expect("a buffer");
+    assert!(b[100..].iter().all(|&x| x == 0xEE), "the rest was touched");
+    s.push(50_000, zeroed).fill(2);
+    let b = s.buf.as_ref().expect("a grown buffer");
+    assert!(b[..100].iter().all(|&x| x == 1), "kept across growth");
+    assert!(b[100..50_100].iter().all(|&x| x == 2));
+    assert!(b[50_100..].iter().all(|&x| x == 0xEE), "the grown one too");
+}
+
 // ---------- real files and real crashes ----------
 
 fn temp_dir(tag: &str) -> PathBuf {
