@@ -30,7 +30,8 @@
 //! # Write path and crash argument
 //!
 //! Each append encodes its record once, into the staging buffer: a DMA write buffer
-//! holding the pending records back to back. The cache of recent entries shares their
+//! holding the pending records back to back (written over once in bulk when it is
+//! allocated, see `Staging`). The cache of recent entries shares their
 //! data with the caller ([`Payload`]: a reference count, no copy of the bytes), and the
 //! append returns at once. A flush is done by the first waiter in
 //! [`Wal::wait_durable`] that finds no write in flight: it claims the flush (later
