@@ -385,12 +385,13 @@ impl Pending {
 ///
 /// A new buffer is written over once in bulk ([`IoBuf::touch`]) before the first
 /// record goes in. The pool hands the same memory back group after group, and the
-/// device has just read it for the previous write; on a virtual disk that read is made
-/// by a host thread on another core, and the encoder's small stores into those lines
-/// were at times 2-3x slower, for whole runs (wal-bench, batch 1024: time outside the
-/// I/O p50 50-60 µs instead of 18-24 in such phases). One bulk pass takes the lines
-/// back at streaming speed: it costs ~3 µs per 290 KB where nothing is slow, and
-/// keeps the encoder at its usual speed where it would have been.
+/// device has just read it for the previous write. On this project's virtual disk the
+/// encoder's small stores into those lines were at times 2-3x slower, for whole runs
+/// (wal-bench, batch 1024: time outside the I/O p50 50-60 µs instead of 18-24), most
+/// likely because the host thread serving the disk, on another core, had read them
+/// last. One bulk pass takes the lines back at streaming speed: it costs ~3 µs per
+/// 290 KB where nothing is slow, and no run with it was slow (`docs/wal.md`,
+/// session 11).
 struct Staging<B> {
     buf: Option<B>,
     used: usize,
