@@ -60,8 +60,11 @@
 //! `WAL_BENCH_ONLY=prep,batch,concurrent` picks sections; `WAL_BENCH_SIZES=1,1024` picks
 //! batch sizes and appender counts; `WAL_BENCH_MODES=dsync` (or `fdatasync`) one mode;
 //! `WAL_BENCH_SEG_MIB=n` the WAL's segment size (default 64; a diagnostic: 1024 makes
-//! segment switches 16x rarer). Prints a markdown summary table at the end; last
-//! line: `wal: <appends/s> appends/s at 1024 appenders, <ratio> of raw limit`.
+//! segment switches 16x rarer); `WAL_BENCH_RAW_FILES=n` makes raw rotate through n
+//! prepared 64 MiB files instead of one (default 1, the baseline; a diagnostic: the
+//! WAL rotates through several segment files). Prints a markdown summary table at the
+//! end; last line: `wal: <appends/s> appends/s at 1024 appenders, <ratio> of raw
+//! limit`.
 //!
 //! With one appender it also prints the percentiles of each append's time in
 //! write+fdatasync next to raw's: the medians match; the WAL's p99 is heavier.
@@ -345,20 +348,41 @@ async fn zero_fill<F: DiskFile>(f: &F, len: u64) {
 
 /// The raw limit: aligned writes + fdatasync into a prepared file, advancing through it.
 struct Raw {
-    f: corekv::wal::disk::DmaDiskFile,
+    files: Vec<corekv::wal::disk::DmaDiskFile>,
+    /// The file written now (`files[cur]`) and the offset in it.
+    cur: usize,
     pos: u64,
 }
 
+/// How many 64 MiB files the raw loop rotates through (`WAL_BENCH_RAW_FILES`, default
+/// 1: the baseline). A diagnostic: the WAL rotates through several segment files, and
+/// this virtual disk is slower over a wider range of blocks (`docs/wal.md`).
+fn raw_files() -> usize {
+    (env_f64("WAL_BENCH_RAW_FILES", 1.0) as usize).max(1)
+}
+
+fn raw_file_name(mode: SyncMode, i: usize) -> String {
+    format!("raw-{mode:?}-{i}")
+}
+
 impl Raw {
-    /// Prepares the raw file of one sync mode, as the WAL prepares a segment.
+    /// Prepares the raw files of one sync mode, each as the WAL prepares a segment.
     async fn new(base: &Path, mode: SyncMode) -> Raw {
-        let name = format!("raw-{mode:?}");
         let disk = DmaDisk::open(base, mode).await.unwrap();
-        let _ = std::fs::remove_file(base.join(&name));
-        let f = disk.create(&name).await.unwrap();
-        zero_fill(&f, SEG).await;
+        let mut files = Vec::new();
+        for i in 0..raw_files() {
+            let name = raw_file_name(mode, i);
+            let _ = std::fs::remove_file(base.join(&name));
+            let f = disk.create(&name).await.unwrap();
+            zero_fill(&f, SEG).await;
+            files.push(f);
+        }
         disk.sync_dir().await.unwrap();
-        Raw { f, pos: 0 }
+        Raw {
+            files,
+            cur: 0,
+            pos: 0,
+        }
     }
 
     /// Writes of `bytes` for `d`, each counting as `appends` appends.
@@ -370,12 +394,14 @@ impl Raw {
         while t0.elapsed() < d {
             if self.pos + bytes > SEG {
                 self.pos = 0;
+                self.cur = (self.cur + 1) % self.files.len();
             }
-            let mut buf = self.f.alloc_buf(bytes as usize);
+            let f = &self.files[self.cur];
+            let mut buf = f.alloc_buf(bytes as usize);
             buf.as_mut_slice().fill(7);
             let t = Instant::now();
-            self.f.write_at(buf, self.pos).await.unwrap();
-            self.f.sync().await.unwrap();
+            f.write_at(buf, self.pos).await.unwrap();
+            f.sync().await.unwrap();
             lat.push(t.elapsed().as_micros() as u32);
             self.pos += bytes;
             n += 1;
@@ -781,8 +807,11 @@ fn main() {
             for c in &table {
                 println!("{}", c.row());
             }
-            let _ = std::fs::remove_file(base.join("raw-Fdatasync"));
-            let _ = std::fs::remove_file(base.join("raw-Dsync"));
+            for mode in [SyncMode::Fdatasync, SyncMode::Dsync] {
+                for i in 0..raw_files() {
+                    let _ = std::fs::remove_file(base.join(raw_file_name(mode, i)));
+                }
+            }
             if let Some((rate, ratio)) = last {
                 println!("wal: {rate:.0} appends/s at 1024 appenders, {ratio:.2} of raw limit");
             }
