@@ -346,7 +346,8 @@ async fn zero_fill<F: DiskFile>(f: &F, len: u64) {
     }
 }
 
-/// The raw limit: aligned writes + fdatasync into a prepared file, advancing through it.
+/// The raw limit: aligned writes + fdatasync into a prepared file (or files, see
+/// `raw_files`), advancing through it.
 struct Raw {
     files: Vec<corekv::wal::disk::DmaDiskFile>,
     /// The file written now (`files[cur]`) and the offset in it.

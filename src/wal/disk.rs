@@ -41,6 +41,10 @@ impl IoBuf for DmaBuffer {
     }
 }
 
+/// The byte a fresh simulated buffer holds (stale contents, like a reused DMA buffer's),
+/// and what touching a `Vec` buffer writes: a byte the encoder leaves unwritten shows.
+pub const STALE_BYTE: u8 = 0xEE;
+
 impl IoBuf for Vec<u8> {
     fn as_slice(&self) -> &[u8] {
         self
@@ -52,10 +56,10 @@ impl IoBuf for Vec<u8> {
         assert!(len <= self.len(), "trim_to {len} of {}", self.len());
         self.truncate(len);
     }
-    /// 0xEE, the stale pattern of the simulated disk's fresh buffers, so that its tests
-    /// still see stale bytes wherever the encoder would leave one unwritten.
+    /// [`STALE_BYTE`], as the simulated disk's fresh buffers hold, so that its tests still
+    /// see stale bytes wherever the encoder would leave one unwritten.
     fn touch(&mut self) {
-        self.fill(0xEE);
+        self.fill(STALE_BYTE);
     }
 }
 

@@ -167,7 +167,7 @@ impl DiskFile for SimFile {
 
     fn alloc_buf(&self, len: usize) -> Vec<u8> {
         // Stale contents, like a reused DMA buffer: whoever fills it must write it all.
-        vec![0xEE; len]
+        vec![super::disk::STALE_BYTE; len]
     }
 
     async fn write_at(&self, buf: Vec<u8>, off: u64) -> io::Result<()> {
