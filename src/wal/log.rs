@@ -161,6 +161,12 @@ pub struct LogIndex {
     pub cache_bytes: u64,
     /// Cached entries a compaction dropped, not yet released (see [`LogIndex::reap`]).
     retired: Vec<VecDeque<CachedEntry>>,
+    /// The storage of a fully reaped batch, kept for the next compaction's kept part:
+    /// the cache then goes on in a deque as big as the one it had, instead of growing
+    /// again from the kept part's size by doubling (a copy of the whole cache at each
+    /// step: ~1.4 µs per batch-1024 write in `wal_cpu`, where the log is compacted
+    /// every 80 writes).
+    spare: VecDeque<CachedEntry>,
 }
 
 impl LogIndex {
@@ -357,7 +363,10 @@ impl LogIndex {
                 // a fraction of a millisecond, which the compaction's caller spreads
                 // out with `reap` instead of stalling every other task now. The byte
                 // count is that of the rest (the shorter part to sum).
-                let kept = self.cache.split_off(n);
+                // `append` moves the entries with a memcpy (an `extend` from a drain
+                // moves them one by one: slower than the regrowth it saves).
+                let mut kept = std::mem::take(&mut self.spare);
+                kept.append(&mut self.cache.split_off(n));
                 self.cache_bytes = kept.iter().map(CachedEntry::size_bytes).sum();
                 self.retired.push(std::mem::replace(&mut self.cache, kept));
             } else {
@@ -392,7 +401,10 @@ impl LogIndex {
             batch.drain(..k);
             left -= k;
             if batch.is_empty() {
-                self.retired.pop();
+                let empty = self.retired.pop().expect("the batch just drained");
+                if empty.capacity() > self.spare.capacity() {
+                    self.spare = empty;
+                }
             }
         }
         self.retired.iter().map(VecDeque::len).sum()
@@ -708,5 +720,47 @@ mod tests {
         log.apply_snapshot(log.hard_state, &meta).unwrap();
         assert_eq!(log.reap(0), 0);
         assert_eq!(log.cache_bytes, bytes(&log));
+    }
+
+    /// A fully reaped batch's storage carries the next big compaction's kept part, so
+    /// the cache does not grow again from the kept part's size.
+    #[test]
+    fn a_reaped_batch_holds_the_next_kept_part() {
+        let data = Payload::from(vec![1u8; 8]);
+        let mut log = LogIndex::new();
+        let mut next = 1u64;
+        let mut append = |log: &mut LogIndex, n: u64| {
+            let batch: Vec<Entry> = (next..next + n)
+                .map(|i| Entry {
+                    term: 1,
+                    index: i,
+                    kind: EntryKind::Normal,
+                    data: data.clone(),
+                })
+                .collect();
+            log.append(&batch, None);
+            next += n;
+        };
+        let compact = |log: &mut LogIndex, index: u64| {
+            let meta = SnapshotMeta {
+                index,
+                term: 1,
+                ..SnapshotMeta::default()
+            };
+            log.apply_snapshot(log.hard_state, &meta).unwrap();
+        };
+        append(&mut log, 10_000);
+        let cap = log.cache.capacity();
+        compact(&mut log, 8_000);
+        assert_eq!(log.reap(usize::MAX), 0);
+        assert_eq!(log.spare.capacity(), cap, "the reaped deque is kept");
+        append(&mut log, 8_000);
+        compact(&mut log, 16_000);
+        assert_eq!(log.cache.capacity(), cap, "the kept part went into it");
+        assert_eq!((log.cache_first(), log.last_index()), (16_001, 18_000));
+        for i in 16_001..=18_000 {
+            assert_eq!(log.cached_entry(i).data, data);
+        }
+        assert_eq!(log.reap(usize::MAX), 0);
     }
 }
