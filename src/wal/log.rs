@@ -407,6 +407,11 @@ impl LogIndex {
                 }
             }
         }
+        self.retired_len()
+    }
+
+    /// Cached entries set aside by compactions and not yet released.
+    pub fn retired_len(&self) -> usize {
         self.retired.iter().map(VecDeque::len).sum()
     }
 

@@ -1035,6 +1035,135 @@ fn a_new_staging_buffer_is_touched_in_full_before_use() {
     assert!(b[50_100..].iter().all(|&x| x == 0xEE), "the grown one too");
 }
 
+/// Entries `lo..=hi` of term 1, each sharing `data` (so its share count tells how many
+/// the WAL still holds).
+fn shared_entries(lo: u64, hi: u64, data: &Payload) -> Vec<Entry> {
+    (lo..=hi)
+        .map(|i| Entry {
+            term: 1,
+            index: i,
+            kind: EntryKind::Normal,
+            data: data.clone(),
+        })
+        .collect()
+}
+
+fn window_opts() -> WalOptions {
+    WalOptions {
+        segment_bytes: 8 << 20,
+        group_commit_bytes_max: 1 << 20,
+        cache_bytes_max: 64 << 20,
+        ..WalOptions::default()
+    }
+}
+
+/// Appends entries sharing `data` and keeps the model in step.
+struct Writer {
+    ready: u64,
+    last: u64,
+    m: Model,
+}
+
+impl Writer {
+    /// Appends `n` more entries sharing `data` (not yet flushed); returns their length.
+    fn append<D: Disk>(&mut self, wal: &Wal<D>, n: u64, data: &Payload) -> usize {
+        let e = shared_entries(self.last + 1, self.last + n, data);
+        self.ready += 1;
+        wal.append(self.ready, None, &e).unwrap();
+        self.m.append(None, &e);
+        self.last += n;
+        append_record_len(&e)
+    }
+    fn compact<D: Disk>(&mut self, wal: &Wal<D>, index: u64) {
+        let meta = SnapshotMeta {
+            index,
+            term: 1,
+            ..SnapshotMeta::default()
+        };
+        block_on(wal.compact(meta.clone())).unwrap();
+        self.m.compact(&meta);
+    }
+}
+
+/// The work done while a write is in flight (`Wal::write_window`): after a write of at
+/// least `WINDOW_MIN_BYTES` the next staging buffer is already there (as big as that
+/// group, touched, empty) and the next append goes into it; the cached entries a
+/// compaction set aside are released by the following writes, at least `REAP_SLICE`
+/// and at least as many as were appended since the last window, none by the
+/// compaction itself; the log reads back and reopens as the model.
+#[test]
+fn write_windows_prepare_the_next_buffer_and_release_compacted_entries() {
+    let disk = SimDisk::new();
+    let opts = window_opts();
+    let (wal, _) = block_on(Wal::open_on(disk.clone(), opts.clone())).unwrap();
+    let data = Payload::from(vec![5u8; 200]);
+    let mut w = Writer {
+        ready: 0,
+        last: 0,
+        m: Model::default(),
+    };
+    let staged = |wal: &Wal<SimDisk>| {
+        let st = wal.inner.st.borrow();
+        let b = st.staging.buf.as_ref().map(|b| b.as_slice().to_vec());
+        (st.staging.used, st.staging.hint, b)
+    };
+    // 400 entries of 200 bytes: a ~90 KB record, over WINDOW_MIN_BYTES.
+    w.append(&wal, 400, &data);
+    block_on(wal.flush()).unwrap();
+    let (used, hint, buf) = staged(&wal);
+    let buf = buf.expect("the next buffer was made during the write");
+    assert!(hint as u64 >= WINDOW_MIN_BYTES);
+    assert_eq!((used, buf.len()), (0, hint), "empty, sized after the group");
+    assert!(
+        buf.iter().all(|&b| b == disk::STALE_BYTE),
+        "touched in full"
+    );
+    // The next append fills that buffer instead of making one.
+    let len = w.append(&wal, 400, &data);
+    let (used, _, buf) = staged(&wal);
+    assert_eq!(buf.map(|b| b.len()), Some(hint), "the same buffer");
+    assert_eq!(used, len);
+    for _ in 0..28 {
+        w.append(&wal, 400, &data);
+        block_on(wal.flush()).unwrap();
+    }
+    assert_eq!(w.last, 12_000);
+    // Compacting 10,000 of the 12,000 cached entries sets them aside: the compaction's
+    // own Snapshot write releases the first slice, the next writes the rest. (The
+    // payload's share count covers the WAL's cache and the model's entries.)
+    let before = data.shares();
+    w.compact(&wal, 10_000);
+    let retired = |wal: &Wal<SimDisk>| wal.inner.st.borrow().log.retired_len();
+    assert_eq!(retired(&wal), 10_000 - REAP_SLICE);
+    assert_eq!(data.shares(), before - 10_000 - REAP_SLICE);
+    // Small writes (one entry each) still get a window while entries wait.
+    let mut writes = 0;
+    while retired(&wal) > 0 {
+        w.append(&wal, 1, &data);
+        block_on(wal.flush()).unwrap();
+        writes += 1;
+        assert!(writes <= 2, "each write releases at least {REAP_SLICE}");
+    }
+    assert_eq!(data.shares(), before - 20_000 + 2 * writes);
+    // A window releases at least as many as were appended since the last one: 6,000
+    // are pending when a compaction sets 11,000 + `writes` aside.
+    let small = Payload::from(vec![1u8; 8]);
+    w.append(&wal, 9_000, &small);
+    block_on(wal.flush()).unwrap();
+    let upto = w.last;
+    w.append(&wal, 6_000, &small);
+    w.compact(&wal, upto);
+    assert_eq!(retired(&wal), 11_000 + writes - 6_000);
+    while retired(&wal) > 0 {
+        w.append(&wal, 1, &small);
+        block_on(wal.flush()).unwrap();
+    }
+    check_storage(&wal, &w.m);
+    let image = disk.crash(&mut Rng::new(7), 50);
+    let (_, rec) = block_on(Wal::open_on(image, opts)).unwrap();
+    assert_eq!(Model::of(&rec), w.m);
+}
+
 // ---------- real files and real crashes ----------
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -1101,6 +1230,48 @@ fn dma_disk_round_trip() {
         r.entries.len()
     });
     assert_eq!(n, 3000);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The write window on a real disk: glommio's no-op request resolves `submitted`, the
+/// next staging buffer is made and compacted entries are released during the writes,
+/// and the log reopens whole.
+#[test]
+fn dma_disk_write_windows_run() {
+    let dir = temp_dir("window");
+    let d2 = dir.clone();
+    run_glommio(move || async move {
+        let (wal, _) = Wal::open(&d2, window_opts()).await.unwrap();
+        let data = Payload::from(vec![3u8; 200]);
+        let mut w = Writer {
+            ready: 0,
+            last: 0,
+            m: Model::default(),
+        };
+        for _ in 0..30 {
+            w.append(&wal, 400, &data);
+            wal.flush().await.unwrap();
+            let st = wal.inner.st.borrow();
+            assert!(st.staging.buf.is_some(), "the window made the next buffer");
+        }
+        let meta = SnapshotMeta {
+            index: 10_000,
+            term: 1,
+            ..SnapshotMeta::default()
+        };
+        wal.compact(meta.clone()).await.unwrap();
+        w.m.compact(&meta);
+        for _ in 0..3 {
+            w.append(&wal, 1, &data);
+            wal.flush().await.unwrap();
+        }
+        assert_eq!(wal.inner.st.borrow().log.retired_len(), 0);
+        assert_eq!(data.shares(), 1 + 2 * (2_000 + 3), "released");
+        drop(wal);
+        let (_, rec) = Wal::open(&d2, window_opts()).await.unwrap();
+        assert_eq!(rec.entries.last().map(|e| e.index), Some(w.last));
+        assert_eq!(Model::of(&rec), w.m);
+    });
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
