@@ -6,7 +6,8 @@
 # WAL_BENCH_ROUNDS=n: interleaved raw/WAL rounds they are split into (default 20);
 # WAL_BENCH_ONLY=prep,batch,concurrent, WAL_BENCH_SIZES=1,1024 and WAL_BENCH_MODES=dsync
 # (or fdatasync) pick what runs; WAL_BENCH_RAW_FILES=n: raw rotates through n 64 MiB files
-# instead of one (a diagnostic; the baseline is 1).
+# instead of one (a diagnostic; the baseline is 1); WAL_BENCH_RAW_FILL=each|ahead|none: when
+# raw fills its buffers (a diagnostic; the baseline is each, see src/bin/wal-bench.rs).
 # See src/bin/wal-bench.rs for what "raw" is and why the comparison is fair.
 set -euo pipefail
 cd "$(dirname "$0")/.."

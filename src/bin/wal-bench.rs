@@ -62,7 +62,11 @@
 //! `WAL_BENCH_SEG_MIB=n` the WAL's segment size (default 64; a diagnostic: 1024 makes
 //! segment switches 16x rarer); `WAL_BENCH_RAW_FILES=n` makes raw rotate through n
 //! prepared 64 MiB files instead of one (default 1, the baseline; a diagnostic: the
-//! WAL rotates through several segment files). Prints a markdown summary table at the
+//! WAL rotates through several segment files); `WAL_BENCH_RAW_FILL=each|ahead|none`
+//! how raw fills its buffers (`each`, the baseline: each buffer right before its
+//! write; two diagnostics: `ahead` fills the next buffer while a write is in flight,
+//! as the WAL's write window makes and touches its next buffer; `none` writes
+//! buffers nobody filled, a bound no writer of real data can reach). Prints a markdown summary table at the
 //! end; last line: `wal: <appends/s> appends/s at 1024 appenders, <ratio> of raw
 //! limit`.
 //!
@@ -346,9 +350,33 @@ async fn zero_fill<F: DiskFile>(f: &F, len: u64) {
     }
 }
 
+/// How the raw loop fills its buffers (`WAL_BENCH_RAW_FILL`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RawFill {
+    /// Each buffer right before its write (the baseline).
+    Each,
+    /// The next buffer while the write is in flight (after `Disk::submitted`).
+    Ahead,
+    /// Never: writes what the DMA pool hands back.
+    None,
+}
+
+fn raw_fill() -> RawFill {
+    match std::env::var("WAL_BENCH_RAW_FILL").as_deref() {
+        Err(_) | Ok("each") => RawFill::Each,
+        Ok("ahead") => RawFill::Ahead,
+        Ok("none") => RawFill::None,
+        Ok(v) => panic!("WAL_BENCH_RAW_FILL={v}: expected each, ahead or none"),
+    }
+}
+
 /// The raw limit: aligned writes + fdatasync into a prepared file (or files, see
 /// `raw_files`), advancing through it.
 struct Raw {
+    disk: DmaDisk,
+    fill: RawFill,
+    /// The buffer filled ahead for the next write (`RawFill::Ahead`).
+    next: Option<glommio::io::DmaBuffer>,
     files: Vec<corekv::wal::disk::DmaDiskFile>,
     /// The file written now (`files[cur]`) and the offset in it.
     cur: usize,
@@ -380,6 +408,9 @@ impl Raw {
         }
         disk.sync_dir().await.unwrap();
         Raw {
+            disk,
+            fill: raw_fill(),
+            next: None,
             files,
             cur: 0,
             pos: 0,
@@ -398,10 +429,31 @@ impl Raw {
                 self.cur = (self.cur + 1) % self.files.len();
             }
             let f = &self.files[self.cur];
-            let mut buf = f.alloc_buf(bytes as usize);
-            buf.as_mut_slice().fill(7);
+            let filled = |f: &corekv::wal::disk::DmaDiskFile| {
+                let mut buf = f.alloc_buf(bytes as usize);
+                buf.as_mut_slice().fill(7);
+                buf
+            };
+            let buf = match self.fill {
+                RawFill::Each => filled(f),
+                RawFill::Ahead => match self.next.take() {
+                    Some(b) if b.len() == bytes as usize => b,
+                    _ => filled(f),
+                },
+                RawFill::None => f.alloc_buf(bytes as usize),
+            };
             let t = Instant::now();
-            f.write_at(buf, self.pos).await.unwrap();
+            if self.fill == RawFill::Ahead {
+                let ahead = async {
+                    self.disk.submitted().await;
+                    filled(f)
+                };
+                let (w, next) = futures_lite::future::zip(f.write_at(buf, self.pos), ahead).await;
+                w.unwrap();
+                self.next = Some(next);
+            } else {
+                f.write_at(buf, self.pos).await.unwrap();
+            }
             f.sync().await.unwrap();
             lat.push(t.elapsed().as_micros() as u32);
             self.pos += bytes;
@@ -723,10 +775,17 @@ fn main() {
         base.display()
     );
     println!(
-        "wal-bench in {} ({fs}), {:?} per side in {} interleaved rounds, {RECORD}-byte records",
+        "wal-bench in {} ({fs}), {:?} per side in {} interleaved rounds, {RECORD}-byte records; \
+         raw: {} file(s), fill {}",
         base.display(),
         secs(),
-        rounds()
+        rounds(),
+        raw_files(),
+        match raw_fill() {
+            RawFill::Each => "each",
+            RawFill::Ahead => "ahead",
+            RawFill::None => "none",
+        }
     );
     LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(4 << 20)
