@@ -72,6 +72,13 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 log() { echo "[shard-scaling $(date +%H:%M:%S)] $*" >&2; }
 
 if [ -z "${BIN_DIR:-}" ]; then
+    # corekv-bench compiles etcd's .proto files, which needs protoc.
+    if ! command -v protoc >/dev/null; then
+        log "apt-get install protobuf-compiler"
+        (timeout 300 apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq protobuf-compiler >/dev/null) ||
+            { echo "shard-scaling: protoc is missing and could not be installed" >&2; exit 1; }
+    fi
     log "building corekv and corekv-bench (release)"
     (cd "$ROOT" && cargo build --release -q --bin corekv && cargo build --release -q -p corekv-bench)
     BIN_DIR=$ROOT/target/release
