@@ -507,8 +507,9 @@ struct State<F: DiskFile> {
     /// Raft's start reads all of it at once, synchronously (nothing could fetch).
     keep_recovered: bool,
     log: LogIndex,
-    /// Entries appended since the last write window reaped (see [`Wal::write_window`]).
-    appended_since_reap: usize,
+    /// Entries appended since the last group was taken for a write: that write's window
+    /// releases at least as many set-aside entries (see [`Wal::write_window`]).
+    appended_since_write: usize,
     stats: WalStats,
 }
 
@@ -755,7 +756,7 @@ impl<D: Disk> Wal<D> {
             pending_bytes: 0,
             appends: VecDeque::new(),
             staging: Staging::new(),
-            appended_since_reap: 0,
+            appended_since_write: 0,
             last_ready,
             durable_ready: last_ready,
             located_upto,
@@ -840,7 +841,7 @@ impl<D: Disk> Wal<D> {
             st.log.hard_state = hs;
         }
         let rec_id = st.log.append(entries, None);
-        st.appended_since_reap += entries.len();
+        st.appended_since_write += entries.len();
         if let Some(e0) = entries.first() {
             st.keep_recovered = false;
             st.located_upto = st.located_upto.min(e0.index - 1);
@@ -1004,7 +1005,7 @@ impl<D: Disk> Wal<D> {
             // 3. One aligned buffer: the records sealed with wsn + crc (in the staging
             //    buffer itself when the group is all of it, else copied into a new
             //    one and sealed in the same pass), then a Pad.
-            let (file, pos, seq, buf) = {
+            let (file, pos, seq, buf, reap) = {
                 let mut st = inner.st.borrow_mut();
                 let st = &mut *st;
                 let seg = &st.segments[&st.active];
@@ -1043,7 +1044,8 @@ impl<D: Disk> Wal<D> {
                 b[data_len..].fill(0);
                 write_pad(&mut b[data_len..], wsn);
                 st.pending_bytes -= data_len as u64;
-                (file, pos, seq, buf)
+                let reap = REAP_SLICE.max(std::mem::take(&mut st.appended_since_write));
+                (file, pos, seq, buf, reap)
             };
             // 4. One write, one fdatasync.
             let path = || inner.disk.describe(&segment_name(seq));
@@ -1053,7 +1055,7 @@ impl<D: Disk> Wal<D> {
             let written = if window {
                 let window = async {
                     inner.disk.submitted().await;
-                    self.write_window();
+                    self.write_window(reap);
                 };
                 futures_lite::future::zip(write, window).await.0
             } else {
@@ -1137,23 +1139,21 @@ impl<D: Disk> Wal<D> {
     /// Work for the time a group-commit write is in flight (the CPU is otherwise idle
     /// then; this runs once the write is submitted, see [`Disk::submitted`]): the next
     /// staging buffer is made and touched, and cached entries that compactions set
-    /// aside are released, at least [`REAP_SLICE`] and at least as many as were
-    /// appended since the last window (so releasing keeps up with compacting). Done
+    /// aside are released, `reap` of them: at least [`REAP_SLICE`] and at least as
+    /// many as were appended since the last write (so releasing keeps up with
+    /// compacting, and no backlog of appends makes one window release a mountain). Done
     /// inline instead, the touch of a 290 KB buffer adds ~3-5 µs to every batch-1024
     /// write, and the release of a compaction's 80,000 entries ran back to back
     /// before the next write was even submitted (glommio submits only when no task is
     /// runnable).
-    fn write_window(&self) {
+    fn write_window(&self, reap: usize) {
         let mut st = self.inner.st.borrow_mut();
         let st = &mut *st;
         if st.staging.hint as u64 >= WINDOW_MIN_BYTES {
             let file = &st.segments[&st.active].file;
             st.staging.prepare(|n| file.alloc_buf(n));
         }
-        if st.log.retired_len() > 0 {
-            st.log.reap(REAP_SLICE.max(st.appended_since_reap));
-        }
-        st.appended_since_reap = 0;
+        st.log.reap(reap);
     }
 
     async fn switch_segment(&self) -> Result<(), WalError> {

@@ -1089,7 +1089,7 @@ impl Writer {
 /// least `WINDOW_MIN_BYTES` the next staging buffer is already there (as big as that
 /// group, touched, empty) and the next append goes into it; the cached entries a
 /// compaction set aside are released by the following writes, at least `REAP_SLICE`
-/// and at least as many as were appended since the last window, none by the
+/// and at least as many as were appended since the previous write, none by the
 /// compaction itself; the log reads back and reopens as the model.
 #[test]
 fn write_windows_prepare_the_next_buffer_and_release_compacted_entries() {
@@ -1145,7 +1145,7 @@ fn write_windows_prepare_the_next_buffer_and_release_compacted_entries() {
         assert!(writes <= 2, "each write releases at least {REAP_SLICE}");
     }
     assert_eq!(data.shares(), before - 20_000 + 2 * writes);
-    // A window releases at least as many as were appended since the last one: 6,000
+    // A window releases at least as many as were appended since the last write: 6,000
     // are pending when a compaction sets 11,000 + `writes` aside.
     let small = Payload::from(vec![1u8; 8]);
     w.append(&wal, 9_000, &small);
@@ -1154,6 +1154,22 @@ fn write_windows_prepare_the_next_buffer_and_release_compacted_entries() {
     w.append(&wal, 6_000, &small);
     w.compact(&wal, upto);
     assert_eq!(retired(&wal), 11_000 + writes - 6_000);
+    while retired(&wal) > 0 {
+        w.append(&wal, 1, &small);
+        block_on(wal.flush()).unwrap();
+    }
+    // Writes that take no window (small, nothing set aside) still restart the count:
+    // after 5,000 of them, a compaction's window releases REAP_SLICE, not 5,000.
+    for _ in 0..5_000 {
+        w.append(&wal, 1, &small);
+        block_on(wal.flush()).unwrap();
+    }
+    let first = wal.first_index().unwrap();
+    w.compact(&wal, w.last - 10);
+    assert_eq!(
+        retired(&wal) as u64,
+        w.last - 10 - first + 1 - REAP_SLICE as u64
+    );
     while retired(&wal) > 0 {
         w.append(&wal, 1, &small);
         block_on(wal.flush()).unwrap();
