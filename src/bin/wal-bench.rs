@@ -66,9 +66,9 @@
 //! how raw fills its buffers (`each`, the baseline: each buffer right before its
 //! write; two diagnostics: `ahead` fills the next buffer while a write is in flight,
 //! as the WAL's write window makes and touches its next buffer; `none` writes
-//! buffers nobody filled, a bound no writer of real data can reach). Prints a markdown summary table at the
-//! end; last line: `wal: <appends/s> appends/s at 1024 appenders, <ratio> of raw
-//! limit`.
+//! buffers nobody filled, a bound no writer of real data can reach). Prints a
+//! markdown summary table at the end; last line: `wal: <appends/s> appends/s at 1024
+//! appenders, <ratio> of raw limit`.
 //!
 //! With one appender it also prints the percentiles of each append's time in
 //! write+fdatasync next to raw's: the medians match; the WAL's p99 is heavier.
@@ -361,13 +361,27 @@ enum RawFill {
     None,
 }
 
-fn raw_fill() -> RawFill {
-    match std::env::var("WAL_BENCH_RAW_FILL").as_deref() {
-        Err(_) | Ok("each") => RawFill::Each,
-        Ok("ahead") => RawFill::Ahead,
-        Ok("none") => RawFill::None,
-        Ok(v) => panic!("WAL_BENCH_RAW_FILL={v}: expected each, ahead or none"),
+impl RawFill {
+    const ALL: [RawFill; 3] = [RawFill::Each, RawFill::Ahead, RawFill::None];
+
+    /// Its value of `WAL_BENCH_RAW_FILL`.
+    fn name(self) -> &'static str {
+        match self {
+            RawFill::Each => "each",
+            RawFill::Ahead => "ahead",
+            RawFill::None => "none",
+        }
     }
+}
+
+fn raw_fill() -> RawFill {
+    let Ok(v) = std::env::var("WAL_BENCH_RAW_FILL") else {
+        return RawFill::Each;
+    };
+    RawFill::ALL
+        .into_iter()
+        .find(|m| m.name() == v)
+        .unwrap_or_else(|| panic!("WAL_BENCH_RAW_FILL={v}: expected each, ahead or none"))
 }
 
 /// The raw limit: aligned writes + fdatasync into a prepared file (or files, see
@@ -781,11 +795,7 @@ fn main() {
         secs(),
         rounds(),
         raw_files(),
-        match raw_fill() {
-            RawFill::Each => "each",
-            RawFill::Ahead => "ahead",
-            RawFill::None => "none",
-        }
+        raw_fill().name()
     );
     LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(4 << 20)

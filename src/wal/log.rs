@@ -358,13 +358,14 @@ impl LogIndex {
             let n = (index + 1 - cache_first) as usize;
             assert!(n <= self.cache.len(), "cache shorter than counted");
             if n >= RETIRE_MIN && 2 * n >= self.cache.len() {
-                // Keep the (shorter) rest in a new deque and set the dropped prefix
-                // aside whole: releasing tens of thousands of payloads one by one takes
-                // a fraction of a millisecond, which the compaction's caller spreads
-                // out with `reap` instead of stalling every other task now. The byte
-                // count is that of the rest (the shorter part to sum).
-                // `append` moves the entries with a memcpy (an `extend` from a drain
-                // moves them one by one: slower than the regrowth it saves).
+                // Move the (shorter) rest into the spare deque and set the dropped
+                // prefix aside whole: releasing tens of thousands of payloads one by
+                // one takes a fraction of a millisecond, which `reap` spreads out (the
+                // WAL calls it while its writes are in flight) instead of stalling
+                // every other task now. The byte count is that of the rest (the
+                // shorter part to sum). `append` moves the entries with a memcpy (an
+                // `extend` from a drain moves them one by one: slower than the
+                // regrowth it saves).
                 let mut kept = std::mem::take(&mut self.spare);
                 kept.append(&mut self.cache.split_off(n));
                 self.cache_bytes = kept.iter().map(CachedEntry::size_bytes).sum();

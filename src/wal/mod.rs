@@ -425,8 +425,7 @@ impl<B: IoBuf> Staging<B> {
         // Room for the records and the Pad that will close them.
         let need = padded_len((at + len) as u64) as usize;
         if self.cap() < need {
-            let mut nb = alloc(need.max(self.hint).max(2 * self.cap()));
-            nb.touch();
+            let mut nb = Self::new_buf(need.max(self.hint).max(2 * self.cap()), alloc);
             if let Some(old) = &self.buf {
                 nb.as_mut_slice()[..at].copy_from_slice(&old.as_slice()[..at]);
             }
@@ -440,10 +439,15 @@ impl<B: IoBuf> Staging<B> {
     /// none, so that the next append finds it ready.
     fn prepare(&mut self, alloc: impl FnOnce(usize) -> B) {
         if self.buf.is_none() {
-            let mut nb = alloc(self.hint);
-            nb.touch();
-            self.buf = Some(nb);
+            self.buf = Some(Self::new_buf(self.hint, alloc));
         }
+    }
+
+    /// A new buffer of `len` bytes, written over once in bulk before use.
+    fn new_buf(len: usize, alloc: impl FnOnce(usize) -> B) -> B {
+        let mut nb = alloc(len);
+        nb.touch();
+        nb
     }
 
     /// The pending bytes.
